@@ -1,0 +1,38 @@
+package actors
+
+import "time"
+
+// Config holds what the actor tree needs to know; cmd/charla fills it from
+// flags and validates it (charla.Config) before the tree is built.
+type Config struct {
+	HeartbeatInterval time.Duration // server ping period
+	HeartbeatTimeout  time.Duration // silence after which a connection is closed (4008)
+	SendQueueFrames   int           // per-connection outbound cap in frames (4008 past it)
+	SendQueueBytes    int           // per-connection outbound cap in bytes (4008 past it)
+	MaxBodyBytes      int           // largest message body accepted (too_large past it)
+	DedupWindow       int           // client_msg_ids remembered per conversation in memory
+	RecentWindow      int           // messages kept per conversation to serve replays from memory
+	ReplayPage        int           // messages read from the store per replay page
+	IdleTimeout       time.Duration // a conversation with no activity and no subscriber stops after this
+	SweepInterval     time.Duration // how often leftovers are checked for idleness
+	StoreBatchMax     int           // most messages in one group commit
+	ShutdownGrace     time.Duration // how long in-flight sends may take to finish on shutdown
+}
+
+// DefaultConfig returns DESIGN.md's defaults.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatInterval: 5 * time.Second,
+		HeartbeatTimeout:  10 * time.Second,
+		SendQueueFrames:   1024,
+		SendQueueBytes:    4 << 20,
+		MaxBodyBytes:      32 << 10,
+		DedupWindow:       1024,
+		RecentWindow:      256,
+		ReplayPage:        256,
+		IdleTimeout:       15 * time.Minute,
+		SweepInterval:     5 * time.Minute,
+		StoreBatchMax:     2000,
+		ShutdownGrace:     5 * time.Second,
+	}
+}

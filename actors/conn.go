@@ -1,0 +1,446 @@
+package actors
+
+import (
+	"bytes"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"charla"
+	"charla/transport/wire"
+)
+
+// Socket is what a conn actor needs of its transport: asynchronous, ordered
+// writes of text frames, pings, and a close with a code. Writes report back
+// through done so that the actor, not the transport, owns the queue.
+type Socket interface {
+	Write(frame []byte, done func(error))
+	Ping()
+	Close(d charla.Disconnect)
+}
+
+// conn owns one client connection: its heartbeat, its subscriptions (with
+// the per-conversation seq check that makes delivery exactly-once and in
+// order), and its bounded outbound queue. The transport only decodes frames
+// and forwards them here.
+type conn struct {
+	deps    *deps
+	self    *actor.PID
+	id      string
+	user    charla.Sender
+	sock    Socket
+	expires time.Time // token expiry, zero when none
+
+	subs map[charla.ConvID]*subscription
+	out  outbound
+
+	lastSeen time.Time
+	nextPing time.Time
+	pingSent time.Time
+	timer    *time.Timer
+
+	sends    int // sends awaiting their ack or error
+	draining bool
+	closed   bool
+}
+
+// subscription tracks one conversation for one client. next is the only seq
+// that may be delivered now: lower ones are duplicates and are dropped, a
+// higher one means something is missing and switches to replay, which reads
+// the store up to target and then goes live again.
+type subscription struct {
+	next      charla.Seq
+	target    charla.Seq
+	ready     bool // the conversation has answered the subscribe
+	replaying bool
+	fetching  bool
+}
+
+type outbound struct {
+	queue         [][]byte
+	queuedBytes   int
+	writing       bool
+	writingFrames int
+	writingBytes  int
+}
+
+// Messages from the transport (through ConnHandle).
+type (
+	inFrame   struct{ f wire.Frame }
+	inInvalid struct {
+		ref string
+		err *charla.Error
+	}
+	inAlive    struct{ pong bool }
+	sockClosed struct{ err error }
+)
+
+// Internal and control messages.
+type (
+	writeDone   struct{ err error }
+	connTick    struct{}
+	closeConn   struct{ d charla.Disconnect }
+	drainConn   struct{}
+	replayRetry struct{ conv charla.ConvID }
+)
+
+func newConn(d *deps, id string, user charla.Sender, sock Socket, expires time.Time) *conn {
+	return &conn{deps: d, id: id, user: user, sock: sock, expires: expires, subs: map[charla.ConvID]*subscription{}}
+}
+
+func (c *conn) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		c.self = ctx.Self()
+		now := time.Now()
+		c.lastSeen = now
+		c.nextPing = now.Add(c.deps.cfg.HeartbeatInterval)
+		c.deps.stats.ConnsActive.Add(1)
+		c.deps.stats.Connects.Add(1)
+		c.enqueue(wire.Encode(wire.Welcome{
+			Type: wire.TypeWelcome, ConnID: c.id, User: c.user.ID, Role: c.user.Role,
+			Heartbeat: c.deps.cfg.HeartbeatInterval.Milliseconds(), Timeout: c.deps.cfg.HeartbeatTimeout.Milliseconds(),
+			ServerTime: now.UTC(),
+		}))
+		c.arm(ctx)
+	case inFrame:
+		c.lastSeen = time.Now()
+		c.onFrame(ctx, m.f)
+	case inInvalid:
+		c.lastSeen = time.Now()
+		c.reply(ctx, m.ref, m.err)
+	case inAlive:
+		c.lastSeen = time.Now()
+		if m.pong && !c.pingSent.IsZero() {
+			c.deps.stats.observeRTT(c.lastSeen.Sub(c.pingSent))
+			c.pingSent = time.Time{}
+		}
+	case connTick:
+		c.onTick(ctx)
+	case writeDone:
+		c.out.writing = false
+		c.out.writingFrames, c.out.writingBytes = 0, 0
+		c.write()
+		for conv := range c.subs {
+			c.pump(ctx, conv)
+		}
+		c.maybeFinishDrain()
+	case subscribeReply:
+		c.onSubscribed(ctx, m)
+	case sendReply:
+		c.sends--
+		if m.err != nil {
+			c.reply(ctx, m.ref, m.err)
+		} else {
+			m.ack.Ref = m.ref
+			c.enqueue(wire.Encode(m.ack))
+		}
+		c.maybeFinishDrain()
+	case requestFailed:
+		c.reply(ctx, m.ref, m.err)
+	case delivery:
+		c.onDelivery(ctx, m.conv, m.seq, m.frame)
+	case relay:
+		if s := c.subs[m.conv]; s != nil && s.ready {
+			c.enqueue(m.frame)
+		}
+	case convReset:
+		if s := c.subs[m.conv]; s != nil {
+			s.ready = false
+			ctx.Send(c.deps.conversations, subscribeReq{conv: m.conv, conn: ctx.Self(), since: s.next - 1, resume: true})
+		}
+	case rangeDone:
+		c.onRange(ctx, m)
+	case replayRetry:
+		c.pump(ctx, m.conv)
+	case closeConn:
+		c.close(m.d)
+	case drainConn:
+		c.draining = true
+		c.maybeFinishDrain()
+	case sockClosed:
+		if !c.closed {
+			c.closed = true
+			c.deps.stats.disconnect("client_closed")
+		}
+		ctx.Stop(ctx.Self())
+	case *actor.Stopping:
+		if c.timer != nil {
+			c.timer.Stop()
+		}
+		for conv := range c.subs {
+			ctx.Send(c.deps.conversations, unsubscribeReq{conv: conv, conn: ctx.Self()})
+		}
+		c.close(charla.DisconnectInternal) // a no-op unless we failed
+		c.deps.stats.ConnsActive.Add(-1)
+	}
+}
+
+func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
+	switch f.Type {
+	case wire.TypePing:
+		c.enqueue(wire.Encode(wire.Pong{Type: wire.TypePong, Ref: f.Ref, T: f.T, ServerTime: time.Now().UTC()}))
+	case wire.TypeSubscribe:
+		if err := c.checkConv(f.Conv); err != nil {
+			c.reply(ctx, f.Ref, err)
+			return
+		}
+		c.subs[f.Conv] = &subscription{next: f.Since + 1}
+		ctx.Send(c.deps.conversations, subscribeReq{conv: f.Conv, conn: ctx.Self(), ref: f.Ref, since: f.Since})
+	case wire.TypeUnsubscribe:
+		if err := f.Conv.Validate(); err != nil {
+			c.reply(ctx, f.Ref, err)
+			return
+		}
+		if _, ok := c.subs[f.Conv]; ok {
+			delete(c.subs, f.Conv)
+			ctx.Send(c.deps.conversations, unsubscribeReq{conv: f.Conv, conn: ctx.Self()})
+		}
+		c.enqueue(wire.Encode(wire.Unsubscribed{Type: wire.TypeUnsubscribed, Ref: f.Ref, Conv: f.Conv}))
+	case wire.TypeSend:
+		if err := c.checkSend(f); err != nil {
+			c.reply(ctx, f.Ref, err)
+			return
+		}
+		c.sends++
+		ctx.Send(c.deps.conversations, sendReq{conn: ctx.Self(), ref: f.Ref, msg: charla.Message{
+			Conv: f.Conv, ClientMsgID: f.ClientMsgID, Sender: c.user, Body: f.Body,
+		}})
+	case wire.TypeTyping:
+		if err := c.checkConv(f.Conv); err != nil {
+			c.reply(ctx, f.Ref, err)
+			return
+		}
+		if f.State != "on" && f.State != "off" {
+			c.reply(ctx, f.Ref, charla.Errorf(charla.CodeBadRequest, `typing state must be "on" or "off"`))
+			return
+		}
+		ctx.Send(c.deps.conversations, typingReq{conv: f.Conv, conn: ctx.Self(), user: c.user.ID, state: f.State})
+	case wire.TypeRead:
+		if err := c.checkConv(f.Conv); err != nil {
+			c.reply(ctx, f.Ref, err)
+			return
+		}
+		if f.Seq == 0 {
+			c.reply(ctx, f.Ref, charla.Errorf(charla.CodeBadRequest, "read needs a seq of 1 or more"))
+			return
+		}
+		ctx.Send(c.deps.conversations, readReq{conv: f.Conv, conn: ctx.Self(), ref: f.Ref, user: c.user.ID, seq: f.Seq})
+	case wire.TypeInventory:
+		c.reply(ctx, f.Ref, charla.Errorf(charla.CodeUnavailable, "the inventory service is not configured on this server"))
+	default:
+		c.reply(ctx, f.Ref, charla.Errorf(charla.CodeBadRequest, "unknown frame type %q", f.Type))
+	}
+}
+
+func (c *conn) checkConv(conv charla.ConvID) *charla.Error {
+	if err := conv.Validate(); err != nil {
+		return err
+	}
+	if !c.user.CanAccess(conv) {
+		return charla.Errorf(charla.CodeForbidden, "%s may not use conversation %s", c.user.ID, conv)
+	}
+	return nil
+}
+
+func (c *conn) checkSend(f wire.Frame) *charla.Error {
+	if c.draining {
+		return charla.Errorf(charla.CodeUnavailable, "server is restarting; resend after reconnecting")
+	}
+	if err := c.checkConv(f.Conv); err != nil {
+		return err
+	}
+	if err := charla.ValidateClientMsgID(f.ClientMsgID); err != nil {
+		return err
+	}
+	if err := charla.ValidateBody(f.Body, c.deps.cfg.MaxBodyBytes); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *conn) reply(_ actor.Context, ref string, err *charla.Error) {
+	c.deps.stats.errorSent(err.Code)
+	c.enqueue(wire.Encode(wire.ErrorFrame(ref, err)))
+}
+
+func (c *conn) onSubscribed(ctx actor.Context, m subscribeReply) {
+	s := c.subs[m.conv]
+	if s == nil {
+		return // unsubscribed meanwhile
+	}
+	if m.err != nil {
+		delete(c.subs, m.conv)
+		c.reply(ctx, m.ref, m.err)
+		return
+	}
+	s.ready = true
+	s.target = max(s.target, m.head)
+	if !m.resume {
+		c.enqueue(wire.Encode(wire.Subscribed{Type: wire.TypeSubscribed, Ref: m.ref, Conv: m.conv, Head: m.head}))
+	}
+	if !m.complete {
+		s.replaying = s.next <= m.head
+		c.pump(ctx, m.conv)
+		return
+	}
+	for _, d := range m.recent {
+		c.onDelivery(ctx, m.conv, d.seq, d.frame)
+	}
+}
+
+func (c *conn) onDelivery(ctx actor.Context, conv charla.ConvID, seq charla.Seq, frame []byte) {
+	s := c.subs[conv]
+	if s == nil || !s.ready {
+		return // from a subscription that was replaced; the new one covers it
+	}
+	switch {
+	case s.replaying:
+		s.target = max(s.target, seq)
+	case seq < s.next:
+		// already delivered
+	case seq > s.next:
+		s.replaying, s.target = true, seq
+		c.pump(ctx, conv)
+	default:
+		c.enqueue(frame)
+		s.next++
+	}
+}
+
+// pump reads the next page of a replay when the outbound queue has room, so
+// a replay of any length never makes its own client a slow consumer.
+func (c *conn) pump(ctx actor.Context, conv charla.ConvID) {
+	s := c.subs[conv]
+	if s == nil || !s.replaying || s.fetching || c.closed {
+		return
+	}
+	if s.next > s.target {
+		s.replaying = false
+		return
+	}
+	if c.queuedFrames() > c.deps.cfg.SendQueueFrames/2 {
+		return // writeDone pumps again
+	}
+	s.fetching = true
+	limit := min(charla.Seq(c.deps.cfg.ReplayPage), s.target-s.next+1)
+	ctx.Send(c.deps.store, rangeReq{conv: conv, after: s.next - 1, limit: int(limit), replyTo: ctx.Self()})
+}
+
+func (c *conn) onRange(ctx actor.Context, m rangeDone) {
+	s := c.subs[m.conv]
+	if s == nil {
+		return
+	}
+	s.fetching = false
+	if m.err != nil || len(m.msgs) == 0 {
+		c.deps.log.Warn().AnErr("err", m.err).Str("conv", string(m.conv)).Uint64("after", uint64(s.next-1)).Msg("replay page failed; retrying")
+		self, root := ctx.Self(), c.deps.root
+		time.AfterFunc(time.Second, func() { root.Send(self, replayRetry{conv: m.conv}) })
+		return
+	}
+	for _, msg := range m.msgs {
+		if msg.Seq != s.next {
+			continue
+		}
+		c.enqueue(encodeMsg(msg))
+		s.next++
+	}
+	c.pump(ctx, m.conv)
+}
+
+func (c *conn) onTick(ctx actor.Context) {
+	if c.closed {
+		return
+	}
+	now := time.Now()
+	switch {
+	case now.Sub(c.lastSeen) >= c.deps.cfg.HeartbeatTimeout:
+		c.close(charla.DisconnectHeartbeatTimeout)
+		return
+	case !c.expires.IsZero() && !now.Before(c.expires):
+		c.close(charla.DisconnectTokenExpired)
+		return
+	case !now.Before(c.nextPing):
+		c.sock.Ping()
+		if c.pingSent.IsZero() {
+			c.pingSent = now
+		}
+		c.nextPing = now.Add(c.deps.cfg.HeartbeatInterval)
+	}
+	c.arm(ctx)
+}
+
+// arm schedules the next tick at the earliest of: next ping, silence
+// deadline, token expiry. One timer per connection, no goroutine.
+func (c *conn) arm(ctx actor.Context) {
+	at := c.nextPing
+	if dl := c.lastSeen.Add(c.deps.cfg.HeartbeatTimeout); dl.Before(at) {
+		at = dl
+	}
+	if !c.expires.IsZero() && c.expires.Before(at) {
+		at = c.expires
+	}
+	self, root := ctx.Self(), c.deps.root
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.timer = time.AfterFunc(max(time.Until(at), time.Millisecond), func() { root.Send(self, connTick{}) })
+}
+
+func (c *conn) queuedFrames() int { return len(c.out.queue) + c.out.writingFrames }
+
+// enqueue adds a frame to the outbound queue; past the cap the client is a
+// slow consumer and is closed, so that it costs nobody else anything.
+func (c *conn) enqueue(frame []byte) {
+	if c.closed {
+		return
+	}
+	o := &c.out
+	if c.queuedFrames()+1 > c.deps.cfg.SendQueueFrames || o.queuedBytes+o.writingBytes+len(frame) > c.deps.cfg.SendQueueBytes {
+		c.close(charla.DisconnectSlowConsumer)
+		return
+	}
+	o.queue = append(o.queue, frame)
+	o.queuedBytes += len(frame)
+	if !o.writing {
+		c.write()
+	}
+}
+
+// write sends everything queued as one WebSocket frame (objects separated by
+// '\n', as the protocol allows), so a busy connection pays one write per
+// round trip of its socket rather than one per message.
+func (c *conn) write() {
+	o := &c.out
+	if o.writing || len(o.queue) == 0 || c.closed {
+		return
+	}
+	var frame []byte
+	if len(o.queue) == 1 {
+		frame = o.queue[0]
+	} else {
+		frame = bytes.Join(o.queue, []byte{'\n'})
+	}
+	o.writing = true
+	o.writingFrames, o.writingBytes = len(o.queue), o.queuedBytes
+	clear(o.queue)
+	o.queue, o.queuedBytes = o.queue[:0], 0
+	self, root := c.self, c.deps.root
+	c.sock.Write(frame, func(err error) { root.Send(self, writeDone{err}) })
+}
+
+func (c *conn) maybeFinishDrain() {
+	if c.draining && c.sends == 0 && len(c.out.queue) == 0 && !c.out.writing {
+		c.close(charla.DisconnectServiceRestart)
+	}
+}
+
+func (c *conn) close(d charla.Disconnect) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.deps.stats.disconnect(d.Label())
+	c.sock.Close(d)
+}

@@ -1,0 +1,448 @@
+package actors
+
+import (
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"charla"
+	"charla/transport/wire"
+)
+
+// conversation is the single writer of one conversation: it dedups sends by
+// client_msg_id, has the store actor persist them (at most one batch in
+// flight, so the store's seq order is its order), acks, and fans durable
+// messages out to its subscribers. It keeps the recent messages so that most
+// replays never touch the store.
+type conversation struct {
+	id   charla.ConvID
+	deps *deps
+
+	loaded  bool
+	waiting []any // requests that arrived before the load finished
+
+	head  charla.Seq
+	dedup *lru.Cache[string, ackInfo]
+	ring  ring
+	subs  map[string]*actor.PID // by PID id
+
+	pending  []*pendingSend // accepted, not yet handed to the store
+	inflight []*pendingSend // in the store's current group commit
+	byCMID   map[string]*pendingSend
+
+	current      any // the request being handled, answered if it panics
+	lastActivity time.Time
+	idleTimer    *time.Timer
+	passivating  bool
+}
+
+type ackInfo struct {
+	seq charla.Seq
+	ts  time.Time
+}
+
+type waiter struct {
+	conn *actor.PID
+	ref  string
+}
+
+type pendingSend struct {
+	msg     charla.Message
+	waiters []waiter // the first is the original sender, the rest resent it
+}
+
+// Requests to a conversation. They reach it through the conversations actor,
+// which routes on target().
+type (
+	// subscribeReq registers conn as a subscriber. resume is set when the
+	// conn re-subscribes by itself after a convReset: the client already has
+	// its subscribed frame.
+	subscribeReq struct {
+		conv   charla.ConvID
+		conn   *actor.PID
+		ref    string
+		since  charla.Seq
+		resume bool
+	}
+	unsubscribeReq struct {
+		conv charla.ConvID
+		conn *actor.PID
+	}
+	sendReq struct {
+		conn *actor.PID
+		ref  string
+		msg  charla.Message
+	}
+	typingReq struct {
+		conv  charla.ConvID
+		conn  *actor.PID
+		user  string
+		state string
+	}
+	readReq struct {
+		conv charla.ConvID
+		conn *actor.PID
+		ref  string
+		user string
+		seq  charla.Seq
+	}
+)
+
+func (m subscribeReq) target() charla.ConvID   { return m.conv }
+func (m unsubscribeReq) target() charla.ConvID { return m.conv }
+func (m sendReq) target() charla.ConvID        { return m.msg.Conv }
+func (m typingReq) target() charla.ConvID      { return m.conv }
+func (m readReq) target() charla.ConvID        { return m.conv }
+
+// Replies and events from a conversation to a conn.
+type (
+	// subscribeReply: the conn now receives every delivery after head; the
+	// messages (since, head] are in recent when complete is true, otherwise
+	// the conn reads them from the store.
+	subscribeReply struct {
+		conv     charla.ConvID
+		ref      string
+		head     charla.Seq
+		recent   []delivery
+		complete bool
+		resume   bool
+		err      *charla.Error
+	}
+	sendReply struct {
+		ref string
+		ack wire.Ack
+		err *charla.Error
+	}
+	// delivery is one durable message, encoded once for every subscriber.
+	delivery struct {
+		conv  charla.ConvID
+		seq   charla.Seq
+		frame []byte
+	}
+	// relay is an ephemeral frame (typing, read) for subscribers.
+	relay struct {
+		conv  charla.ConvID
+		frame []byte
+	}
+	// convReset tells subscribers that the conversation actor lost its
+	// subscriber list (restart or stop): they subscribe again from where
+	// they are, and the seq check makes that seamless.
+	convReset struct{ conv charla.ConvID }
+	// requestFailed answers a request that has no reply of its own.
+	requestFailed struct {
+		ref string
+		err *charla.Error
+	}
+)
+
+// Lifecycle messages between a conversation and the conversations actor.
+type (
+	idleCheck    struct{}
+	passivateReq struct {
+		conv charla.ConvID
+		pid  *actor.PID
+	}
+	passivate struct{}
+)
+
+func newConversation(id charla.ConvID, d *deps) *conversation {
+	dedup, _ := lru.New[string, ackInfo](d.cfg.DedupWindow) // size validated > 0
+	return &conversation{
+		id: id, deps: d, dedup: dedup,
+		ring:   ring{max: d.cfg.RecentWindow},
+		subs:   map[string]*actor.PID{},
+		byCMID: map[string]*pendingSend{},
+	}
+}
+
+func (c *conversation) Receive(ctx actor.Context) {
+	msg := ctx.Message()
+	switch msg.(type) {
+	case subscribeReq, sendReq, readReq:
+		c.current = msg
+	}
+	// Not deferred: after a panic, current must still name the request
+	// when Restarting arrives.
+	c.receive(ctx, msg)
+	c.current = nil
+}
+
+func (c *conversation) receive(ctx actor.Context, msg any) {
+	if h := c.deps.hooks; h != nil && h.ConversationReceive != nil {
+		h.ConversationReceive(c.id, msg)
+	}
+	switch m := msg.(type) {
+	case *actor.Started:
+		c.lastActivity = time.Now()
+		ctx.Send(c.deps.store, loadReq{conv: c.id, recent: max(c.deps.cfg.DedupWindow, c.deps.cfg.RecentWindow), replyTo: ctx.Self()})
+		c.armIdle(ctx, c.deps.cfg.IdleTimeout)
+	case loaded:
+		c.onLoaded(ctx, m)
+	case subscribeReq, unsubscribeReq, sendReq, typingReq, readReq:
+		if !c.loaded {
+			c.waiting = append(c.waiting, m)
+			return
+		}
+		c.handle(ctx, m)
+	case appendDone:
+		c.onAppended(ctx, m)
+	case idleCheck:
+		c.onIdleCheck(ctx)
+	case passivate:
+		c.passivating = true
+		c.stopIfDone(ctx)
+	case *actor.Restarting:
+		c.abandon(ctx, charla.Errorf(charla.CodeUnavailable, "conversation restarted; resend with the same client_msg_id"))
+	case *actor.Stopping:
+		c.abandon(ctx, charla.Errorf(charla.CodeUnavailable, "conversation stopped; resend with the same client_msg_id"))
+	}
+}
+
+func (c *conversation) handle(ctx actor.Context, msg any) {
+	c.lastActivity = time.Now()
+	switch m := msg.(type) {
+	case subscribeReq:
+		c.subscribe(ctx, m)
+	case unsubscribeReq:
+		delete(c.subs, m.conn.Id)
+	case sendReq:
+		c.send(ctx, m)
+	case typingReq:
+		c.broadcast(ctx, m.conn, wire.Encode(wire.Typing{Type: wire.TypeTyping, Conv: c.id, User: m.user, State: m.state}))
+	case readReq:
+		if m.seq > c.head {
+			ctx.Send(m.conn, requestFailed{ref: m.ref, err: charla.Errorf(charla.CodeBadRequest, "read seq %d is beyond the head %d", m.seq, c.head)})
+			break
+		}
+		ctx.Send(c.deps.store, readCursorReq{conv: c.id, user: m.user, seq: m.seq})
+		c.broadcast(ctx, m.conn, wire.Encode(wire.Read{Type: wire.TypeRead, Conv: c.id, User: m.user, Seq: m.seq}))
+	}
+}
+
+func (c *conversation) onLoaded(ctx actor.Context, m loaded) {
+	if m.err != nil {
+		c.deps.log.Error().Err(m.err).Str("conv", string(c.id)).Msg("conversation load failed")
+		for _, w := range c.waiting {
+			failRequest(ctx, w, charla.Errorf(charla.CodeUnavailable, "conversation could not be loaded; retry"))
+		}
+		c.waiting = nil
+		// Stop through the conversations actor so that nothing routed to us
+		// meanwhile is lost; the next request loads again.
+		ctx.Send(ctx.Parent(), passivateReq{conv: c.id, pid: ctx.Self()})
+		return
+	}
+	c.loaded = true
+	c.head = m.head
+	for _, msg := range m.recent {
+		c.dedup.Add(msg.ClientMsgID, ackInfo{msg.Seq, msg.TS})
+		c.ring.push(delivery{conv: c.id, seq: msg.Seq, frame: encodeMsg(msg)})
+	}
+	waiting := c.waiting
+	c.waiting = nil
+	for _, w := range waiting {
+		c.handle(ctx, w)
+	}
+}
+
+func (c *conversation) subscribe(ctx actor.Context, m subscribeReq) {
+	c.subs[m.conn.Id] = m.conn
+	reply := subscribeReply{conv: c.id, ref: m.ref, head: c.head, resume: m.resume}
+	if m.since >= c.head {
+		reply.complete = true
+	} else if first := c.ring.first(); first != 0 && first <= m.since+1 {
+		reply.complete = true
+		reply.recent = c.ring.after(m.since)
+	}
+	ctx.Send(m.conn, reply)
+}
+
+func (c *conversation) send(ctx actor.Context, m sendReq) {
+	cmid := m.msg.ClientMsgID
+	if a, ok := c.dedup.Get(cmid); ok {
+		c.deps.stats.Duplicates.Add(1)
+		ctx.Send(m.conn, sendReply{ref: m.ref, ack: c.ack(cmid, a, true)})
+		return
+	}
+	if p, ok := c.byCMID[cmid]; ok {
+		p.waiters = append(p.waiters, waiter{m.conn, m.ref})
+		return
+	}
+	p := &pendingSend{msg: m.msg, waiters: []waiter{{m.conn, m.ref}}}
+	c.pending = append(c.pending, p)
+	c.byCMID[cmid] = p
+	c.flush(ctx)
+}
+
+// flush hands the pending sends to the store unless a batch is in flight:
+// one batch at a time keeps the conversation's order the store's order.
+func (c *conversation) flush(ctx actor.Context) {
+	if len(c.inflight) > 0 || len(c.pending) == 0 {
+		return
+	}
+	c.inflight, c.pending = c.pending, nil
+	msgs := make([]charla.Message, len(c.inflight))
+	for i, p := range c.inflight {
+		msgs[i] = p.msg
+	}
+	ctx.Send(c.deps.store, appendReq{conv: c.id, msgs: msgs, replyTo: ctx.Self()})
+}
+
+func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
+	batch := c.inflight
+	c.inflight = nil
+	if len(batch) == 0 {
+		return // the answer to a batch of our previous incarnation
+	}
+	for i, p := range batch {
+		delete(c.byCMID, p.msg.ClientMsgID)
+		if m.err != nil {
+			for _, w := range p.waiters {
+				ctx.Send(w.conn, sendReply{ref: w.ref, err: charla.Errorf(charla.CodeUnavailable, "message not stored; resend with the same client_msg_id")})
+			}
+			continue
+		}
+		r := m.results[i]
+		a := ackInfo{r.Seq, r.TS}
+		c.dedup.Add(p.msg.ClientMsgID, a)
+		if !r.Duplicate {
+			msg := p.msg
+			msg.Seq, msg.TS = r.Seq, r.TS
+			c.head = r.Seq
+			d := delivery{conv: c.id, seq: r.Seq, frame: encodeMsg(msg)}
+			c.ring.push(d)
+			for _, s := range c.subs {
+				ctx.Send(s, d)
+			}
+			c.deps.stats.MessagesIn.Add(1)
+		} else {
+			c.deps.stats.Duplicates.Add(1)
+		}
+		for j, w := range p.waiters {
+			ctx.Send(w.conn, sendReply{ref: w.ref, ack: c.ack(p.msg.ClientMsgID, a, r.Duplicate || j > 0)})
+		}
+	}
+	c.flush(ctx)
+	c.stopIfDone(ctx)
+}
+
+func (c *conversation) ack(cmid string, a ackInfo, dup bool) wire.Ack {
+	return wire.Ack{Type: wire.TypeAck, Conv: c.id, ClientMsgID: cmid, Seq: a.seq, TS: a.ts, Duplicate: dup}
+}
+
+func (c *conversation) broadcast(ctx actor.Context, from *actor.PID, frame []byte) {
+	r := relay{conv: c.id, frame: frame}
+	for id, s := range c.subs {
+		if id != from.Id {
+			ctx.Send(s, r)
+		}
+	}
+}
+
+func (c *conversation) onIdleCheck(ctx actor.Context) {
+	idle := time.Since(c.lastActivity)
+	if idle < c.deps.cfg.IdleTimeout || len(c.subs) > 0 || c.busy() {
+		c.armIdle(ctx, max(c.deps.cfg.IdleTimeout-idle, time.Second))
+		return
+	}
+	ctx.Send(ctx.Parent(), passivateReq{conv: c.id, pid: ctx.Self()})
+}
+
+func (c *conversation) armIdle(ctx actor.Context, d time.Duration) {
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	self, root := ctx.Self(), c.deps.root
+	c.idleTimer = time.AfterFunc(d, func() { root.Send(self, idleCheck{}) })
+}
+
+func (c *conversation) busy() bool { return len(c.pending) > 0 || len(c.inflight) > 0 }
+
+func (c *conversation) stopIfDone(ctx actor.Context) {
+	if c.passivating && !c.busy() {
+		ctx.Stop(ctx.Self())
+	}
+}
+
+// abandon answers everything this incarnation still owes before it goes: the
+// request being handled (if it panicked), sends not yet durable, and
+// subscribers, who re-subscribe and lose nothing.
+func (c *conversation) abandon(ctx actor.Context, err *charla.Error) {
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	if s, isSend := c.current.(sendReq); c.current != nil && (!isSend || c.byCMID[s.msg.ClientMsgID] == nil) {
+		failRequest(ctx, c.current, err)
+	}
+	for _, p := range append(c.inflight, c.pending...) {
+		for _, w := range p.waiters {
+			ctx.Send(w.conn, sendReply{ref: w.ref, err: err})
+		}
+	}
+	for _, w := range c.waiting {
+		failRequest(ctx, w, err)
+	}
+	for _, s := range c.subs {
+		ctx.Send(s, convReset{conv: c.id})
+	}
+	c.pending, c.inflight, c.waiting, c.current = nil, nil, nil, nil
+	clear(c.subs)
+	clear(c.byCMID)
+}
+
+// failRequest answers a request that will not be handled.
+func failRequest(ctx actor.Context, req any, err *charla.Error) {
+	switch r := req.(type) {
+	case sendReq:
+		ctx.Send(r.conn, sendReply{ref: r.ref, err: err})
+	case subscribeReq:
+		if r.resume {
+			ctx.Send(r.conn, convReset{conv: r.conv})
+		} else {
+			ctx.Send(r.conn, subscribeReply{conv: r.conv, ref: r.ref, err: err})
+		}
+	case readReq:
+		ctx.Send(r.conn, requestFailed{ref: r.ref, err: err})
+	}
+}
+
+func encodeMsg(m charla.Message) []byte {
+	return wire.Encode(wire.Msg{Type: wire.TypeMsg, Message: m})
+}
+
+// ring keeps the most recent deliveries of a conversation, oldest first.
+type ring struct {
+	max   int
+	items []delivery
+}
+
+func (r *ring) push(d delivery) {
+	if r.max <= 0 {
+		return
+	}
+	if len(r.items) >= 2*r.max {
+		r.items = append(r.items[:0], r.items[len(r.items)-r.max+1:]...)
+	}
+	r.items = append(r.items, d)
+}
+
+// first is the oldest seq kept, 0 when empty.
+func (r *ring) first() charla.Seq {
+	if len(r.items) == 0 {
+		return 0
+	}
+	return r.items[0].seq
+}
+
+// after returns the kept deliveries with seq > since.
+func (r *ring) after(since charla.Seq) []delivery {
+	first := r.first()
+	if since+1 <= first {
+		return append([]delivery(nil), r.items...)
+	}
+	i := int(since + 1 - first)
+	if i >= len(r.items) {
+		return nil
+	}
+	return append([]delivery(nil), r.items[i:]...)
+}

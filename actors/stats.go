@@ -1,0 +1,68 @@
+package actors
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"charla"
+)
+
+// Stats are the engine's counters, written by actors and read by anyone
+// (tests, /metrics, the bench). They are the one thing actors share, and
+// only through atomics and a mutex-guarded map.
+type Stats struct {
+	ConnsActive atomic.Int64
+	Connects    atomic.Int64
+	MessagesIn  atomic.Int64 // messages accepted and stored
+	Duplicates  atomic.Int64 // sends answered as duplicate:true
+	RTTCount    atomic.Int64 // heartbeat round trips measured
+	RTTMicros   atomic.Int64 // their sum
+
+	mu          sync.Mutex
+	disconnects map[string]int64 // by Disconnect.Label() or "client_closed"
+	errors      map[charla.Code]int64
+}
+
+func newStats() *Stats {
+	return &Stats{disconnects: map[string]int64{}, errors: map[charla.Code]int64{}}
+}
+
+func (s *Stats) disconnect(label string) {
+	s.mu.Lock()
+	s.disconnects[label]++
+	s.mu.Unlock()
+}
+
+func (s *Stats) errorSent(code charla.Code) {
+	s.mu.Lock()
+	s.errors[code]++
+	s.mu.Unlock()
+}
+
+func (s *Stats) observeRTT(d time.Duration) {
+	s.RTTCount.Add(1)
+	s.RTTMicros.Add(d.Microseconds())
+}
+
+// Disconnects returns how many connections closed for each reason.
+func (s *Stats) Disconnects() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.disconnects))
+	for k, v := range s.disconnects {
+		out[k] = v
+	}
+	return out
+}
+
+// Errors returns how many error frames were sent for each code.
+func (s *Stats) Errors() map[charla.Code]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[charla.Code]int64, len(s.errors))
+	for k, v := range s.errors {
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,192 @@
+// Package actors is the engine's actor tree (DESIGN.md): a gateway with one
+// conn actor per client, a conversations supervisor with one conversation
+// actor per active conversation, and the dependency actors (the store actor
+// today; SOAP and WhatsApp next). Each actor owns its state; they talk only
+// by messages.
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+
+	"charla"
+	"charla/store"
+	"charla/transport/wire"
+)
+
+// Hooks let tests reach inside the tree. Production code leaves them nil.
+type Hooks struct {
+	// ConversationReceive runs before a conversation actor handles each
+	// message; a test panics in it to prove one-for-one isolation.
+	ConversationReceive func(conv charla.ConvID, msg any)
+}
+
+// deps is what every actor of the tree is built with. Its fields are set
+// before the first actor starts and never change.
+type deps struct {
+	cfg           Config
+	root          *actor.RootContext
+	conversations *actor.PID
+	store         *actor.PID
+	log           zerolog.Logger
+	hooks         *Hooks
+	stats         *Stats
+}
+
+// System is a running actor tree.
+type System struct {
+	as     *actor.ActorSystem
+	deps   *deps
+	cancel context.CancelFunc
+
+	gateway *actor.PID
+	depsSup *actor.PID
+}
+
+// NewSystem builds and starts the tree over st. The caller keeps ownership
+// of st and closes it after Shutdown.
+func NewSystem(cfg Config, st store.Store, log zerolog.Logger, hooks *Hooks) (*System, error) {
+	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(zerolog.NewSlogHandler(log.With().Str("component", "protoactor").Logger()))
+	}))
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &deps{cfg: cfg, root: as.Root, log: log, hooks: hooks, stats: newStats()}
+	s := &System{as: as, deps: d, cancel: cancel}
+
+	storeProps := actor.PropsFromProducer(func() actor.Actor {
+		return newStoreActor(ctx, as.Root, st, cfg.StoreBatchMax, log.With().Str("actor", "store").Logger())
+	})
+	restart := backoffStrategy{maxFailures: 10, window: time.Minute, base: 100 * time.Millisecond, cap: 5 * time.Second, log: log}
+	var err error
+	if s.depsSup, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+		return &depsSupervisor{children: map[string]*actor.Props{"store": storeProps}}
+	}, actor.WithSupervisor(restart)), "deps"); err != nil {
+		cancel()
+		return nil, fmt.Errorf("spawn deps: %w", err)
+	}
+	res, err := as.Root.RequestFuture(s.depsSup, childReq{name: "store"}, 5*time.Second).Result()
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("start store actor: %w", err)
+	}
+	d.store = res.(*actor.PID)
+	if d.conversations, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newConversations(d) },
+		actor.WithSupervisor(restart)), "conversations"); err != nil {
+		cancel()
+		return nil, fmt.Errorf("spawn conversations: %w", err)
+	}
+	if s.gateway, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newGateway(d) },
+		actor.WithSupervisor(stopStrategy{log: log})), "gateway"); err != nil {
+		cancel()
+		return nil, fmt.Errorf("spawn gateway: %w", err)
+	}
+	return s, nil
+}
+
+// Stats returns the live counters of the tree.
+func (s *System) Stats() *Stats { return s.deps.stats }
+
+// Config returns the configuration the tree runs with.
+func (s *System) Config() Config { return s.deps.cfg }
+
+// ConnHandle is the transport's end of a conn actor: it forwards what the
+// socket reads. Methods never block.
+type ConnHandle struct {
+	pid  *actor.PID
+	root *actor.RootContext
+}
+
+// Frame forwards a decoded client frame.
+func (h ConnHandle) Frame(f wire.Frame) { h.root.Send(h.pid, inFrame{f}) }
+
+// Invalid reports a frame that could not be decoded; ref answers it when known.
+func (h ConnHandle) Invalid(ref string, err *charla.Error) {
+	h.root.Send(h.pid, inInvalid{ref: ref, err: err})
+}
+
+// Alive reports a ping or pong from the client: life, and for a pong the end
+// of a heartbeat round trip.
+func (h ConnHandle) Alive(pong bool) { h.root.Send(h.pid, inAlive{pong: pong}) }
+
+// Closed reports that the socket is gone, whoever closed it.
+func (h ConnHandle) Closed(err error) { h.root.Send(h.pid, sockClosed{err: err}) }
+
+// Connect starts the conn actor of a new client. expires is the token's
+// expiry (zero for none).
+func (s *System) Connect(ctx context.Context, id string, user charla.Sender, sock Socket, expires time.Time) (ConnHandle, error) {
+	timeout := 5 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	res, err := s.as.Root.RequestFuture(s.gateway, spawnConn{id: id, user: user, sock: sock, expires: expires}, timeout).Result()
+	if err != nil {
+		return ConnHandle{}, fmt.Errorf("connect %s: %w", id, err)
+	}
+	return ConnHandle{pid: res.(*actor.PID), root: s.as.Root}, nil
+}
+
+// ErrShutdownTimeout is returned by Shutdown when something did not finish
+// within the context's deadline; what did finish is still durable.
+var ErrShutdownTimeout = errors.New("actors: shutdown timed out")
+
+// Shutdown drains the tree in dependency order: conns finish their in-flight
+// sends and close with 1012, conversations finish their writes and stop,
+// the store actor flushes; then the actor system stops.
+func (s *System) Shutdown(ctx context.Context) error {
+	var errs []error
+	wait := func(pid *actor.PID, msg any) {
+		timeout := s.deps.cfg.ShutdownGrace
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = max(time.Until(dl), time.Millisecond)
+		}
+		if _, err := s.as.Root.RequestFuture(pid, msg, timeout).Result(); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %T: %v", ErrShutdownTimeout, msg, err))
+		}
+	}
+	wait(s.gateway, drainAll{})
+	if len(errs) > 0 {
+		wait(s.gateway, closeAll{charla.DisconnectServiceRestart})
+	}
+	wait(s.deps.conversations, stopAll{})
+	wait(s.deps.store, drainReq{})
+	s.as.Root.Stop(s.gateway)
+	s.as.Root.Stop(s.deps.conversations)
+	if err := s.as.Root.StopFuture(s.depsSup).Wait(); err != nil {
+		errs = append(errs, fmt.Errorf("stop deps: %w", err))
+	}
+	s.cancel()
+	s.as.Shutdown()
+	return errors.Join(errs...)
+}
+
+// depsSupervisor is the parent of the dependency actors, each restarted on
+// its own (a bulkhead: the store failing never touches the sockets).
+type depsSupervisor struct {
+	children map[string]*actor.Props
+	pids     map[string]*actor.PID
+}
+
+// childReq is answered with the named child's *actor.PID.
+type childReq struct{ name string }
+
+func (d *depsSupervisor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		d.pids = map[string]*actor.PID{}
+		for name, props := range d.children {
+			pid, err := ctx.SpawnNamed(props, name)
+			if err != nil {
+				panic(fmt.Sprintf("spawn %s: %v", name, err))
+			}
+			d.pids[name] = pid
+		}
+	case childReq:
+		ctx.Respond(d.pids[m.name])
+	}
+}

@@ -1,0 +1,145 @@
+// Package charla holds the domain every other package speaks: conversations,
+// messages, senders, roles, protocol error codes and close codes. It depends on
+// nothing but the standard library, so that actors, transport, store and bench
+// can all share it without depending on each other.
+package charla
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ConvID names a conversation. It is opaque to the engine: 1 to 128 bytes of
+// letters, digits and "-_.:@+". Clients may rely on the engine accepting any
+// such string and on the same ID always naming the same conversation.
+type ConvID string
+
+// MaxConvIDLen is the longest conversation ID the engine accepts.
+const MaxConvIDLen = 128
+
+// Validate reports whether c is a well-formed conversation ID.
+func (c ConvID) Validate() *Error {
+	if c == "" {
+		return Errorf(CodeBadRequest, "conv is required")
+	}
+	if len(c) > MaxConvIDLen {
+		return Errorf(CodeBadRequest, "conv is longer than %d bytes", MaxConvIDLen)
+	}
+	for i := 0; i < len(c); i++ {
+		b := c[i]
+		switch {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9':
+		case strings.IndexByte("-_.:@+", b) >= 0:
+		default:
+			return Errorf(CodeBadRequest, "conv has a character outside [A-Za-z0-9-_.:@+]")
+		}
+	}
+	return nil
+}
+
+// Seq is a message's position in its conversation: the first accepted message
+// is 1 and each accepted message adds exactly 1, so a client that has seen seq N
+// has seen every message up to N.
+type Seq uint64
+
+// Role is what a user is allowed to do.
+type Role string
+
+// The roles of PROTOCOL.md.
+const (
+	RoleCustomer Role = "customer"
+	RoleAgent    Role = "agent"
+	RoleAdmin    Role = "admin"
+)
+
+// Valid reports whether r is one of the known roles.
+func (r Role) Valid() bool {
+	return r == RoleCustomer || r == RoleAgent || r == RoleAdmin
+}
+
+// Sender identifies who wrote a message. Clients may rely on ID being the
+// authenticated user id (the JWT's sub) and never a client-supplied value.
+type Sender struct {
+	ID   string `json:"id"`
+	Role Role   `json:"role"`
+}
+
+// CanAccess reports whether s may read and write conversation c. Agents and
+// admins serve every conversation; a customer only their own: the conversation
+// named by their user id, or one whose id starts with "<user id>:".
+func (s Sender) CanAccess(c ConvID) bool {
+	if s.Role == RoleAgent || s.Role == RoleAdmin {
+		return true
+	}
+	id := string(c)
+	return id == s.ID || strings.HasPrefix(id, s.ID+":")
+}
+
+// Message is one accepted chat message. Once a client has seen it (ack or msg
+// frame) it is durable and never changes.
+type Message struct {
+	// Conv is the conversation the message belongs to.
+	Conv ConvID `json:"conv"`
+	// Seq is assigned by the engine; see Seq.
+	Seq Seq `json:"seq"`
+	// ClientMsgID is the sender's idempotency key: at most one message per
+	// (Conv, ClientMsgID) is ever accepted.
+	ClientMsgID string `json:"client_msg_id"`
+	// Sender is the authenticated author.
+	Sender Sender `json:"sender"`
+	// Body is the client's JSON object, stored and relayed verbatim.
+	Body json.RawMessage `json:"body"`
+	// TS is when the engine accepted the message (UTC).
+	TS time.Time `json:"ts"`
+}
+
+// ValidateClientMsgID checks the idempotency key of a send: required, and a
+// UUID in its canonical textual form (any version), so that keys from
+// different clients cannot collide by accident.
+func ValidateClientMsgID(id string) *Error {
+	if id == "" {
+		return Errorf(CodeBadRequest, "client_msg_id is required")
+	}
+	if len(id) != 36 {
+		return Errorf(CodeBadRequest, "client_msg_id must be a UUID (36 characters)")
+	}
+	for i := 0; i < len(id); i++ {
+		b := id[i]
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if b != '-' {
+				return Errorf(CodeBadRequest, "client_msg_id must be a UUID")
+			}
+			continue
+		}
+		if !(b >= '0' && b <= '9' || b >= 'a' && b <= 'f' || b >= 'A' && b <= 'F') {
+			return Errorf(CodeBadRequest, "client_msg_id must be a UUID")
+		}
+	}
+	return nil
+}
+
+// ValidateBody checks that a message body is a JSON object with a string
+// "text" field, no larger than max bytes.
+func ValidateBody(body json.RawMessage, max int) *Error {
+	if len(body) == 0 {
+		return Errorf(CodeBadRequest, "body is required")
+	}
+	if len(body) > max {
+		return Errorf(CodeTooLarge, "body is %d bytes, the limit is %d", len(body), max)
+	}
+	var b struct {
+		Text *string `json:"text"`
+	}
+	if err := json.Unmarshal(body, &b); err != nil {
+		return Errorf(CodeBadRequest, "body must be a JSON object: %v", err)
+	}
+	if b.Text == nil {
+		return Errorf(CodeBadRequest, `body must have a "text" string`)
+	}
+	return nil
+}
+
+// String makes a Sender readable in logs.
+func (s Sender) String() string { return fmt.Sprintf("%s(%s)", s.ID, s.Role) }

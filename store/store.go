@@ -1,0 +1,61 @@
+// Package store defines the engine's system of record: the Store interface
+// every implementation satisfies (bolt for one process, postgres for
+// production) and the sentinel errors callers branch on. The conformance suite
+// in storetest runs against every implementation.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"charla"
+)
+
+// AppendResult is the outcome of one message of an Append call.
+type AppendResult struct {
+	// Seq is the message's position in its conversation: newly assigned, or
+	// the one the first acceptance got when Duplicate is true.
+	Seq charla.Seq
+	// TS is when the message was first accepted.
+	TS time.Time
+	// Duplicate is true when (Conv, ClientMsgID) had already been accepted;
+	// nothing was written for it.
+	Duplicate bool
+}
+
+// Store is the durable log of every conversation.
+//
+// Append is the only writer. Callers guarantee that for a given conversation
+// at most one Append is in flight at a time (the conversation actor is the
+// single writer of its conversation); implementations may rely on that.
+type Store interface {
+	// Append durably stores msgs, in one transaction, and returns one result
+	// per message in the same order. The store is the sequencer of record: a
+	// message whose (Conv, ClientMsgID) is new gets its conversation's head+1
+	// (in the order of msgs), whatever Seq the caller put in it; one already
+	// accepted is reported as a Duplicate with its original Seq and TS and
+	// consumes no seq. Messages of many conversations may share one call
+	// (group commit). When Append returns nil every result is durable (fsync
+	// or commit); on error nothing of the call is.
+	Append(ctx context.Context, msgs []charla.Message) ([]AppendResult, error)
+
+	// Range returns up to limit messages of conv with seq > after, in seq order.
+	Range(ctx context.Context, conv charla.ConvID, after charla.Seq, limit int) ([]charla.Message, error)
+
+	// Head returns the highest seq of conv, 0 for a conversation without messages.
+	Head(ctx context.Context, conv charla.ConvID) (charla.Seq, error)
+
+	// SetReadCursor records that user has read conv up to seq. Cursors only
+	// move forward: a lower seq than the stored one is ignored.
+	SetReadCursor(ctx context.Context, conv charla.ConvID, user string, seq charla.Seq) error
+
+	// ReadCursors returns every user's read cursor in conv.
+	ReadCursors(ctx context.Context, conv charla.ConvID) (map[string]charla.Seq, error)
+
+	// Close releases the store. Calls after Close fail with ErrClosed.
+	Close() error
+}
+
+// ErrClosed is returned by a Store after Close.
+var ErrClosed = errors.New("store: closed")

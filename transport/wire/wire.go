@@ -1,0 +1,189 @@
+// Package wire is the JSON encoding of protocol v1 (docs/PROTOCOL.md): the
+// frames clients send, the frames the engine sends, and the batching rule
+// (several server objects in one WebSocket frame, separated by '\n').
+// It is shared by the engine, the long-poll transport and the bench clients.
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"time"
+
+	"charla"
+)
+
+// Frame types, both directions.
+const (
+	TypeWelcome      = "welcome"
+	TypeSubscribe    = "subscribe"
+	TypeSubscribed   = "subscribed"
+	TypeUnsubscribe  = "unsubscribe"
+	TypeUnsubscribed = "unsubscribed"
+	TypeSend         = "send"
+	TypeAck          = "ack"
+	TypeMsg          = "msg"
+	TypePing         = "ping"
+	TypePong         = "pong"
+	TypeTyping       = "typing"
+	TypeRead         = "read"
+	TypeError        = "error"
+	TypeInventory    = "inventory"
+	TypeJob          = "job"
+	TypePresence     = "presence"
+	TypeConversation = "conversation"
+)
+
+// Frame is every field any frame may carry, in either direction. The engine
+// decodes client frames into it; clients (bench, tests) decode server frames
+// into it. Unknown fields are ignored, as the protocol requires.
+type Frame struct {
+	Type        string          `json:"type"`
+	Ref         string          `json:"ref,omitempty"`
+	Conv        charla.ConvID   `json:"conv,omitempty"`
+	Since       charla.Seq      `json:"since,omitempty"`
+	Head        charla.Seq      `json:"head,omitempty"`
+	Seq         charla.Seq      `json:"seq,omitempty"`
+	ClientMsgID string          `json:"client_msg_id,omitempty"`
+	Body        json.RawMessage `json:"body,omitempty"`
+	Sender      *charla.Sender  `json:"sender,omitempty"`
+	TS          time.Time       `json:"ts,omitzero"`
+	Duplicate   bool            `json:"duplicate,omitempty"`
+	// T is the client clock of a ping, echoed verbatim in the pong.
+	T          json.RawMessage `json:"t,omitempty"`
+	ServerTime time.Time       `json:"server_time,omitzero"`
+	State      string          `json:"state,omitempty"`
+	User       string          `json:"user,omitempty"`
+	Role       charla.Role     `json:"role,omitempty"`
+	ConnID     string          `json:"conn_id,omitempty"`
+	Heartbeat  int64           `json:"heartbeat_ms,omitempty"`
+	Timeout    int64           `json:"timeout_ms,omitempty"`
+	Code       charla.Code     `json:"code,omitempty"`
+	Message    string          `json:"message,omitempty"`
+	RetryAfter int64           `json:"retry_after_ms,omitempty"`
+	SKU        string          `json:"sku,omitempty"`
+}
+
+// DecodeClient parses one client frame. A frame that is not a JSON object, or
+// has no type, is a bad_request; the ref is recovered when possible so that
+// the error can answer the request.
+func DecodeClient(data []byte) (Frame, *charla.Error) {
+	var f Frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return f, charla.Errorf(charla.CodeBadRequest, "frame is not a valid JSON object: %v", err)
+	}
+	if f.Type == "" {
+		return f, charla.Errorf(charla.CodeBadRequest, `frame has no "type"`)
+	}
+	return f, nil
+}
+
+// Split returns the JSON objects of one server WebSocket frame: one, or
+// several separated by '\n' when the engine batched them.
+func Split(data []byte) [][]byte {
+	var out [][]byte
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			out = append(out, data)
+			break
+		}
+		if i > 0 {
+			out = append(out, data[:i])
+		}
+		data = data[i+1:]
+	}
+	return out
+}
+
+// Welcome is the first frame of every connection.
+type Welcome struct {
+	Type       string      `json:"type"`
+	ConnID     string      `json:"conn_id"`
+	User       string      `json:"user"`
+	Role       charla.Role `json:"role"`
+	Heartbeat  int64       `json:"heartbeat_ms"`
+	Timeout    int64       `json:"timeout_ms"`
+	ServerTime time.Time   `json:"server_time"`
+}
+
+// Subscribed answers subscribe; Head is the highest seq at that moment, and
+// every msg with seq in (since, Head] follows it before any later one.
+type Subscribed struct {
+	Type string        `json:"type"`
+	Ref  string        `json:"ref,omitempty"`
+	Conv charla.ConvID `json:"conv"`
+	Head charla.Seq    `json:"head"`
+}
+
+// Unsubscribed answers unsubscribe.
+type Unsubscribed struct {
+	Type string        `json:"type"`
+	Ref  string        `json:"ref,omitempty"`
+	Conv charla.ConvID `json:"conv"`
+}
+
+// Ack answers send once the message is durable.
+type Ack struct {
+	Type        string        `json:"type"`
+	Ref         string        `json:"ref,omitempty"`
+	Conv        charla.ConvID `json:"conv"`
+	ClientMsgID string        `json:"client_msg_id"`
+	Seq         charla.Seq    `json:"seq"`
+	TS          time.Time     `json:"ts"`
+	Duplicate   bool          `json:"duplicate,omitempty"`
+}
+
+// Msg delivers one stored message.
+type Msg struct {
+	Type string `json:"type"`
+	charla.Message
+}
+
+// Pong answers ping.
+type Pong struct {
+	Type       string          `json:"type"`
+	Ref        string          `json:"ref,omitempty"`
+	T          json.RawMessage `json:"t,omitempty"`
+	ServerTime time.Time       `json:"server_time"`
+}
+
+// Typing relays a typing indicator; never stored.
+type Typing struct {
+	Type  string        `json:"type"`
+	Conv  charla.ConvID `json:"conv"`
+	User  string        `json:"user"`
+	State string        `json:"state"`
+}
+
+// Read relays a read cursor.
+type Read struct {
+	Type string        `json:"type"`
+	Conv charla.ConvID `json:"conv"`
+	User string        `json:"user"`
+	Seq  charla.Seq    `json:"seq"`
+}
+
+// Error answers a request that failed, or reports a problem with no request.
+type Error struct {
+	Type       string      `json:"type"`
+	Ref        string      `json:"ref,omitempty"`
+	Code       charla.Code `json:"code"`
+	Message    string      `json:"message"`
+	RetryAfter int64       `json:"retry_after_ms,omitempty"`
+}
+
+// ErrorFrame builds the error frame for err answering the request ref.
+func ErrorFrame(ref string, err *charla.Error) Error {
+	return Error{Type: TypeError, Ref: ref, Code: err.Code, Message: err.Message, RetryAfter: err.RetryAfter.Milliseconds()}
+}
+
+// Encode marshals a server frame. The frame types here cannot fail to
+// marshal (no channels, funcs or invalid raw JSON reach them: bodies are
+// validated on the way in), so a failure is a programming error.
+func Encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("wire: encode: " + err.Error())
+	}
+	return b
+}
