@@ -1,0 +1,25 @@
+# Charla — the two commands a new machine needs are `make run` and `make test`.
+GO ?= go
+ADDR ?= 127.0.0.1:8080
+DATA ?= ./data
+
+.PHONY: run test build vet bench clean
+
+## run: start the engine on $(ADDR) with the embedded store under $(DATA), dev auth
+run:
+	$(GO) run ./cmd/charla serve --addr $(ADDR) --data-dir $(DATA) --auth-mode dev --log-format console
+
+## test: go vet, then every test with the race detector
+test: vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+vet:
+	$(GO) vet ./...
+
+## build: binaries in ./bin
+build:
+	mkdir -p bin
+	$(GO) build -o bin/ ./cmd/...
+
+clean:
+	rm -rf bin

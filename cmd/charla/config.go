@@ -1,0 +1,248 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"charla/actors"
+	"charla/transport"
+)
+
+// config is every setting of `charla serve`. Each is a flag and an
+// environment variable (the flag wins); see settings().
+type config struct {
+	Addr              string
+	DataDir           string
+	AuthMode          string
+	JWTSecret         string
+	AllowedOrigins    string
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration
+	ConnectTimeout    time.Duration
+	MaxFrameBytes     int
+	MaxBodyBytes      int
+	SendQueueFrames   int
+	SendQueueBytes    int
+	IdleTimeout       time.Duration
+	SweepInterval     time.Duration
+	ShutdownTimeout   time.Duration
+	LogLevel          string
+	LogFormat         string
+}
+
+type setting struct {
+	name, env, usage string
+	value            flag.Value
+}
+
+// settings binds each field of c to its flag and environment variable, with
+// DESIGN.md's defaults.
+func (c *config) settings() []setting {
+	return []setting{
+		{"addr", "CHARLA_ADDR", "listen address (host:port)", strVar(&c.Addr, "127.0.0.1:8080")},
+		{"data-dir", "CHARLA_DATA_DIR", "directory of the embedded store", strVar(&c.DataDir, "./data")},
+		{"auth-mode", "CHARLA_AUTH_MODE", "jwt, or dev (?user=&role= trusted as given: development only)", strVar(&c.AuthMode, transport.AuthJWT)},
+		{"jwt-secret", "CHARLA_JWT_SECRET", "HS256 secret (Supabase JWT secret); required in jwt mode, 32 bytes or more", strVar(&c.JWTSecret, "")},
+		{"allowed-origins", "CHARLA_ALLOWED_ORIGINS", "comma-separated browser origins allowed to connect; empty = same origin and non-browser clients only; * = any", strVar(&c.AllowedOrigins, "")},
+		{"heartbeat-interval", "CHARLA_HEARTBEAT_INTERVAL", "server ping period", durVar(&c.HeartbeatInterval, 5*time.Second)},
+		{"heartbeat-timeout", "CHARLA_HEARTBEAT_TIMEOUT", "silence after which a connection is closed (4008)", durVar(&c.HeartbeatTimeout, 10*time.Second)},
+		{"connect-timeout", "CHARLA_CONNECT_TIMEOUT", "time allowed for the WebSocket handshake", durVar(&c.ConnectTimeout, 15*time.Second)},
+		{"max-frame-bytes", "CHARLA_MAX_FRAME_BYTES", "largest client frame; larger closes with 1009", intVar(&c.MaxFrameBytes, 65536)},
+		{"max-body-bytes", "CHARLA_MAX_BODY_BYTES", "largest message body; larger is refused with too_large", intVar(&c.MaxBodyBytes, 32768)},
+		{"send-queue-frames", "CHARLA_SEND_QUEUE_FRAMES", "per-connection outbound queue in frames; past it 4008 slow consumer", intVar(&c.SendQueueFrames, 1024)},
+		{"send-queue-bytes", "CHARLA_SEND_QUEUE_BYTES", "per-connection outbound queue in bytes; past it 4008 slow consumer", intVar(&c.SendQueueBytes, 4<<20)},
+		{"session-idle-timeout", "CHARLA_SESSION_IDLE_TIMEOUT", "an idle conversation with no subscriber is unloaded after this", durVar(&c.IdleTimeout, 15*time.Minute)},
+		{"session-sweep-interval", "CHARLA_SESSION_SWEEP_INTERVAL", "how often idle conversations are swept", durVar(&c.SweepInterval, 5*time.Minute)},
+		{"shutdown-timeout", "CHARLA_SHUTDOWN_TIMEOUT", "how long SIGTERM waits for in-flight sends", durVar(&c.ShutdownTimeout, 10*time.Second)},
+		{"log-level", "CHARLA_LOG_LEVEL", "debug, info, warn or error", strVar(&c.LogLevel, "info")},
+		{"log-format", "CHARLA_LOG_FORMAT", "json or console", strVar(&c.LogFormat, "json")},
+	}
+}
+
+// parseConfig reads the environment, then args, and validates the result.
+// Every problem is reported at once, so an operator fixes them in one go.
+func parseConfig(args []string, getenv func(string) string, usage io.Writer) (config, error) {
+	var c config
+	ss := c.settings()
+	byName := map[string]setting{}
+	var errs []error
+	for _, s := range ss {
+		byName[s.name] = s
+		if v := getenv(s.env); v != "" {
+			if err := s.value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %v", s.env, v, err))
+			}
+		}
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "-h" || a == "--help" || a == "-help" {
+			printUsage(usage, ss)
+			return c, errHelp
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		s, ok := byName[name]
+		if !strings.HasPrefix(a, "-") || !ok {
+			errs = append(errs, fmt.Errorf("unknown argument %q", a))
+			continue
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				errs = append(errs, fmt.Errorf("--%s needs a value", name))
+				continue
+			}
+			i++
+			val = args[i]
+		}
+		if err := s.value.Set(val); err != nil {
+			errs = append(errs, fmt.Errorf("--%s=%q: %v", name, val, err))
+		}
+	}
+	errs = append(errs, c.validate()...)
+	return c, errors.Join(errs...)
+}
+
+var errHelp = errors.New("help requested")
+
+func (c config) validate() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		bad("addr %q: %v", c.Addr, err)
+	}
+	if c.DataDir == "" {
+		bad("data-dir must not be empty")
+	}
+	switch c.AuthMode {
+	case transport.AuthJWT:
+		if len(c.JWTSecret) < 32 {
+			bad("jwt-secret must be at least 32 bytes in auth-mode=jwt (got %d); set CHARLA_JWT_SECRET or use --auth-mode dev for development", len(c.JWTSecret))
+		}
+	case transport.AuthDev:
+	default:
+		bad("auth-mode %q: must be jwt or dev", c.AuthMode)
+	}
+	for _, o := range c.origins() {
+		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+			bad("allowed-origins: %q must be * or start with http:// or https://", o)
+		}
+	}
+	positive := func(name string, d time.Duration) {
+		if d <= 0 {
+			bad("%s must be positive (got %s)", name, d)
+		}
+	}
+	positive("heartbeat-interval", c.HeartbeatInterval)
+	positive("heartbeat-timeout", c.HeartbeatTimeout)
+	positive("connect-timeout", c.ConnectTimeout)
+	positive("session-idle-timeout", c.IdleTimeout)
+	positive("session-sweep-interval", c.SweepInterval)
+	positive("shutdown-timeout", c.ShutdownTimeout)
+	if c.HeartbeatInterval > 0 && c.HeartbeatTimeout <= c.HeartbeatInterval {
+		bad("heartbeat-timeout (%s) must be longer than heartbeat-interval (%s), or a healthy client is closed between two pings", c.HeartbeatTimeout, c.HeartbeatInterval)
+	}
+	atLeast := func(name string, v, min int) {
+		if v < min {
+			bad("%s must be at least %d (got %d)", name, min, v)
+		}
+	}
+	atLeast("max-frame-bytes", c.MaxFrameBytes, 1024)
+	atLeast("max-body-bytes", c.MaxBodyBytes, 64)
+	atLeast("send-queue-frames", c.SendQueueFrames, 16)
+	atLeast("send-queue-bytes", c.SendQueueBytes, 64<<10)
+	if c.MaxBodyBytes > c.MaxFrameBytes {
+		bad("max-body-bytes (%d) must not exceed max-frame-bytes (%d)", c.MaxBodyBytes, c.MaxFrameBytes)
+	}
+	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
+		bad("log-level %q: must be debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		bad("log-format %q: must be json or console", c.LogFormat)
+	}
+	return errs
+}
+
+func (c config) origins() []string {
+	var out []string
+	for _, o := range strings.Split(c.AllowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func (c config) actors() actors.Config {
+	a := actors.DefaultConfig()
+	a.HeartbeatInterval, a.HeartbeatTimeout = c.HeartbeatInterval, c.HeartbeatTimeout
+	a.SendQueueFrames, a.SendQueueBytes = c.SendQueueFrames, c.SendQueueBytes
+	a.MaxBodyBytes = c.MaxBodyBytes
+	a.IdleTimeout, a.SweepInterval = c.IdleTimeout, c.SweepInterval
+	a.ShutdownGrace = c.ShutdownTimeout
+	return a
+}
+
+func (c config) transport() transport.Config {
+	return transport.Config{
+		Auth:             transport.Authenticator{Mode: c.AuthMode, Secret: []byte(c.JWTSecret)},
+		Origins:          c.origins(),
+		MaxFrameBytes:    c.MaxFrameBytes,
+		ConnectTimeout:   c.ConnectTimeout,
+		HeartbeatTimeout: c.HeartbeatTimeout,
+	}
+}
+
+func (c config) logger(w io.Writer) zerolog.Logger {
+	level, _ := zerolog.ParseLevel(c.LogLevel)
+	if c.LogFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+func printUsage(w io.Writer, ss []setting) {
+	fmt.Fprintln(w, "Settings (flag, environment variable, default):")
+	for _, s := range ss {
+		fmt.Fprintf(w, "  --%-24s %-30s %q\n      %s\n", s.name, s.env, s.value.String(), s.usage)
+	}
+}
+
+type stringValue struct{ p *string }
+
+func strVar(p *string, def string) flag.Value { *p = def; return stringValue{p} }
+func (v stringValue) Set(s string) error     { *v.p = s; return nil }
+func (v stringValue) String() string          { return *v.p }
+
+type durationValue struct{ p *time.Duration }
+
+func durVar(p *time.Duration, def time.Duration) flag.Value { *p = def; return durationValue{p} }
+func (v durationValue) String() string                      { return v.p.String() }
+func (v durationValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("not a duration (e.g. 5s, 1m30s)")
+	}
+	*v.p = d
+	return nil
+}
+
+type intValue struct{ p *int }
+
+func intVar(p *int, def int) flag.Value { *p = def; return intValue{p} }
+func (v intValue) String() string       { return strconv.Itoa(*v.p) }
+func (v intValue) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("not a whole number")
+	}
+	*v.p = n
+	return nil
+}

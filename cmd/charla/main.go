@@ -1,0 +1,192 @@
+// Command charla is the Charla engine: `charla serve` runs it; `check-config`
+// validates a configuration without starting; `token` mints a development
+// JWT; `version` prints the build.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"charla"
+	"charla/actors"
+	"charla/store/bolt"
+	"charla/transport"
+)
+
+const usage = `Usage: charla <command> [flags]
+
+Commands:
+  serve         run the engine (see "charla serve --help" for every setting)
+  check-config  validate the settings, print every problem, exit 2 if any
+  token         mint an HS256 JWT: --secret S --user ID [--role agent|customer|admin] [--ttl 24h]
+  version       print the version
+`
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+}
+
+// run is main without the process: exit codes are 0 ok, 1 runtime failure,
+// 2 bad usage or configuration.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve", "check-config":
+		cfg, err := parseConfig(args[1:], getenv, stdout)
+		if errors.Is(err, errHelp) {
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "charla: invalid configuration:\n%s\n", indent(err))
+			return 2
+		}
+		if args[0] == "check-config" {
+			fmt.Fprintln(stdout, "configuration ok")
+			return 0
+		}
+		if err := serve(ctx, cfg, stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "charla: %v\n", err)
+			return 1
+		}
+		return 0
+	case "token":
+		return token(args[1:], stdout, stderr, getenv)
+	case "version":
+		fmt.Fprintln(stdout, version())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "charla: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func indent(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	return "  - " + strings.Join(lines, "\n  - ")
+}
+
+// serve wires the store, the actor tree and the edge, and runs them until
+// SIGTERM or SIGINT; then it drains in that order's reverse.
+func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
+	log := cfg.logger(stderr)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, "charla.db"))
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	sys, err := actors.NewSystem(cfg.actors(), st, log, nil)
+	if err != nil {
+		return fmt.Errorf("start actors: %w", err)
+	}
+	srv := transport.NewServer(cfg.transport(), sys, log)
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		_ = sys.Shutdown(context.Background())
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info().Str("addr", ln.Addr().String()).Str("auth_mode", cfg.AuthMode).Str("data_dir", cfg.DataDir).Str("version", version()).Msg("charla serving")
+	fmt.Fprintf(stdout, "Charla is listening on http://%s  (WebSocket: ws://%s/v1/ws)\n", ln.Addr(), ln.Addr())
+	if cfg.AuthMode == transport.AuthDev {
+		fmt.Fprintf(stdout, "dev auth: connect to ws://%s/v1/ws?user=alice&role=agent\n", ln.Addr())
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		_ = sys.Shutdown(context.Background())
+		return err
+	case <-ctx.Done():
+	}
+	log.Info().Msg("shutting down: draining connections")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	<-served
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info().Msg("shutdown complete")
+	return nil
+}
+
+func token(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	var secret, user, role string
+	var ttl time.Duration
+	vals := map[string]setting{
+		"secret": {"secret", "CHARLA_JWT_SECRET", "", strVar(&secret, getenv("CHARLA_JWT_SECRET"))},
+		"user":   {"user", "", "", strVar(&user, "")},
+		"role":   {"role", "", "", strVar(&role, string(charla.RoleAgent))},
+		"ttl":    {"ttl", "", "", durVar(&ttl, 24*time.Hour)},
+	}
+	var errs []error
+	for i := 0; i < len(args); i++ {
+		name, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		s, ok := vals[name]
+		if !ok {
+			errs = append(errs, fmt.Errorf("unknown argument %q", args[i]))
+			continue
+		}
+		if !has && i+1 < len(args) {
+			i++
+			val = args[i]
+		}
+		if err := s.value.Set(val); err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %v", name, err))
+		}
+	}
+	if secret == "" {
+		errs = append(errs, errors.New("--secret (or CHARLA_JWT_SECRET) is required"))
+	}
+	if user == "" {
+		errs = append(errs, errors.New("--user is required"))
+	}
+	if !charla.Role(role).Valid() {
+		errs = append(errs, fmt.Errorf("--role %q: must be agent, customer or admin", role))
+	}
+	if ttl <= 0 {
+		errs = append(errs, errors.New("--ttl must be positive"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintf(stderr, "charla token:\n%s\n", indent(err))
+		return 2
+	}
+	tok, err := transport.MintToken([]byte(secret), user, charla.Role(role), ttl)
+	if err != nil {
+		fmt.Fprintf(stderr, "charla token: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, tok)
+	return 0
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return "charla " + bi.Main.Version + " " + s.Value
+			}
+		}
+		return "charla " + bi.Main.Version
+	}
+	return "charla (unknown build)"
+}

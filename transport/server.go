@@ -1,0 +1,116 @@
+// Package transport is the engine's edge: the HTTP server, the WebSocket
+// endpoint of protocol v1 (gws), authentication and origin checks. It
+// decodes and forwards; all connection state lives in the actors.
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/rs/zerolog"
+
+	"charla"
+	"charla/actors"
+)
+
+// Config is what the edge needs; cmd/charla validates it.
+type Config struct {
+	Auth             Authenticator
+	Origins          OriginPolicy
+	MaxFrameBytes    int           // larger client frames close the connection with 1009
+	ConnectTimeout   time.Duration // HTTP request headers (the handshake) must arrive within it
+	HeartbeatTimeout time.Duration // also bounds every socket write
+}
+
+// Server serves protocol v1 over HTTP.
+type Server struct {
+	cfg      Config
+	sys      *actors.System
+	log      zerolog.Logger
+	upgrader *gws.Upgrader
+	http     *http.Server
+}
+
+// NewServer builds the edge over a running actor system.
+func NewServer(cfg Config, sys *actors.System, log zerolog.Logger) *Server {
+	s := &Server{cfg: cfg, sys: sys, log: log}
+	s.upgrader = gws.NewUpgrader(wsEvents{log: log}, &gws.ServerOption{
+		ReadMaxPayloadSize: cfg.MaxFrameBytes,
+		CheckUtf8Enabled:   true,
+		Recovery:           gws.Recovery,
+		HandshakeTimeout:   cfg.ConnectTimeout,
+		Logger:             gwsLogger{log},
+	})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ws", s.handleWS)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: cfg.ConnectTimeout,
+		ErrorLog:          nil,
+	}
+	return s
+}
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.http.Handler }
+
+// Serve accepts connections on ln until Shutdown. It returns nil after a
+// Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting, then drains the actor system: clients are told
+// to reconnect (1012) once their in-flight sends are acked.
+func (s *Server) Shutdown(ctx context.Context) error {
+	// WebSockets are hijacked, so http.Server.Shutdown does not wait for them:
+	// it only closes the listener and idle HTTP connections.
+	herr := s.http.Shutdown(ctx)
+	return errors.Join(herr, s.sys.Shutdown(ctx))
+}
+
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	if !s.cfg.Origins.Allowed(r) {
+		writeError(w, http.StatusForbidden, charla.Errorf(charla.CodeForbidden, "origin %q is not allowed", r.Header.Get("Origin")))
+		return
+	}
+	id, err := s.cfg.Auth.Authenticate(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, charla.AsError(err))
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout)
+	defer cancel()
+	s.upgrade(ctx, w, r, id)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError answers an HTTP request with the protocol's error object.
+func writeError(w http.ResponseWriter, status int, e *charla.Error) {
+	writeJSON(w, status, map[string]string{"code": string(e.Code), "message": e.Message})
+}
+
+// gwsLogger routes gws's own error lines (panics it recovered) to zerolog.
+type gwsLogger struct{ log zerolog.Logger }
+
+func (l gwsLogger) Error(v ...any) { l.log.Error().Str("component", "gws").Msg(fmt.Sprint(v...)) }

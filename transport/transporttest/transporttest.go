@@ -1,0 +1,302 @@
+// Package transporttest runs a real engine in-process for tests: the bolt
+// store in a temporary directory, the actor tree, and the HTTP/WebSocket
+// edge on a loopback port, plus a WebSocket client that speaks protocol v1.
+// Tests of every package above transport (and the bench) use it, so that
+// they talk to the engine over real connections.
+package transporttest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/rs/zerolog"
+
+	"charla"
+	"charla/actors"
+	"charla/store"
+	"charla/store/bolt"
+	"charla/transport"
+	"charla/transport/wire"
+)
+
+// Engine is an engine running in the test process.
+type Engine struct {
+	// Addr is the engine's host:port on 127.0.0.1.
+	Addr string
+	// Sys is the actor tree, for its Stats.
+	Sys *actors.System
+
+	t      testing.TB
+	opts   options
+	dir    string
+	st     store.Store
+	srv    *transport.Server
+	served chan error
+	closed bool
+}
+
+type options struct {
+	actors    actors.Config
+	transport transport.Config
+	hooks     *actors.Hooks
+	dir       string
+	log       zerolog.Logger
+	store     func(testing.TB) store.Store
+}
+
+// Option changes how Start builds the engine.
+type Option func(*options)
+
+// WithActors edits the actor tree's configuration.
+func WithActors(f func(*actors.Config)) Option { return func(o *options) { f(&o.actors) } }
+
+// WithTransport edits the edge's configuration.
+func WithTransport(f func(*transport.Config)) Option { return func(o *options) { f(&o.transport) } }
+
+// WithHooks installs test hooks in the actor tree.
+func WithHooks(h *actors.Hooks) Option { return func(o *options) { o.hooks = h } }
+
+// WithDataDir keeps the bolt store in dir (to restart on the same data).
+func WithDataDir(dir string) Option { return func(o *options) { o.dir = dir } }
+
+// WithStore runs the engine over a store of the caller's (e.g. PostgreSQL);
+// the engine closes it on Close.
+func WithStore(open func(testing.TB) store.Store) Option {
+	return func(o *options) { o.store = open }
+}
+
+// WithLogger routes the engine's logs (discarded by default).
+func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
+
+// Start runs an engine with dev auth and test-friendly defaults, and stops it
+// when the test ends.
+func Start(t testing.TB, opts ...Option) *Engine {
+	t.Helper()
+	o := options{
+		actors: actors.DefaultConfig(),
+		transport: transport.Config{
+			Auth:             transport.Authenticator{Mode: transport.AuthDev},
+			MaxFrameBytes:    65536,
+			ConnectTimeout:   5 * time.Second,
+			HeartbeatTimeout: 10 * time.Second,
+		},
+		log: zerolog.Nop(),
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	o.transport.HeartbeatTimeout = o.actors.HeartbeatTimeout
+	if o.dir == "" {
+		o.dir = t.TempDir()
+	}
+	e := &Engine{t: t, opts: o, dir: o.dir}
+	if err := e.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+func (e *Engine) start() error {
+	if e.opts.store != nil {
+		e.st = e.opts.store(e.t)
+	} else {
+		st, err := bolt.Open(filepath.Join(e.dir, "charla.db"))
+		if err != nil {
+			return fmt.Errorf("open store: %w", err)
+		}
+		e.st = st
+	}
+	sys, err := actors.NewSystem(e.opts.actors, e.st, e.opts.log, e.opts.hooks)
+	if err != nil {
+		return fmt.Errorf("start actors: %w", err)
+	}
+	addr := "127.0.0.1:0"
+	if e.Addr != "" {
+		addr = e.Addr // a restart keeps the port, as a real restart would
+	}
+	var ln net.Listener
+	for i := 0; ; i++ {
+		if ln, err = net.Listen("tcp", addr); err == nil || i == 50 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	e.Addr, e.Sys, e.closed = ln.Addr().String(), sys, false
+	e.srv = transport.NewServer(e.opts.transport, sys, e.opts.log)
+	e.served = make(chan error, 1)
+	go func() { e.served <- e.srv.Serve(ln) }()
+	return nil
+}
+
+// Close shuts the engine down gracefully (clients get 1012) and closes its
+// store. It is safe to call twice.
+func (e *Engine) Close() {
+	if e.closed {
+		return
+	}
+	e.closed = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		e.t.Errorf("engine shutdown: %v", err)
+	}
+	if err := <-e.served; err != nil {
+		e.t.Errorf("engine serve: %v", err)
+	}
+	if err := e.st.Close(); err != nil && !errors.Is(err, store.ErrClosed) {
+		e.t.Errorf("store close: %v", err)
+	}
+}
+
+// Restart closes the engine and starts it again on the same data and port.
+func (e *Engine) Restart() {
+	e.t.Helper()
+	e.Close()
+	if err := e.start(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// URL is the WebSocket URL for a dev-auth user.
+func (e *Engine) URL(user string, role charla.Role) string {
+	return fmt.Sprintf("ws://%s/v1/ws?user=%s&role=%s", e.Addr, url.QueryEscape(user), role)
+}
+
+// Client is a protocol v1 WebSocket client that collects every server frame.
+type Client struct {
+	t      testing.TB
+	conn   *gws.Conn
+	frames chan wire.Frame
+	done   chan struct{}
+
+	mu        sync.Mutex
+	closeCode uint16
+	closeErr  error
+}
+
+// Dial connects user with role over dev auth, and waits for the welcome.
+func (e *Engine) Dial(t testing.TB, user string, role charla.Role) *Client {
+	t.Helper()
+	c, err := DialURL(t, e.URL(user, role), nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", user, err)
+	}
+	if f := c.Next(5 * time.Second); f.Type != wire.TypeWelcome {
+		t.Fatalf("first frame = %+v, want welcome", f)
+	}
+	return c
+}
+
+// DialURL connects to a full ws:// URL with optional headers. It returns
+// the HTTP status as an error when the upgrade is refused.
+func DialURL(t testing.TB, u string, header http.Header) (*Client, error) {
+	c := &Client{t: t, frames: make(chan wire.Frame, 1<<16), done: make(chan struct{})}
+	conn, resp, err := gws.NewClient(c, &gws.ClientOption{Addr: u, RequestHeader: header, ReadMaxPayloadSize: 64 << 20})
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("%w (HTTP %d)", err, resp.StatusCode)
+		}
+		return nil, err
+	}
+	c.conn = conn
+	go conn.ReadLoop()
+	t.Cleanup(func() { c.Close() })
+	return c, nil
+}
+
+// Send writes one client frame (any JSON-encodable value).
+func (c *Client) Send(v any) {
+	c.t.Helper()
+	if err := c.conn.WriteMessage(gws.OpcodeText, wire.Encode(v)); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}
+
+// SendRaw writes bytes as one text frame.
+func (c *Client) SendRaw(b []byte) error { return c.conn.WriteMessage(gws.OpcodeText, b) }
+
+// Next returns the next server frame, failing the test after timeout.
+func (c *Client) Next(timeout time.Duration) wire.Frame {
+	c.t.Helper()
+	select {
+	case f := <-c.frames:
+		return f
+	case <-time.After(timeout):
+		c.t.Fatalf("no frame within %s", timeout)
+		return wire.Frame{}
+	}
+}
+
+// NextOf returns the next frame of type typ, skipping others.
+func (c *Client) NextOf(typ string, timeout time.Duration) wire.Frame {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		f := c.Next(time.Until(deadline))
+		if f.Type == typ {
+			return f
+		}
+	}
+}
+
+// Frames is the channel of received frames, for tests that select on it.
+func (c *Client) Frames() <-chan wire.Frame { return c.frames }
+
+// Done is closed when the connection has ended.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// CloseCode is the close code the server sent (0 when none arrived).
+func (c *Client) CloseCode() uint16 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closeCode
+}
+
+// Close closes the connection (1000).
+func (c *Client) Close() {
+	_ = c.conn.WriteClose(1000, nil)
+	<-c.done
+}
+
+// Conn is the underlying gws connection, for tests that misbehave on purpose.
+func (c *Client) Conn() *gws.Conn { return c.conn }
+
+// The gws event handler side of Client.
+
+func (c *Client) OnOpen(*gws.Conn) {}
+func (c *Client) OnClose(_ *gws.Conn, err error) {
+	c.mu.Lock()
+	var ce *gws.CloseError
+	if errors.As(err, &ce) {
+		c.closeCode = ce.Code
+	}
+	c.closeErr = err
+	c.mu.Unlock()
+	close(c.done)
+}
+func (c *Client) OnPing(conn *gws.Conn, p []byte) { _ = conn.WritePong(p) }
+func (c *Client) OnPong(*gws.Conn, []byte)        {}
+func (c *Client) OnMessage(_ *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	for _, obj := range wire.Split(m.Bytes()) {
+		f, err := wire.DecodeClient(obj)
+		if err != nil {
+			c.t.Errorf("server sent an invalid frame %q: %v", obj, err)
+			continue
+		}
+		c.frames <- f
+	}
+}

@@ -1,0 +1,127 @@
+package transport
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/rs/xid"
+	"github.com/rs/zerolog"
+
+	"charla"
+	"charla/actors"
+	"charla/transport/wire"
+)
+
+const sessionKey = "conn"
+
+// closeGrace bounds how long a close may wait behind a write that the
+// client is not reading.
+const closeGrace = 500 * time.Millisecond
+
+// wsEvents is gws's event handler: it only decodes and forwards to the conn
+// actor, whose handle it finds in the socket's session. It must not panic in
+// OnOpen/OnClose/OnPing/OnPong (gws does not recover those).
+type wsEvents struct {
+	log zerolog.Logger
+}
+
+func handleOf(c *gws.Conn) (actors.ConnHandle, bool) {
+	v, ok := c.Session().Load(sessionKey)
+	if !ok {
+		return actors.ConnHandle{}, false
+	}
+	h, ok := v.(actors.ConnHandle)
+	return h, ok
+}
+
+func (e wsEvents) OnOpen(*gws.Conn) {}
+
+func (e wsEvents) OnClose(c *gws.Conn, err error) {
+	if h, ok := handleOf(c); ok {
+		h.Closed(err)
+	}
+}
+
+func (e wsEvents) OnPing(c *gws.Conn, payload []byte) {
+	p := append([]byte(nil), payload...) // gws reuses the read buffer
+	c.WriteAsync(gws.OpcodePong, p, nil)
+	if h, ok := handleOf(c); ok {
+		h.Alive(false)
+	}
+}
+
+func (e wsEvents) OnPong(c *gws.Conn, _ []byte) {
+	if h, ok := handleOf(c); ok {
+		h.Alive(true)
+	}
+}
+
+func (e wsEvents) OnMessage(c *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	h, ok := handleOf(c)
+	if !ok {
+		return
+	}
+	if m.Opcode != gws.OpcodeText {
+		h.Invalid("", charla.Errorf(charla.CodeBadRequest, "only text frames carry protocol frames"))
+		return
+	}
+	f, err := wire.DecodeClient(m.Bytes())
+	if err != nil {
+		h.Invalid(f.Ref, err)
+		return
+	}
+	h.Frame(f)
+}
+
+// gwsSocket is the conn actor's Socket over a gws connection. Every write
+// carries a deadline so that a client that stops reading cannot hold a
+// write (and the memory behind it) forever.
+type gwsSocket struct {
+	c            *gws.Conn
+	writeTimeout time.Duration
+}
+
+func (s gwsSocket) Write(frame []byte, done func(error)) {
+	s.c.Async(func() {
+		_ = s.c.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+		done(s.c.WriteMessage(gws.OpcodeText, frame))
+	})
+}
+
+func (s gwsSocket) Ping() {
+	s.c.Async(func() {
+		_ = s.c.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+		_ = s.c.WritePing(nil)
+	})
+}
+
+func (s gwsSocket) Close(d charla.Disconnect) {
+	// A write stuck behind a client that does not read fails at this
+	// deadline, which lets the close through (or closes the TCP connection).
+	_ = s.c.SetWriteDeadline(time.Now().Add(closeGrace))
+	s.c.Async(func() { _ = s.c.WriteClose(d.Code, []byte(d.Reason)) })
+}
+
+func newConnID() string { return xid.New().String() }
+
+// upgrade runs after authentication: it upgrades, starts the conn actor and
+// the read loop.
+func (s *Server) upgrade(ctx context.Context, w http.ResponseWriter, r *http.Request, id Identity) {
+	sock, err := s.upgrader.Upgrade(w, r)
+	if err != nil {
+		s.log.Debug().Err(err).Msg("websocket upgrade failed")
+		return
+	}
+	connID := newConnID()
+	h, err := s.sys.Connect(ctx, connID, id.User, gwsSocket{c: sock, writeTimeout: s.cfg.HeartbeatTimeout}, id.Expires)
+	if err != nil {
+		s.log.Error().Err(err).Msg("conn actor not started")
+		_ = sock.WriteClose(charla.DisconnectInternal.Code, []byte(charla.DisconnectInternal.Reason))
+		return
+	}
+	sock.Session().Store(sessionKey, h)
+	go sock.ReadLoop()
+}
