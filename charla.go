@@ -89,7 +89,8 @@ type Message struct {
 	ClientMsgID string `json:"client_msg_id"`
 	// Sender is the authenticated author.
 	Sender Sender `json:"sender"`
-	// Body is the client's JSON object, stored and relayed verbatim.
+	// Body is the client's JSON object, stored and relayed as the same JSON
+	// value (insignificant whitespace may differ between live and replay).
 	Body json.RawMessage `json:"body"`
 	// TS is when the engine accepted the message (UTC).
 	TS time.Time `json:"ts"`

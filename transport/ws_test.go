@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"charla"
+	"charla/actors"
 	"charla/transport/transporttest"
 	"charla/transport/wire"
 )
@@ -53,5 +54,234 @@ func TestSendAckDeliver(t *testing.T) {
 	}
 	if !m.TS.Equal(ack.TS) {
 		t.Fatalf("msg ts %v != ack ts %v", m.TS, ack.TS)
+	}
+}
+
+// collect reads msg frames of conv until n have arrived and checks that they
+// are exactly seqs from+1..from+n in order.
+func collect(t *testing.T, c *transporttest.Client, conv charla.ConvID, from charla.Seq, n int) []wire.Frame {
+	t.Helper()
+	var got []wire.Frame
+	deadline := time.After(30 * time.Second)
+	for len(got) < n {
+		select {
+		case f := <-c.Frames():
+			if f.Type == wire.TypeError {
+				t.Fatalf("error frame while collecting: %+v", f)
+			}
+			if f.Type != wire.TypeMsg || f.Conv != conv {
+				continue
+			}
+			want := from + charla.Seq(len(got)) + 1
+			if f.Seq != want {
+				t.Fatalf("msg seq %d, want %d (gap, duplicate or reorder)", f.Seq, want)
+			}
+			got = append(got, f)
+		case <-deadline:
+			t.Fatalf("got %d of %d messages", len(got), n)
+		}
+	}
+	return got
+}
+
+// noMore asserts that no msg frame arrives within d.
+func noMore(t *testing.T, c *transporttest.Client, d time.Duration) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case f := <-c.Frames():
+			if f.Type == wire.TypeMsg {
+				t.Fatalf("unexpected msg %+v", f)
+			}
+		case <-timeout:
+			return
+		}
+	}
+}
+
+func TestManySendersEveryoneSeesEverySeqOnce(t *testing.T) {
+	e := transporttest.Start(t)
+	const senders, perSender = 4, 250
+	var subs []*transporttest.Client
+	for i := range 3 {
+		c := e.Dial(t, fmt.Sprintf("watcher%d", i), charla.RoleAgent)
+		subscribe(t, c, "busy", 0)
+		subs = append(subs, c)
+	}
+	acked := make(chan wire.Frame, senders*perSender)
+	for s := range senders {
+		c := e.Dial(t, fmt.Sprintf("sender%d", s), charla.RoleAgent)
+		go func() {
+			for i := range perSender {
+				c.Send(sendFrame("busy", uuid.NewString(), fmt.Sprintf("s%d-%d", s, i), ""))
+			}
+		}()
+		go func() {
+			for range perSender {
+				select {
+				case f := <-c.Frames():
+					acked <- f
+				case <-time.After(30 * time.Second):
+					return
+				}
+			}
+		}()
+	}
+	seqs := map[charla.Seq]string{}
+	for range senders * perSender {
+		select {
+		case f := <-acked:
+			if f.Type != wire.TypeAck {
+				t.Fatalf("sender got %+v, want ack", f)
+			}
+			if prev, dup := seqs[f.Seq]; dup {
+				t.Fatalf("seq %d acked for %s and %s", f.Seq, prev, f.ClientMsgID)
+			}
+			seqs[f.Seq] = f.ClientMsgID
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %d acks", len(seqs))
+		}
+	}
+	for _, c := range subs {
+		msgs := collect(t, c, "busy", 0, senders*perSender)
+		for _, m := range msgs {
+			if seqs[m.Seq] != m.ClientMsgID {
+				t.Fatalf("seq %d delivered as %s, acked as %s", m.Seq, m.ClientMsgID, seqs[m.Seq])
+			}
+		}
+		noMore(t, c, 200*time.Millisecond)
+	}
+}
+
+func TestResendIsIdempotent(t *testing.T) {
+	e := transporttest.Start(t)
+	watcher := e.Dial(t, "watcher", charla.RoleAgent)
+	subscribe(t, watcher, "idem", 0)
+	a := e.Dial(t, "alice", charla.RoleAgent)
+	cmid := uuid.NewString()
+	a.Send(sendFrame("idem", cmid, "first", "1"))
+	first := a.NextOf(wire.TypeAck, wait)
+	collect(t, watcher, "idem", 0, 1)
+
+	checkDup := func(t *testing.T, c *transporttest.Client) {
+		t.Helper()
+		c.Send(sendFrame("idem", cmid, "first", "again"))
+		ack := c.NextOf(wire.TypeAck, wait)
+		if !ack.Duplicate || ack.Seq != first.Seq || !ack.TS.Equal(first.TS) || ack.Ref != "again" {
+			t.Fatalf("resend ack = %+v, want duplicate of %+v", ack, first)
+		}
+	}
+	t.Run("same connection", func(t *testing.T) { checkDup(t, a) })
+	t.Run("after reconnect", func(t *testing.T) {
+		a.Close()
+		checkDup(t, e.Dial(t, "alice", charla.RoleAgent))
+	})
+	t.Run("concurrent resends", func(t *testing.T) {
+		c := e.Dial(t, "alice", charla.RoleAgent)
+		for range 5 {
+			c.Send(sendFrame("idem", cmid, "first", "again"))
+		}
+		for range 5 {
+			if ack := c.NextOf(wire.TypeAck, wait); !ack.Duplicate || ack.Seq != first.Seq {
+				t.Fatalf("ack = %+v", ack)
+			}
+		}
+	})
+	noMore(t, watcher, 200*time.Millisecond)
+	t.Run("after engine restart", func(t *testing.T) {
+		e.Restart()
+		checkDup(t, e.Dial(t, "alice", charla.RoleAgent))
+		// and the next new message continues the sequence
+		c := e.Dial(t, "bob", charla.RoleAgent)
+		c.Send(sendFrame("idem", uuid.NewString(), "second", ""))
+		if ack := c.NextOf(wire.TypeAck, wait); ack.Seq != first.Seq+1 || ack.Duplicate {
+			t.Fatalf("next ack = %+v, want seq %d", ack, first.Seq+1)
+		}
+	})
+	t.Run("beyond the in-memory window", func(t *testing.T) {
+		// The store's unique key is the final word once the LRU forgot it.
+		e2 := transporttest.Start(t, transporttest.WithActors(func(c *actors.Config) { c.DedupWindow, c.RecentWindow = 2, 2 }))
+		c := e2.Dial(t, "alice", charla.RoleAgent)
+		old := uuid.NewString()
+		c.Send(sendFrame("w", old, "old", ""))
+		firstAck := c.NextOf(wire.TypeAck, wait)
+		for i := range 5 {
+			c.Send(sendFrame("w", uuid.NewString(), fmt.Sprint(i), ""))
+			c.NextOf(wire.TypeAck, wait)
+		}
+		c.Send(sendFrame("w", old, "old", ""))
+		if ack := c.NextOf(wire.TypeAck, wait); !ack.Duplicate || ack.Seq != firstAck.Seq {
+			t.Fatalf("old resend ack = %+v, want duplicate seq %d", ack, firstAck.Seq)
+		}
+		c.Send(sendFrame("w", uuid.NewString(), "next", ""))
+		if ack := c.NextOf(wire.TypeAck, wait); ack.Seq != 7 {
+			t.Fatalf("next ack seq = %d, want 7 (no gap after a store-detected duplicate)", ack.Seq)
+		}
+	})
+}
+
+func TestSubscribeSinceWhileSending(t *testing.T) {
+	e := transporttest.Start(t, transporttest.WithActors(func(c *actors.Config) {
+		c.RecentWindow = 8 // most subscribes must replay from the store, then switch to live
+		c.ReplayPage = 16
+	}))
+	sender := e.Dial(t, "sender", charla.RoleAgent)
+	const total = 400
+	stop := make(chan struct{})
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := range total {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sender.Send(sendFrame("race", uuid.NewString(), fmt.Sprint(i), ""))
+			if i%20 == 0 {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+	}()
+	defer func() { close(stop); <-sent }()
+	for round := range 20 {
+		since := charla.Seq(round * 7)
+		c := e.Dial(t, fmt.Sprintf("sub%d", round), charla.RoleAgent)
+		sf := subscribe(t, c, "race", since)
+		// Everything up to the head of the subscribe, then at least 20 live
+		// ones: every seq exactly once, in order, across the switch.
+		n := int(sf.Head-since) + 20
+		if since > sf.Head {
+			n = 20
+			since = sf.Head
+		}
+		if n+int(since) > total {
+			n = total - int(since)
+		}
+		collect(t, c, "race", since, n)
+		c.Close()
+	}
+}
+
+func TestRestartKeepsAckedMessages(t *testing.T) {
+	dir := t.TempDir()
+	e := transporttest.Start(t, transporttest.WithDataDir(dir))
+	c := e.Dial(t, "a", charla.RoleAgent)
+	for i := range 50 {
+		c.Send(sendFrame("r", uuid.NewString(), fmt.Sprint(i), ""))
+	}
+	for range 50 {
+		c.NextOf(wire.TypeAck, wait)
+	}
+	e.Restart()
+	c = e.Dial(t, "a", charla.RoleAgent)
+	if f := subscribe(t, c, "r", 0); f.Head != 50 {
+		t.Fatalf("head after restart = %d, want 50", f.Head)
+	}
+	collect(t, c, "r", 0, 50)
+	c.Send(sendFrame("r", uuid.NewString(), "after", ""))
+	if ack := c.NextOf(wire.TypeAck, wait); ack.Seq != 51 {
+		t.Fatalf("seq after restart = %d, want 51", ack.Seq)
 	}
 }

@@ -218,7 +218,7 @@ func printUsage(w io.Writer, ss []setting) {
 type stringValue struct{ p *string }
 
 func strVar(p *string, def string) flag.Value { *p = def; return stringValue{p} }
-func (v stringValue) Set(s string) error     { *v.p = s; return nil }
+func (v stringValue) Set(s string) error      { *v.p = s; return nil }
 func (v stringValue) String() string          { return *v.p }
 
 type durationValue struct{ p *time.Duration }

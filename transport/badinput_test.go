@@ -1,0 +1,167 @@
+package transport_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"charla"
+	"charla/transport"
+	"charla/transport/transporttest"
+	"charla/transport/wire"
+)
+
+// Bad frames get an error frame (with the request's ref when it has one)
+// and leave the connection open.
+func TestBadFramesGetErrorsAndKeepTheConnection(t *testing.T) {
+	e := transporttest.Start(t)
+	c := e.Dial(t, "carol", charla.RoleCustomer)
+	big := `{"text":"` + strings.Repeat("y", e.Sys.Config().MaxBodyBytes) + `"}`
+	cases := []struct {
+		name string
+		raw  string
+		ref  string
+		code charla.Code
+	}{
+		{"invalid JSON", `{"type":"send",`, "", charla.CodeBadRequest},
+		{"not an object", `[1,2]`, "", charla.CodeBadRequest},
+		{"no type", `{"ref":"r0"}`, "r0", charla.CodeBadRequest},
+		{"unknown type", `{"type":"teleport","ref":"r1"}`, "r1", charla.CodeBadRequest},
+		{"send without client_msg_id", `{"type":"send","ref":"r2","conv":"carol","body":{"text":"hi"}}`, "r2", charla.CodeBadRequest},
+		{"send with a client_msg_id that is no UUID", `{"type":"send","ref":"r3","conv":"carol","client_msg_id":"abc","body":{"text":"hi"}}`, "r3", charla.CodeBadRequest},
+		{"send without conv", `{"type":"send","ref":"r4","client_msg_id":"` + uuid.NewString() + `","body":{"text":"hi"}}`, "r4", charla.CodeBadRequest},
+		{"send without body", `{"type":"send","ref":"r5","conv":"carol","client_msg_id":"` + uuid.NewString() + `"}`, "r5", charla.CodeBadRequest},
+		{"body without text", `{"type":"send","ref":"r6","conv":"carol","client_msg_id":"` + uuid.NewString() + `","body":{"img":1}}`, "r6", charla.CodeBadRequest},
+		{"body too large", `{"type":"send","ref":"r7","conv":"carol","client_msg_id":"` + uuid.NewString() + `","body":` + big + `}`, "r7", charla.CodeTooLarge},
+		{"subscribe without conv", `{"type":"subscribe","ref":"r8"}`, "r8", charla.CodeBadRequest},
+		{"conv with bad characters", `{"type":"subscribe","ref":"r9","conv":"a b"}`, "r9", charla.CodeBadRequest},
+		{"customer in someone else's conversation", `{"type":"subscribe","ref":"r10","conv":"dave"}`, "r10", charla.CodeForbidden},
+		{"typing with a bad state", `{"type":"typing","ref":"r11","conv":"carol","state":"maybe"}`, "r11", charla.CodeBadRequest},
+		{"read without seq", `{"type":"read","ref":"r12","conv":"carol"}`, "r12", charla.CodeBadRequest},
+		{"read beyond the head", `{"type":"read","ref":"r13","conv":"carol","seq":99}`, "r13", charla.CodeBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := c.SendRaw([]byte(tc.raw)); err != nil {
+				t.Fatal(err)
+			}
+			f := c.NextOf(wire.TypeError, wait)
+			if f.Code != tc.code || f.Ref != tc.ref || f.Message == "" {
+				t.Fatalf("error frame = %+v, want code %s ref %q with a message", f, tc.code, tc.ref)
+			}
+			c.Send(wire.Frame{Type: wire.TypePing, Ref: "alive"})
+			if p := c.NextOf(wire.TypePong, wait); p.Ref != "alive" {
+				t.Fatalf("pong = %+v", p)
+			}
+		})
+	}
+	// Nothing of the above was stored.
+	subscribe(t, c, "carol", 0)
+	c.Send(sendFrame("carol", uuid.NewString(), "ok", ""))
+	if ack := c.NextOf(wire.TypeAck, wait); ack.Seq != 1 {
+		t.Fatalf("first good message got seq %d, want 1", ack.Seq)
+	}
+}
+
+func TestFrameTooLargeCloses1009(t *testing.T) {
+	e := transporttest.Start(t, transporttest.WithTransport(func(c *transport.Config) { c.MaxFrameBytes = 4096 }))
+	c := e.Dial(t, "big", charla.RoleAgent)
+	_ = c.SendRaw([]byte(`{"type":"ping","t":"` + strings.Repeat("z", 5000) + `"}`))
+	select {
+	case <-c.Done():
+	case <-time.After(wait):
+		t.Fatal("connection not closed")
+	}
+	if code := c.CloseCode(); code != 1009 {
+		t.Fatalf("close code %d, want 1009", code)
+	}
+}
+
+func TestUpgradeIsRefusedBeforeUpgrading(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	e := transporttest.Start(t, transporttest.WithTransport(func(c *transport.Config) {
+		c.Auth = transport.Authenticator{Mode: transport.AuthJWT, Secret: secret}
+		c.Origins = transport.OriginPolicy{"https://panel.example"}
+	}))
+	mint := func(secret []byte, ttl time.Duration) string {
+		tok, err := transport.MintToken(secret, "ana", charla.RoleAgent, ttl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	good := mint(secret, time.Hour)
+	cases := []struct {
+		name   string
+		query  string
+		header http.Header
+		status int
+	}{
+		{"valid bearer token", "", http.Header{"Authorization": {"Bearer " + good}}, 101},
+		{"valid access_token query", "?access_token=" + good, nil, 101},
+		{"allowed origin", "?access_token=" + good, http.Header{"Origin": {"https://panel.example"}}, 101},
+		{"no token", "", nil, 401},
+		{"dev params are not auth in jwt mode", "?user=ana&role=admin", nil, 401},
+		{"garbage token", "?access_token=not.a.jwt", nil, 401},
+		{"wrong secret", "?access_token=" + mint([]byte("another-secret-another-secret-xx"), time.Hour), nil, 401},
+		{"expired token", "?access_token=" + mint(secret, -time.Minute), nil, 401},
+		{"malformed Authorization", "", http.Header{"Authorization": {"Token " + good}}, 401},
+		{"wrong origin", "?access_token=" + good, http.Header{"Origin": {"https://evil.example"}}, 403},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", "http://"+e.Addr+"/v1/ws"+tc.query, nil)
+			for k, v := range tc.header {
+				req.Header[k] = v
+			}
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+			req.Header.Set("Sec-WebSocket-Version", "13")
+			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+			resp, err := http.DefaultTransport.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			if tc.status == 101 {
+				return
+			}
+			var body struct{ Code, Message string }
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || body.Message == "" {
+				t.Fatalf("error body %+v (%v), want code and message", body, err)
+			}
+			want := map[int]charla.Code{401: charla.CodeUnauthorized, 403: charla.CodeForbidden}[tc.status]
+			if charla.Code(body.Code) != want {
+				t.Fatalf("code %q, want %q", body.Code, want)
+			}
+		})
+	}
+}
+
+func TestTokenExpiryClosesWith4001(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	e := transporttest.Start(t, transporttest.WithTransport(func(c *transport.Config) {
+		c.Auth = transport.Authenticator{Mode: transport.AuthJWT, Secret: secret}
+	}))
+	// jwt's exp has second precision: 2 s leaves at least 1 s of session.
+	tok, _ := transport.MintToken(secret, "ana", charla.RoleAgent, 2*time.Second)
+	c, err := transporttest.DialURL(t, "ws://"+e.Addr+"/v1/ws?access_token="+tok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(wait):
+		t.Fatal("not closed after the token expired")
+	}
+	if code := c.CloseCode(); code != 4001 {
+		t.Fatalf("close code %d, want 4001", code)
+	}
+}

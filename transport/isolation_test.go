@@ -1,0 +1,96 @@
+package transport_test
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"charla"
+	"charla/actors"
+	"charla/transport/transporttest"
+	"charla/transport/wire"
+)
+
+// A panic in one conversation actor restarts that actor alone: its clients
+// see at most an error for the request in flight and lose nothing acked;
+// other conversations see nothing at all.
+func TestPanicInOneConversationIsIsolated(t *testing.T) {
+	var armed atomic.Bool
+	var panics atomic.Int32
+	hooks := &actors.Hooks{ConversationReceive: func(conv charla.ConvID, _ any) {
+		if conv == "boom" && armed.CompareAndSwap(true, false) {
+			panics.Add(1)
+			panic("injected by test")
+		}
+	}}
+	e := transporttest.Start(t, transporttest.WithHooks(hooks))
+	boomWatcher := e.Dial(t, "w1", charla.RoleAgent)
+	subscribe(t, boomWatcher, "boom", 0)
+	calmWatcher := e.Dial(t, "w2", charla.RoleAgent)
+	subscribe(t, calmWatcher, "calm", 0)
+	sender := e.Dial(t, "s", charla.RoleAgent)
+
+	send := func(conv charla.ConvID, cmid string) wire.Frame {
+		t.Helper()
+		sender.Send(sendFrame(conv, cmid, "x", cmid))
+		for {
+			f := sender.Next(wait)
+			if (f.Type == wire.TypeAck || f.Type == wire.TypeError) && f.Ref == cmid {
+				return f
+			}
+		}
+	}
+	for i := range 5 {
+		if f := send("boom", uuid.NewString()); f.Type != wire.TypeAck || f.Seq != charla.Seq(i+1) {
+			t.Fatalf("before: %+v", f)
+		}
+		if f := send("calm", uuid.NewString()); f.Type != wire.TypeAck {
+			t.Fatalf("calm: %+v", f)
+		}
+	}
+
+	armed.Store(true)
+	victim := uuid.NewString()
+	f := send("boom", victim)
+	if panics.Load() != 1 {
+		t.Fatal("the hook did not panic")
+	}
+	if f.Type != wire.TypeError || f.Code != charla.CodeUnavailable {
+		t.Fatalf("request in flight during the panic got %+v, want an unavailable error", f)
+	}
+	// The client retries with the same client_msg_id, as the protocol says.
+	if f := send("boom", victim); f.Type != wire.TypeAck || f.Seq != 6 {
+		t.Fatalf("retry after the panic: %+v, want ack seq 6", f)
+	}
+	for i := range 5 {
+		if f := send("boom", uuid.NewString()); f.Type != wire.TypeAck || f.Seq != charla.Seq(7+i) {
+			t.Fatalf("after: %+v", f)
+		}
+		if f := send("calm", uuid.NewString()); f.Type != wire.TypeAck || f.Seq != charla.Seq(6+i) {
+			t.Fatalf("calm after: %+v", f)
+		}
+	}
+	// The boom subscriber stayed subscribed across the restart and got every
+	// seq once; the calm one never saw an error.
+	collect(t, boomWatcher, "boom", 0, 11)
+	collect(t, calmWatcher, "calm", 0, 10)
+	for _, c := range []*transporttest.Client{boomWatcher, calmWatcher} {
+		timeout := time.After(300 * time.Millisecond)
+	drain:
+		for {
+			select {
+			case f := <-c.Frames():
+				if f.Type == wire.TypeError || f.Type == wire.TypeMsg {
+					t.Fatalf("unexpected %+v", f)
+				}
+			case <-timeout:
+				break drain
+			}
+		}
+	}
+	if n := e.Sys.Stats().Errors(); len(n) != 1 || n[charla.CodeUnavailable] != 1 {
+		t.Fatalf("error frames sent: %v, want exactly the one unavailable", n)
+	}
+}
