@@ -92,6 +92,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 		s, ok := byName[name]
 		if !strings.HasPrefix(a, "-") || !ok {
 			errs = append(errs, fmt.Errorf("unknown argument %q", a))
+			if strings.HasPrefix(a, "-") && !hasVal && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+				i++ // its value
+			}
 			continue
 		}
 		if !hasVal {
