@@ -22,7 +22,11 @@ import (
 //
 //   - input numbers the rows in call order (WITH ORDINALITY).
 //   - existing finds the (conversation, client_msg_id) pairs already stored,
-//     through the unique index messages_client_msg_id_key.
+//     one probe of the unique index messages_client_msg_id_key per pair. The
+//     LATERAL ... LIMIT 1 is deliberate: as a plain join or IN, a plan made
+//     while the table was small (a prepared statement's generic plan) keeps
+//     seq-scanning messages on every call as it grows — measured, Append went
+//     from 5 ms to 45 ms per 100 messages over 200k rows.
 //   - fresh keeps the first occurrence of each new pair and numbers it within
 //     its conversation (rn) in call order, with n the conversation's count.
 //   - heads bumps conversations.head by n (creating the conversation when
@@ -43,9 +47,13 @@ WITH input AS (
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
          WITH ORDINALITY AS t(conv, cmid, sender_id, sender_role, body, ts, ord)
 ), existing AS (
-    SELECT m.conversation_id, m.client_msg_id, m.seq, m.created_at
-    FROM messages m
-    WHERE (m.conversation_id, m.client_msg_id) IN (SELECT conv, cmid FROM input)
+    SELECT k.conv AS conversation_id, k.cmid AS client_msg_id, m.seq, m.created_at
+    FROM (SELECT DISTINCT conv, cmid FROM input) k
+    CROSS JOIN LATERAL (
+        SELECT seq, created_at FROM messages
+        WHERE conversation_id = k.conv AND client_msg_id = k.cmid
+        LIMIT 1
+    ) m
 ), fresh AS (
     SELECT f.*,
            row_number() OVER (PARTITION BY f.conv ORDER BY f.ord) AS rn,
@@ -257,8 +265,11 @@ SELECT i.ord,
        (n.client_msg_id IS NULL) AS duplicate
 FROM input i
 LEFT JOIN ins n ON n.conversation_id = i.conv AND n.client_msg_id = i.cmid
-LEFT JOIN messages m ON n.client_msg_id IS NULL
-                    AND m.conversation_id = i.conv AND m.client_msg_id = i.cmid
+LEFT JOIN LATERAL (
+    SELECT seq, created_at FROM messages
+    WHERE n.client_msg_id IS NULL AND conversation_id = i.conv AND client_msg_id = i.cmid
+    LIMIT 1
+) m ON true
 ORDER BY i.ord`
 
 // SeqConflict is one message AppendSequenced could not store because its seq
@@ -412,15 +423,21 @@ func inCallConflicts(msgs []charla.Message) []SeqConflict {
 	return out
 }
 
+const storedConflictsSQL = `
+SELECT i.conv, i.seq, i.cmid, m.client_msg_id
+FROM unnest($1::text[], $2::bigint[], $3::text[]) AS i(conv, seq, cmid)
+CROSS JOIN LATERAL (
+    SELECT client_msg_id FROM messages
+    WHERE conversation_id = i.conv AND seq = i.seq
+    LIMIT 1
+) m
+WHERE m.client_msg_id <> i.cmid
+ORDER BY i.conv, i.seq`
+
 // storedConflicts lists the messages of args whose seq is held in the
 // database by a different client_msg_id.
 func (s *Store) storedConflicts(ctx context.Context, a appendArgs) ([]SeqConflict, error) {
-	rows, err := s.pool.Query(ctx, `
-SELECT i.conv, i.seq, i.cmid, m.client_msg_id
-FROM unnest($1::text[], $2::bigint[], $3::text[]) AS i(conv, seq, cmid)
-JOIN messages m ON m.conversation_id = i.conv AND m.seq = i.seq
-WHERE m.client_msg_id <> i.cmid
-ORDER BY i.conv, i.seq`, a.conv, a.seq, a.cmid)
+	rows, err := s.pool.Query(ctx, storedConflictsSQL, a.conv, a.seq, a.cmid)
 	if err != nil {
 		return nil, err
 	}

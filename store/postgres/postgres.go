@@ -279,6 +279,13 @@ func (s *Store) backoff(attempt int) time.Duration {
 	return rand.N(ceil)
 }
 
+const rangeSQL = `
+SELECT seq, client_msg_id, sender_id, sender_role, body, created_at
+FROM messages
+WHERE conversation_id = $1 AND seq > $2
+ORDER BY seq
+LIMIT $3`
+
 // Range returns up to limit messages of conv with seq > after, in seq order.
 // The primary key (conversation_id, seq) serves it as one index range scan.
 func (s *Store) Range(ctx context.Context, conv charla.ConvID, after charla.Seq, limit int) ([]charla.Message, error) {
@@ -288,12 +295,7 @@ func (s *Store) Range(ctx context.Context, conv charla.ConvID, after charla.Seq,
 		if limit <= 0 || after >= math.MaxInt64 {
 			return nil
 		}
-		rows, err := s.pool.Query(ctx, `
-SELECT seq, client_msg_id, sender_id, sender_role, body, created_at
-FROM messages
-WHERE conversation_id = $1 AND seq > $2
-ORDER BY seq
-LIMIT $3`, string(conv), int64(after), limit)
+		rows, err := s.pool.Query(ctx, rangeSQL, string(conv), int64(after), limit)
 		if err != nil {
 			return err
 		}
