@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +22,10 @@ import (
 //     semantics, through the alternative LIBRARY-NOTES measured. Without the
 //     explicit transaction pgx syncs after every queued statement and each
 //     one commits (and waits for its own WAL flush) on its own.
+//   - Unnest4Parallel: four appenders at once on disjoint conversations,
+//     as a store actor that keeps several group commits in flight would.
+//   - UnnestSimpleProtocol: Append as through Supabase's transaction pooler
+//     (no prepared statements: the statement is parsed and planned each call).
 //   - RawInsert: for scale, a bare INSERT ... SELECT FROM unnest ... ON
 //     CONFLICT DO NOTHING RETURNING with precomputed seqs: what sequencing
 //     and duplicate reporting cost on top of writing the rows.
@@ -40,6 +45,40 @@ func BenchmarkAppend(b *testing.B) {
 	for _, size := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("Unnest/%d", size), func(b *testing.B) {
 			s := openTest(b)
+			ctx := b.Context()
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; b.Loop(); i++ {
+				if _, err := s.Append(ctx, benchMsgs(size, i)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*size)/time.Since(start).Seconds(), "rows/s")
+		})
+		b.Run(fmt.Sprintf("Unnest4Parallel/%d", size), func(b *testing.B) {
+			s := openTest(b)
+			ctx := b.Context()
+			var worker atomic.Int64
+			b.SetParallelism(2) // 2 × GOMAXPROCS(2) = 4 appenders
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				w := worker.Add(1)
+				for i := 0; pb.Next(); i++ {
+					msgs := benchMsgs(size, i)
+					for j := range msgs { // each appender owns its conversations
+						msgs[j].Conv = charla.ConvID(fmt.Sprintf("w%d-%s", w, msgs[j].Conv))
+					}
+					if _, err := s.Append(ctx, msgs); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N*size)/time.Since(start).Seconds(), "rows/s")
+		})
+		b.Run(fmt.Sprintf("UnnestSimpleProtocol/%d", size), func(b *testing.B) {
+			s := openTest(b, "default_query_exec_mode", "simple_protocol")
 			ctx := b.Context()
 			b.ResetTimer()
 			start := time.Now()
