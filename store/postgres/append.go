@@ -33,7 +33,9 @@ import (
 //     needed) and returns the new head; the row lock it takes serializes
 //     concurrent appenders of one conversation, and ON CONFLICT DO UPDATE
 //     reads the latest committed head even if it changed since the statement's
-//     snapshot. The fresh rows take seqs head-n+1 .. head.
+//     snapshot. The fresh rows take seqs head-n+1 .. head. Rows are locked
+//     in conversation id order, so that two calls sharing conversations
+//     (which callers avoid anyway) wait for each other instead of deadlocking.
 //   - ins writes them. It has no ON CONFLICT: should another writer commit the
 //     same pair between our snapshot and our insert, the unique violation
 //     aborts the whole statement (no seq is burnt) and the retry reports the
@@ -67,7 +69,7 @@ WITH input AS (
     ) f
 ), heads AS (
     INSERT INTO conversations AS c (id, head)
-    SELECT conv, count(*) FROM fresh GROUP BY conv
+    SELECT conv, count(*) FROM fresh GROUP BY conv ORDER BY conv
     ON CONFLICT (id) DO UPDATE SET head = c.head + EXCLUDED.head, updated_at = now()
     RETURNING c.id, c.head
 ), ins AS (
@@ -216,6 +218,7 @@ func reclaimOwnWrites(msgs []charla.Message, ts []time.Time, res []store.AppendR
 	}
 }
 
+// countResults adds a call's results to the message counters.
 func (s *Store) countResults(res []store.AppendResult) {
 	var dups int64
 	for _, r := range res {
@@ -248,7 +251,7 @@ WITH input AS (
          WITH ORDINALITY AS t(conv, seq, cmid, sender_id, sender_role, body, ts, ord)
 ), heads AS (
     INSERT INTO conversations AS c (id, head)
-    SELECT conv, max(seq) FROM input GROUP BY conv
+    SELECT conv, max(seq) FROM input GROUP BY conv ORDER BY conv
     ON CONFLICT (id) DO UPDATE SET head = greatest(c.head, EXCLUDED.head), updated_at = now()
     RETURNING c.id
 ), ins AS (
@@ -289,6 +292,7 @@ type SeqConflictError struct {
 	Conflicts []SeqConflict
 }
 
+// Error names the first conflict (and how many more there are).
 func (e *SeqConflictError) Error() string {
 	if len(e.Conflicts) == 0 {
 		return "sequence conflict"
@@ -423,6 +427,8 @@ func inCallConflicts(msgs []charla.Message) []SeqConflict {
 	return out
 }
 
+// storedConflictsSQL finds the input messages whose seq a different message
+// holds, one primary-key probe each.
 const storedConflictsSQL = `
 SELECT i.conv, i.seq, i.cmid, m.client_msg_id
 FROM unnest($1::text[], $2::bigint[], $3::text[]) AS i(conv, seq, cmid)

@@ -42,6 +42,7 @@ const (
 	KindClosed
 )
 
+// String names the kind in logs and metric labels.
 func (k Kind) String() string {
 	switch k {
 	case KindUnavailable:
@@ -94,6 +95,8 @@ type Error struct {
 	Err error
 }
 
+// Error reads "postgres: <op>: <kind>[ after N attempts]: <cause>", so a log
+// line alone tells what failed, why, and whether it was retried.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("postgres: ")

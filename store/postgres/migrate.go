@@ -114,6 +114,8 @@ func MigrateURL(ctx context.Context, url string) ([]int, error) {
 // different schemas in one database do not wait for each other.
 const migrateLockSQL = `SELECT pg_advisory_xact_lock(1128811847, hashtext(current_schema()))`
 
+// createVersionTableSQL creates the table of applied versions; run under the
+// migration lock, so concurrent migrators never race to create it.
 const createVersionTableSQL = `
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version    integer     PRIMARY KEY,
@@ -122,6 +124,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 )`
 
+// migrate applies the pending migrations one transaction each.
 func migrate(ctx context.Context, db beginner) ([]int, error) {
 	ms, err := loadMigrations()
 	if err != nil {

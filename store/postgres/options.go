@@ -122,6 +122,7 @@ type SettingError struct {
 	Problem string
 }
 
+// Error reads "postgres: <Setting>: <problem>".
 func (e *SettingError) Error() string {
 	return "postgres: " + e.Setting + ": " + e.Problem
 }

@@ -279,6 +279,7 @@ func (s *Store) backoff(attempt int) time.Duration {
 	return rand.N(ceil)
 }
 
+// rangeSQL is one range scan of the primary key (conversation_id, seq).
 const rangeSQL = `
 SELECT seq, client_msg_id, sender_id, sender_role, body, created_at
 FROM messages

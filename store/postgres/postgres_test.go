@@ -305,25 +305,11 @@ func TestRetryAfterTerminatedBackend(t *testing.T) {
 		res, err = s.Append(ctx, []charla.Message{tmsg("c", "second", "two")})
 		done <- err
 	}()
-	waiting := func(not int32) int32 {
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			var pid int32
-			err := admin.QueryRow(ctx, `SELECT pid FROM pg_stat_activity
-				WHERE application_name = $1 AND wait_event_type = 'Lock' AND pid <> $2`, o.ApplicationName, not).Scan(&pid)
-			if err == nil {
-				return pid
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		t.Fatal("no blocked Append backend appeared")
-		return 0
-	}
-	pid := waiting(0)
+	pid := waitBlocked(t, admin, o.ApplicationName, 0)
 	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid); err != nil {
 		t.Fatal(err)
 	}
-	waiting(pid) // the retry, blocked again on the lock
+	waitBlocked(t, admin, o.ApplicationName, pid) // the retry, blocked again on the lock
 	if err := lock.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +335,9 @@ func TestRetryAfterTerminatedBackend(t *testing.T) {
 // our Append is blocked: the unique violation is retried and reported as a
 // duplicate, and no seq is burnt.
 func TestAppendRaceIsRetried(t *testing.T) {
-	s := openTest(t)
+	o := testOptions(schemaURL(t))
+	o.ApplicationName = "charla_race_" + randHex(4)
+	s := openOpts(t, o)
 	ctx := t.Context()
 	mustAppend(t, s, tmsg("c", "first", "one"))
 	admin := poolFor(t, s.opts.URL)
@@ -373,12 +361,16 @@ func TestAppendRaceIsRetried(t *testing.T) {
 		res, err = s.Append(ctx, []charla.Message{tmsg("c", "x", "mine"), tmsg("c", "y", "also mine")})
 		done <- err
 	}()
-	time.Sleep(200 * time.Millisecond) // let the Append block on the row lock
+	waitBlocked(t, admin, o.ApplicationName, 0) // the Append waits for the competitor
+	before := s.Stats().Ops["append"]
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("Append: %v", err)
+	}
+	if d := s.Stats().Ops["append"].Retries - before.Retries; d != 1 {
+		t.Errorf("%d retries, want 1 (the unique violation)", d)
 	}
 	if !res[0].Duplicate || res[0].Seq != 2 || res[1].Duplicate || res[1].Seq != 3 {
 		t.Errorf("results %+v, want x duplicate at 2 and y new at 3", res)
@@ -509,4 +501,22 @@ func TestStats(t *testing.T) {
 	if s.Stats().Ops["head"].Errors != 1 {
 		t.Errorf("closed-store error not counted")
 	}
+}
+
+// waitBlocked waits for a backend of application appName (other than pid
+// not) to wait on a lock, and returns its pid.
+func waitBlocked(t *testing.T, admin *pgxpool.Pool, appName string, not int32) int32 {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		var pid int32
+		err := admin.QueryRow(t.Context(), `SELECT pid FROM pg_stat_activity
+			WHERE application_name = $1 AND wait_event_type = 'Lock' AND pid <> $2`, appName, not).Scan(&pid)
+		if err == nil {
+			return pid
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no blocked backend appeared")
+	return 0
 }
