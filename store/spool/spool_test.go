@@ -250,3 +250,29 @@ func TestSecondOpenFails(t *testing.T) {
 		t.Errorf("second Open took %v to fail", d)
 	}
 }
+
+// BenchmarkPut measures the outage path: one fsync'd Put per group commit.
+func BenchmarkPut(b *testing.B) {
+	for _, size := range []int{1, 100} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			s, err := Open(filepath.Join(b.TempDir(), "spool.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			seq := charla.Seq(0)
+			start := time.Now()
+			for b.Loop() {
+				msgs := make([]charla.Message, size)
+				for i := range msgs {
+					seq++
+					msgs[i] = smsg(charla.ConvID(fmt.Sprintf("c%d", i%50)), seq, fmt.Sprintf("id-%d", seq))
+				}
+				if err := s.Put(b.Context(), msgs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*size)/time.Since(start).Seconds(), "msgs/s")
+		})
+	}
+}
