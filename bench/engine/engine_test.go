@@ -1,0 +1,119 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// When the test binary runs as the "engine" of a test, it serves /metrics
+// on the address in this variable until it is signalled.
+const engineEnv = "CHARLA_BENCH_TEST_ENGINE_ADDR"
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(engineEnv); addr != "" {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintln(w, "# HELP go_goroutines x\ngo_goroutines 7\ngo_memstats_heap_inuse_bytes 1.5e+06\nother_metric 3")
+		})
+		fmt.Println("fake engine listening")
+		_ = http.ListenAndServe(addr, mux)
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+func TestStartRestartStop(t *testing.T) {
+	addr := freeAddr(t)
+	var log bytes.Buffer
+	cmd := fmt.Sprintf("%s=%s %s -test.run=^$", engineEnv, addr, os.Args[0])
+	ctx := context.Background()
+	p, err := Start(ctx, cmd, addr, &log) // exec copies output on one goroutine, done before Wait returns
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := p.PID()
+	if pid == 0 {
+		t.Fatal("no pid")
+	}
+	rss, err := RSS(pid)
+	if err != nil || rss <= 0 {
+		t.Fatalf("rss %d, %v", rss, err)
+	}
+	m, err := Metrics(ctx, "http://"+addr+"/metrics")
+	if err != nil || m["go_goroutines"] != 7 || m["go_memstats_heap_inuse_bytes"] != 1.5e6 || len(m) != 2 {
+		t.Fatalf("metrics %v, %v", m, err)
+	}
+	if _, err := Start(ctx, cmd, addr, nil); err == nil || !strings.Contains(err.Error(), "already accepts") {
+		t.Fatalf("second engine on a busy address: %v", err)
+	}
+
+	rt, err := p.Restart(ctx, syscall.SIGKILL, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.PID() == pid || p.PID() == 0 || p.Starts() != 2 {
+		t.Fatalf("after restart pid %d (was %d), starts %d", p.PID(), pid, p.Starts())
+	}
+	if !rt.Signaled.Before(rt.Ready) || rt.Exited.Before(rt.Signaled) {
+		t.Fatalf("restart times %+v", rt)
+	}
+	if err := p.Stop(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if p.PID() != 0 {
+		t.Fatal("pid after stop")
+	}
+	if !strings.Contains(log.String(), "fake engine listening") {
+		t.Fatalf("engine output not logged: %q", log.String())
+	}
+}
+
+func TestStartFailureIsReported(t *testing.T) {
+	_, err := Start(context.Background(), "exit 3", freeAddr(t), nil)
+	if err == nil || !strings.Contains(err.Error(), "exited before accepting") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestExecLine(t *testing.T) {
+	for in, want := range map[string]string{
+		"./bin/charla serve --addr x":  "exec ./bin/charla serve --addr x",
+		"A=1 B_2=x ./bin/charla serve": "A=1 B_2=x exec ./bin/charla serve",
+		"./x --flag=1":                 "exec ./x --flag=1",
+	} {
+		if got := execLine(in); got != want {
+			t.Errorf("execLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseVmRSS(t *testing.T) {
+	n, err := parseVmRSS(strings.NewReader("Name:\tx\nVmRSS:\t  2048 kB\n"))
+	if err != nil || n != 2048*1024 {
+		t.Fatalf("%d %v", n, err)
+	}
+	if _, err := parseVmRSS(strings.NewReader("Name: x\n")); err == nil {
+		t.Fatal("no error without VmRSS")
+	}
+}
