@@ -5,6 +5,7 @@
 package charla
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -139,7 +140,31 @@ func ValidateBody(body json.RawMessage, max int) *Error {
 	if b.Text == nil {
 		return Errorf(CodeBadRequest, `body must have a "text" string`)
 	}
+	// NUL has no place in chat text, and PostgreSQL's jsonb cannot hold it.
+	if hasEscapedNUL(body) {
+		return Errorf(CodeBadRequest, `body must not contain \u0000`)
+	}
 	return nil
+}
+
+// hasEscapedNUL finds a \u0000 escape in valid JSON: one preceded by an odd
+// run of backslashes (an even run is escaped backslashes and literal text).
+func hasEscapedNUL(b []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(b[i:], []byte(`u0000`))
+		if j < 0 {
+			return false
+		}
+		j += i
+		run := 0
+		for k := j - 1; k >= 0 && b[k] == '\\'; k-- {
+			run++
+		}
+		if run%2 == 1 {
+			return true
+		}
+		i = j + 1
+	}
 }
 
 // String makes a Sender readable in logs.

@@ -16,6 +16,9 @@ type Config struct {
 	IdleTimeout       time.Duration // a conversation with no activity and no subscriber stops after this
 	SweepInterval     time.Duration // how often leftovers are checked for idleness
 	StoreBatchMax     int           // most messages in one group commit
+	StoreWriteTimeout time.Duration // with a spool: how long a write waits for the store before it is spooled
+	StoreBreaker      BreakerConfig // with a spool: when the store is considered down
+	DrainBatch        int           // messages per store call when draining the spool
 	ShutdownGrace     time.Duration // how long in-flight sends may take to finish on shutdown
 }
 
@@ -33,6 +36,9 @@ func DefaultConfig() Config {
 		IdleTimeout:       15 * time.Minute,
 		SweepInterval:     5 * time.Minute,
 		StoreBatchMax:     2000,
+		StoreWriteTimeout: time.Second,
+		StoreBreaker:      BreakerConfig{Failures: 3, Window: 20, Ratio: 0.5, Cooldown: 2 * time.Second},
+		DrainBatch:        1000,
 		ShutdownGrace:     5 * time.Second,
 	}
 }

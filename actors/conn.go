@@ -54,6 +54,9 @@ type subscription struct {
 	ready     bool // the conversation has answered the subscribe
 	replaying bool
 	fetching  bool
+	// toldIncomplete: the client was told once that its replay waits for
+	// the store.
+	toldIncomplete bool
 }
 
 type outbound struct {
@@ -333,18 +336,24 @@ func (c *conn) onRange(ctx actor.Context, m rangeDone) {
 		return
 	}
 	s.fetching = false
-	if m.err != nil || len(m.msgs) == 0 {
-		c.deps.log.Warn().AnErr("err", m.err).Str("conv", string(m.conv)).Uint64("after", uint64(s.next-1)).Msg("replay page failed; retrying")
+	before := s.next
+	for _, msg := range m.msgs {
+		if msg.Seq == s.next {
+			c.enqueue(encodeMsg(msg))
+			s.next++
+		}
+	}
+	if s.next == before {
+		// The store is down and the spool does not reach back that far: the
+		// history follows when the store is back. Say so once, and retry.
+		c.deps.log.Warn().AnErr("err", m.err).Str("conv", string(m.conv)).Uint64("after", uint64(s.next-1)).Msg("replay page unavailable; retrying")
+		if !s.toldIncomplete {
+			s.toldIncomplete = true
+			c.reply(ctx, "", charla.Errorf(charla.CodeUnavailable, "history of %s after seq %d is temporarily unavailable; it will follow, in order", m.conv, s.next-1))
+		}
 		self, root := ctx.Self(), c.deps.root
 		time.AfterFunc(time.Second, func() { root.Send(self, replayRetry{conv: m.conv}) })
 		return
-	}
-	for _, msg := range m.msgs {
-		if msg.Seq != s.next {
-			continue
-		}
-		c.enqueue(encodeMsg(msg))
-		s.next++
 	}
 	c.pump(ctx, m.conv)
 }

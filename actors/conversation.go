@@ -1,12 +1,14 @@
 package actors
 
 import (
+	"errors"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	lru "github.com/hashicorp/golang-lru/v2"
 
 	"charla"
+	"charla/store"
 	"charla/transport/wire"
 )
 
@@ -285,7 +287,7 @@ func (c *conversation) flush(ctx actor.Context) {
 	for i, p := range c.inflight {
 		msgs[i] = p.msg
 	}
-	ctx.Send(c.deps.store, appendReq{conv: c.id, msgs: msgs, replyTo: ctx.Self()})
+	ctx.Send(c.deps.store, appendReq{conv: c.id, head: c.head, msgs: msgs, replyTo: ctx.Self()})
 }
 
 func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
@@ -296,9 +298,17 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 	}
 	for i, p := range batch {
 		delete(c.byCMID, p.msg.ClientMsgID)
-		if m.err != nil {
+		err := m.err
+		if err == nil && m.errs != nil {
+			err = m.errs[i]
+		}
+		if err != nil {
+			reply := charla.Errorf(charla.CodeUnavailable, "message not stored; resend with the same client_msg_id")
+			if errors.Is(err, store.ErrInvalid) {
+				reply = charla.Errorf(charla.CodeBadRequest, "the store refused this message")
+			}
 			for _, w := range p.waiters {
-				ctx.Send(w.conn, sendReply{ref: w.ref, err: charla.Errorf(charla.CodeUnavailable, "message not stored; resend with the same client_msg_id")})
+				ctx.Send(w.conn, sendReply{ref: w.ref, err: reply})
 			}
 			continue
 		}

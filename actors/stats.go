@@ -19,6 +19,12 @@ type Stats struct {
 	RTTCount    atomic.Int64 // heartbeat round trips measured
 	RTTMicros   atomic.Int64 // their sum
 
+	StoreBreaker atomic.Int32 // a BreakerState
+	BreakerTrips atomic.Int64 // times the store's breaker opened
+	SpoolDepth   atomic.Int64 // messages spooled and not yet drained
+	Spooled      atomic.Int64 // messages ever acked from the spool
+	Drained      atomic.Int64 // messages moved from the spool to the store
+
 	mu          sync.Mutex
 	disconnects map[string]int64 // by Disconnect.Label() or "client_closed"
 	errors      map[charla.Code]int64

@@ -17,6 +17,7 @@ import (
 
 	"charla"
 	"charla/store"
+	"charla/store/spool"
 	"charla/transport/wire"
 )
 
@@ -39,6 +40,17 @@ type deps struct {
 	stats         *Stats
 }
 
+// Dependencies are what the tree is built over.
+type Dependencies struct {
+	// Store is the system of record; the caller closes it after Shutdown.
+	Store store.Store
+	// Spool, when set, keeps chat going while Store is unavailable; Store
+	// must then also be able to take the drain (AppendSequenced).
+	Spool *spool.Spool
+	Log   zerolog.Logger
+	Hooks *Hooks
+}
+
 // System is a running actor tree.
 type System struct {
 	as     *actor.ActorSystem
@@ -49,9 +61,12 @@ type System struct {
 	depsSup *actor.PID
 }
 
-// NewSystem builds and starts the tree over st. The caller keeps ownership
-// of st and closes it after Shutdown.
-func NewSystem(cfg Config, st store.Store, log zerolog.Logger, hooks *Hooks) (*System, error) {
+// NewSystem builds and starts the tree.
+func NewSystem(cfg Config, dep Dependencies) (*System, error) {
+	st, log, hooks := dep.Store, dep.Log, dep.Hooks
+	if _, ok := st.(sequencedAppender); dep.Spool != nil && !ok {
+		return nil, fmt.Errorf("a spool needs a store that can take its drain; %T cannot", st)
+	}
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(log.With().Str("component", "protoactor").Logger()))
 	}))
@@ -60,7 +75,7 @@ func NewSystem(cfg Config, st store.Store, log zerolog.Logger, hooks *Hooks) (*S
 	s := &System{as: as, deps: d, cancel: cancel}
 
 	storeProps := actor.PropsFromProducer(func() actor.Actor {
-		return newStoreActor(ctx, as.Root, st, cfg.StoreBatchMax, log.With().Str("actor", "store").Logger())
+		return newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("actor", "store").Logger())
 	})
 	restart := backoffStrategy{maxFailures: 10, window: time.Minute, base: 100 * time.Millisecond, cap: 5 * time.Second, log: log}
 	var err error

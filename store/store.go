@@ -57,5 +57,15 @@ type Store interface {
 	Close() error
 }
 
-// ErrClosed is returned by a Store after Close.
-var ErrClosed = errors.New("store: closed")
+// Errors callers branch on, for errors.Is. Implementations wrap their own
+// errors so that these match.
+var (
+	// ErrClosed is returned by a Store after Close.
+	ErrClosed = errors.New("store: closed")
+	// ErrUnavailable: the store cannot be reached or cannot serve now; the
+	// same call may succeed later. The engine spools writes on it.
+	ErrUnavailable = errors.New("store: unavailable")
+	// ErrInvalid: the store refuses the request itself (a constraint, a value
+	// it cannot hold); retrying it is pointless.
+	ErrInvalid = errors.New("store: invalid request")
+)

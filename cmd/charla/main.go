@@ -93,7 +93,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer st.Close()
-	sys, err := actors.NewSystem(cfg.actors(), st, log, nil)
+	sys, err := actors.NewSystem(cfg.actors(), actors.Dependencies{Store: st, Log: log})
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}

@@ -120,9 +120,9 @@ func (e *Error) Unwrap() error { return e.Err }
 // Is makes errors.Is(err, ErrUnavailable) and friends work on any *Error.
 func (e *Error) Is(target error) bool {
 	switch target {
-	case ErrUnavailable:
+	case ErrUnavailable, store.ErrUnavailable:
 		return e.Kind == KindUnavailable
-	case ErrInvalid:
+	case ErrInvalid, store.ErrInvalid:
 		return e.Kind == KindInvalid
 	case ErrConflict:
 		return e.Kind == KindConflict

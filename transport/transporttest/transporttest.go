@@ -24,6 +24,7 @@ import (
 	"charla/actors"
 	"charla/store"
 	"charla/store/bolt"
+	"charla/store/spool"
 	"charla/transport"
 	"charla/transport/wire"
 )
@@ -39,6 +40,7 @@ type Engine struct {
 	opts   options
 	dir    string
 	st     store.Store
+	sp     *spool.Spool
 	srv    *transport.Server
 	served chan error
 	closed bool
@@ -51,6 +53,7 @@ type options struct {
 	dir       string
 	log       zerolog.Logger
 	store     func(testing.TB) store.Store
+	spool     bool
 }
 
 // Option changes how Start builds the engine.
@@ -73,6 +76,10 @@ func WithDataDir(dir string) Option { return func(o *options) { o.dir = dir } }
 func WithStore(open func(testing.TB) store.Store) Option {
 	return func(o *options) { o.store = open }
 }
+
+// WithSpool gives the engine an outage spool in its data directory (the
+// store must be able to take the drain, as PostgreSQL can).
+func WithSpool() Option { return func(o *options) { o.spool = true } }
 
 // WithLogger routes the engine's logs (discarded by default).
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
@@ -116,7 +123,14 @@ func (e *Engine) start() error {
 		}
 		e.st = st
 	}
-	sys, err := actors.NewSystem(e.opts.actors, e.st, e.opts.log, e.opts.hooks)
+	if e.opts.spool {
+		sp, err := spool.Open(filepath.Join(e.dir, "spool.db"))
+		if err != nil {
+			return fmt.Errorf("open spool: %w", err)
+		}
+		e.sp = sp
+	}
+	sys, err := actors.NewSystem(e.opts.actors, actors.Dependencies{Store: e.st, Spool: e.sp, Log: e.opts.log, Hooks: e.opts.hooks})
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
@@ -158,6 +172,11 @@ func (e *Engine) Close() {
 	}
 	if err := e.st.Close(); err != nil && !errors.Is(err, store.ErrClosed) {
 		e.t.Errorf("store close: %v", err)
+	}
+	if e.sp != nil {
+		if err := e.sp.Close(); err != nil {
+			e.t.Errorf("spool close: %v", err)
+		}
 	}
 }
 

@@ -1,0 +1,64 @@
+package charla
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestValidateBody(t *testing.T) {
+	cases := []struct {
+		body string
+		code Code // "" = valid
+	}{
+		{`{"text":"hola"}`, ""},
+		{`{"text":"hola","extra":[1,2]}`, ""},
+		{`{"text":""}`, ""},
+		{`{"text":"a\\u0000b"}`, ""}, // an escaped backslash, then literal text
+		{`{"text":"a\u0000b"}`, CodeBadRequest},
+		{`{"text":"ok","meta":{"x":"\\\u0000"}}`, CodeBadRequest},
+		{`{"img":"x"}`, CodeBadRequest},
+		{`{"text":5}`, CodeBadRequest},
+		{`"text"`, CodeBadRequest},
+		{`[]`, CodeBadRequest},
+		{``, CodeBadRequest},
+		{`{"text":"` + strings.Repeat("x", 100) + `"}`, CodeTooLarge},
+	}
+	for _, tc := range cases {
+		err := ValidateBody(json.RawMessage(tc.body), 64)
+		switch {
+		case tc.code == "" && err != nil:
+			t.Errorf("%s: unexpected %v", tc.body, err)
+		case tc.code != "" && (err == nil || err.Code != tc.code):
+			t.Errorf("%s: got %v, want %s", tc.body, err, tc.code)
+		}
+	}
+}
+
+func TestValidateIDs(t *testing.T) {
+	for _, tc := range []struct {
+		conv ConvID
+		ok   bool
+	}{{"c1", true}, {"wa:+34600111222", true}, {"a@b.c_d-e", true}, {"", false}, {"a b", false}, {"ñ", false}, {ConvID(strings.Repeat("a", 129)), false}} {
+		if err := tc.conv.Validate(); (err == nil) != tc.ok {
+			t.Errorf("conv %q: %v", tc.conv, err)
+		}
+	}
+	for _, tc := range []struct {
+		id string
+		ok bool
+	}{{"0b8e4c1e-3f5a-4e8b-9d1c-2a3b4c5d6e7f", true}, {"0B8E4C1E-3F5A-4E8B-9D1C-2A3B4C5D6E7F", true}, {"", false}, {"0b8e4c1e3f5a4e8b9d1c2a3b4c5d6e7f", false}, {"0b8e4c1e-3f5a-4e8b-9d1c-2a3b4c5d6e7g", false}} {
+		if err := ValidateClientMsgID(tc.id); (err == nil) != tc.ok {
+			t.Errorf("id %q: %v", tc.id, err)
+		}
+	}
+	customer := Sender{ID: "c7", Role: RoleCustomer}
+	for conv, ok := range map[ConvID]bool{"c7": true, "c7:web": true, "c70": false, "c8": false} {
+		if customer.CanAccess(conv) != ok {
+			t.Errorf("customer c7 on %s: want %v", conv, ok)
+		}
+	}
+	if !(Sender{ID: "a", Role: RoleAgent}).CanAccess("anything") {
+		t.Error("agents serve every conversation")
+	}
+}

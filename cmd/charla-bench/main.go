@@ -1,0 +1,341 @@
+// Command charla-bench measures a Charla engine against DESIGN.md's
+// performance goals: it drives many protocol v1 clients over real
+// WebSockets through one of the scenarios in charla/bench/scenario, prints
+// a live progress line on stderr and a table on stdout, and writes the
+// result as JSON (--out) and as an HTML plot (--plot).
+//
+// Usage:
+//
+//	charla-bench SCENARIO --addr HOST:PORT [--conns C] [--convs M] [--rate R] [--duration D]
+//	             [--out results.json] [--plot out.html] [--engine-cmd "…" | --engine-pid PID]
+//	             [--token-secret S] [scenario flags]
+//	charla-bench suite [--out-dir DIR] [--engine-cmd "…"]   the default suite, small sizes
+//	charla-bench plot results.json --plot out.html          re-draw a past run
+//	charla-bench list                                       the scenarios
+//
+// Exit codes: 0 every check passed; 1 the engine broke a promise (lost,
+// duplicated or reordered messages, healthy clients dropped, silent ones
+// never closed, errors); 2 the run could not be carried out.
+// This file only wires flags to the bench packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"charla/bench/engine"
+	"charla/bench/plot"
+	"charla/bench/result"
+	"charla/bench/rlimit"
+	"charla/bench/scenario"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// cli is every flag; zero values mean "the scenario's default".
+type cli struct {
+	o             scenario.Options
+	out, plotPath string
+	outDir        string
+	engineCmd     string
+	engineLog     string
+	enginePID     int
+	restartSignal string
+	stopTimeout   time.Duration
+}
+
+func flags(c *cli, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("charla-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &c.o
+	fs.StringVar(&o.Addr, "addr", "127.0.0.1:8080", "engine `host:port`")
+	fs.StringVar(&o.Path, "path", "/v1/ws", "WebSocket path")
+	fs.StringVar(&o.Secret, "token-secret", "", "HS256 `secret` to mint JWTs with (default: dev auth, ?user=&role=)")
+	fs.IntVar(&o.Conns, "conns", 0, "connections (fanout: subscribers)")
+	fs.IntVar(&o.Convs, "convs", 0, "conversations")
+	fs.Float64Var(&o.Rate, "rate", 0, "total send rate, messages/s")
+	fs.DurationVar(&o.Duration, "duration", 0, "measured phase (sending, or holding connections)")
+	fs.IntVar(&o.BodySize, "body-size", 0, "message text length in bytes (default 64)")
+	fs.IntVar(&o.ConnectConcurrency, "connect-concurrency", 0, "parallel dials (default 64)")
+	fs.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 0, "dial + upgrade + welcome timeout (default 15s)")
+	fs.DurationVar(&o.Drain, "drain", 0, "wait for the last acks and deliveries (default 10s)")
+	fs.IntVar(&o.SourceAddrs, "source-addrs", 0, "force this many 127.0.0.x source addresses (default: as needed, one per ~25k connections)")
+	fs.IntVar(&o.Workers, "workers", 0, "sending goroutines (default 4)")
+	fs.IntVar(&o.Senders, "senders", 0, "fanout: sending connections (default 1)")
+	fs.IntVar(&o.PingSample, "ping-sample", 0, "idle: clients that send ping frames for the RTT")
+	fs.DurationVar(&o.PingInterval, "ping-interval", 0, "idle: ping period per sampled client (default: the engine's heartbeat)")
+	fs.IntVar(&o.Silent, "silent", 0, "silent-drop: clients that go silent")
+	fs.DurationVar(&o.DetectWait, "detect-wait", 0, "silent-drop: how long to wait for the engine to close them (default 3x timeout)")
+	fs.DurationVar(&o.HeartbeatTimeout, "heartbeat-timeout", 0, "silent-drop: the timeout to judge against (default: the welcome's timeout_ms)")
+	fs.DurationVar(&o.RestartAfter, "restart-after", 0, "reconnect-storm: restart the engine after this long")
+	fs.DurationVar(&o.ReconnectWindow, "reconnect-window", 0, "reconnect-storm: give up reconnecting after this long (default 60s)")
+	fs.DurationVar(&o.BackoffBase, "backoff-base", 0, "reconnect backoff start, full jitter (default 250ms)")
+	fs.DurationVar(&o.BackoffCap, "backoff-cap", 0, "reconnect backoff cap (default 5s)")
+	fs.IntVar(&o.Slow, "slow", 0, "slow-consumer: clients that never read (default conns/10)")
+	fs.IntVar(&o.SlowRecvBuf, "slow-recv-buf", 0, "slow-consumer: their socket receive buffer in bytes (default 4096)")
+	fs.StringVar(&o.RunID, "run-id", "", "prefix of users and conversations (default: random)")
+	fs.StringVar(&o.MetricsURL, "metrics-url", "", "engine Prometheus endpoint for Go heap figures (default http://ADDR/metrics, if any)")
+	fs.StringVar(&c.out, "out", "", "write the JSON result to this `file`")
+	fs.StringVar(&c.plotPath, "plot", "", "write an HTML plot of the run to this `file`")
+	fs.StringVar(&c.outDir, "out-dir", "bench-results", "suite: directory for NAME.json and NAME.html")
+	fs.StringVar(&c.engineCmd, "engine-cmd", "", "start the engine with this shell `command` (and restart it for reconnect-storm)")
+	fs.StringVar(&c.engineLog, "engine-log", "", "append the started engine's output to this file (default: a file in the temp dir)")
+	fs.IntVar(&c.enginePID, "engine-pid", 0, "the engine's `pid`, for memory figures and reconnect-storm's restart signal")
+	fs.StringVar(&c.restartSignal, "restart-signal", "TERM", "reconnect-storm: TERM (graceful restart) or KILL (crash)")
+	fs.DurationVar(&c.stopTimeout, "stop-timeout", 15*time.Second, "how long a signalled engine may take to exit")
+	fs.Usage = func() { usage(stderr, fs) }
+	return fs
+}
+
+func usage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: charla-bench SCENARIO --addr HOST:PORT [flags]\n       charla-bench suite [flags] | plot RESULT.json --plot OUT.html | list\n\nscenarios:\n")
+	for _, s := range scenario.List() {
+		fmt.Fprintf(w, "  %-16s %s\n", s.Name, s.Summary)
+	}
+	fmt.Fprintf(w, "\nflags (zero = the scenario's default, see `charla-bench list`):\n")
+	fs.PrintDefaults()
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var c cli
+	fs := flags(&c, stderr)
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fs.Usage()
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var file string
+	if cmd == "plot" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		file, rest = rest[0], rest[1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "charla-bench: unexpected arguments %q (flags go after the scenario)\n", fs.Args())
+		return 2
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	switch cmd {
+	case "list":
+		for _, s := range scenario.List() {
+			d := scenario.Defaults(s.Name)
+			fmt.Fprintf(stdout, "%-16s defaults: conns %d, convs %d, rate %g/s, duration %v\n  %s\n", s.Name, d.Conns, d.Convs, d.Rate, d.Duration, s.Summary)
+		}
+		return 0
+	case "help":
+		fs.Usage()
+		return 0
+	case "plot":
+		return replot(file, c.plotPath, stderr)
+	case "suite":
+		return suite(c, set, stdout, stderr, args)
+	}
+	o := withDefaults(scenario.Defaults(cmd), c.o, set)
+	return runOne(cmd, o, c, stdout, stderr, args, c.out, c.plotPath)
+}
+
+// withDefaults takes each size from the command line when given there and
+// from the scenario's defaults otherwise.
+func withDefaults(d, given scenario.Options, set map[string]bool) scenario.Options {
+	o := given
+	pick := func(name string, dst *int, def int) {
+		if !set[name] {
+			*dst = def
+		}
+	}
+	pick("conns", &o.Conns, d.Conns)
+	pick("convs", &o.Convs, d.Convs)
+	pick("ping-sample", &o.PingSample, d.PingSample)
+	pick("silent", &o.Silent, d.Silent)
+	pick("senders", &o.Senders, d.Senders)
+	pick("slow", &o.Slow, d.Slow)
+	if !set["rate"] {
+		o.Rate = d.Rate
+	}
+	if !set["duration"] {
+		o.Duration = d.Duration
+	}
+	if !set["restart-after"] {
+		o.RestartAfter = d.RestartAfter
+	}
+	return o
+}
+
+func replot(file, out string, stderr io.Writer) int {
+	if file == "" || out == "" {
+		fmt.Fprintln(stderr, "usage: charla-bench plot RESULT.json --plot OUT.html")
+		return 2
+	}
+	r, err := result.Read(file)
+	if err == nil {
+		err = plot.WriteFile(out, r)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "charla-bench:", err)
+		return 2
+	}
+	return 0
+}
+
+// runOne runs one scenario with its engine and writes its outputs.
+func runOne(name string, o scenario.Options, c cli, stdout, stderr io.Writer, args []string, out, plotPath string) int {
+	extra := o.Senders + o.Slow + 16
+	lim, err := rlimit.Ensure(rlimit.Need(o.Conns + extra))
+	if err != nil {
+		fmt.Fprintln(stderr, "charla-bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	eng, cleanup, err := startEngine(ctx, c, o.Addr, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "charla-bench:", err)
+		return 2
+	}
+	defer cleanup()
+
+	res, runErr := scenario.Run(ctx, name, o, scenario.Env{Log: stderr, Engine: eng})
+	if res == nil {
+		fmt.Fprintln(stderr, "charla-bench:", runErr)
+		return 2
+	}
+	res.CommandLine = commandLine(args)
+	res.Bench = benchInfo(lim)
+	if runErr != nil {
+		res.Fail("run not completed: %v", runErr)
+	}
+	if ctx.Err() != nil {
+		res.Fail("interrupted")
+	}
+	fmt.Fprintln(stdout)
+	_ = res.WriteTable(stdout)
+	if out != "" {
+		if err := res.WriteJSON(out); err != nil {
+			fmt.Fprintln(stderr, "charla-bench:", err)
+		}
+	}
+	if plotPath != "" {
+		if err := plot.WriteFile(plotPath, res); err != nil {
+			fmt.Fprintln(stderr, "charla-bench:", err)
+		}
+	}
+	if runErr != nil {
+		fmt.Fprintln(stderr, "charla-bench:", runErr)
+		return 2
+	}
+	return res.ExitCode()
+}
+
+// startEngine starts or adopts the engine, as the flags say.
+func startEngine(ctx context.Context, c cli, addr string, stderr io.Writer) (scenario.Engine, func(), error) {
+	sig := syscall.SIGTERM
+	switch strings.ToUpper(strings.TrimPrefix(strings.ToUpper(c.restartSignal), "SIG")) {
+	case "TERM":
+	case "KILL":
+		sig = syscall.SIGKILL
+	default:
+		return nil, nil, fmt.Errorf("--restart-signal %q: want TERM or KILL", c.restartSignal)
+	}
+	if c.engineCmd != "" && c.enginePID != 0 {
+		return nil, nil, errors.New("give --engine-cmd or --engine-pid, not both")
+	}
+	if c.enginePID != 0 {
+		return &scenario.PIDEngine{Pid: c.enginePID, Addr: addr, Signal: sig, Timeout: engine.ReadyTimeout}, func() {}, nil
+	}
+	if c.engineCmd == "" {
+		return nil, func() {}, nil
+	}
+	logPath := c.engineLog
+	if logPath == "" {
+		logPath = filepath.Join(os.TempDir(), fmt.Sprintf("charla-bench-engine-%d.log", os.Getpid()))
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("engine log: %w", err)
+	}
+	fmt.Fprintf(stderr, "charla-bench: starting engine: %s (output in %s)\n", c.engineCmd, logPath)
+	p, err := engine.Start(ctx, c.engineCmd, addr, logf)
+	if err != nil {
+		_ = logf.Close()
+		return nil, nil, err
+	}
+	cleanup := func() {
+		if err := p.Stop(c.stopTimeout); err != nil {
+			fmt.Fprintln(stderr, "charla-bench:", err)
+		}
+		_ = logf.Close()
+	}
+	return scenario.ProcessEngine{P: p, Signal: sig, StopTimeout: c.stopTimeout}, cleanup, nil
+}
+
+// suite runs every scenario at Quick sizes (make bench). reconnect-storm
+// needs --engine-cmd or --engine-pid and is skipped without them.
+func suite(c cli, set map[string]bool, stdout, stderr io.Writer, args []string) int {
+	if err := os.MkdirAll(c.outDir, 0o755); err != nil {
+		fmt.Fprintln(stderr, "charla-bench:", err)
+		return 2
+	}
+	worst := 0
+	for _, s := range scenario.List() {
+		if s.Name == "reconnect-storm" && c.engineCmd == "" && c.enginePID == 0 {
+			fmt.Fprintln(stderr, "charla-bench: suite: skipping reconnect-storm (needs --engine-cmd or --engine-pid)")
+			continue
+		}
+		o := withDefaults(scenario.Quick(s.Name), c.o, set)
+		fmt.Fprintf(stderr, "charla-bench: suite: %s\n", s.Name)
+		code := runOne(s.Name, o, c, stdout, stderr, args,
+			filepath.Join(c.outDir, s.Name+".json"), filepath.Join(c.outDir, s.Name+".html"))
+		worst = max(worst, code)
+	}
+	return worst
+}
+
+// commandLine is the exact command, quoted so it can be pasted back into
+// a shell, with the JWT secret masked.
+func commandLine(args []string) string {
+	parts := []string{"charla-bench"}
+	mask := false
+	for _, a := range args {
+		switch {
+		case mask:
+			a, mask = "***", false
+		case a == "--token-secret" || a == "-token-secret":
+			mask = true
+		case strings.HasPrefix(a, "--token-secret=") || strings.HasPrefix(a, "-token-secret="):
+			a = a[:strings.IndexByte(a, '=')+1] + "***"
+		}
+		if a == "" || strings.ContainsAny(a, " \t\"'$\\`*?|&;<>(){}[]~#!") && a != "***" {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
+
+func benchInfo(lim rlimit.Limit) result.Bench {
+	b := result.Bench{OpenFilesLimit: lim.Soft}
+	if rss, err := engine.RSS(os.Getpid()); err == nil {
+		b.RSSBytes = rss
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		b.CPUSeconds = time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	}
+	return b
+}
