@@ -147,6 +147,7 @@ func Run(ctx context.Context, name string, o Options, env Env) (*result.Result, 
 		env.Log = io.Discard
 	}
 	r := &run{res: result.New(name), env: env, o: o}
+	r.res.Settings = o.Settings()
 	r.res.Engine.Addr = o.Addr
 	if env.Engine != nil {
 		r.res.Engine.Cmd = env.Engine.Cmd()

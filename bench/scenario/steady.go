@@ -67,7 +67,7 @@ func runSteady(ctx context.Context, o Options, _ Env, r *run) error {
 	}
 	r.sendPhase(ctx, ms, o.Rate, o.Duration)
 	r.drain(ctx, ms)
-	r.memAfter(ctx, n)
+	r.memAfter(ctx, 0) // memory per connection is idle's figure; here messages dominate
 	r.steadyGoals(o.Rate)
 	return nil
 }

@@ -1,0 +1,63 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"charla/bench/internal/fakeengine"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestBodyCarriesItsSendTime(t *testing.T) {
+	start := time.Now()
+	f := New(Config{BodySize: 100}, start)
+	at := start.Add(1234567 * time.Microsecond)
+	b := f.body(at)
+	var v struct{ Text string }
+	if err := json.Unmarshal(b, &v); err != nil || len(v.Text) != 100 {
+		t.Fatalf("body %s: %v", b, err)
+	}
+	got, ok := Stamp(start, b)
+	if !ok || !got.Equal(at) {
+		t.Fatalf("stamp %v %v, want %v", got, ok, at)
+	}
+	if _, ok := Stamp(start, []byte(`{"text":"hello"}`)); ok {
+		t.Fatal("a foreign body has no stamp")
+	}
+}
+
+func TestPaceHoldsTheRate(t *testing.T) {
+	e, err := fakeengine.Start(fakeengine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	f := New(Config{Addr: e.Addr}, time.Now())
+	ms := []*Member{f.NewMember(0, "c"), f.NewMember(1, "c"), f.NewMember(2, "c")}
+	ctx := context.Background()
+	if n := f.ConnectAll(ctx, ms); n != 3 {
+		t.Fatalf("connected %d: %s", n, f.Describe())
+	}
+	if n := f.SubscribeAll(ctx, ms); n != 3 {
+		t.Fatalf("subscribed %d: %s", n, f.Describe())
+	}
+	f.Pace(ctx, ms, 500, time.Second, 2)
+	unacked, owed := f.Drain(ctx, ms, 5*time.Second)
+	f.Close(ms)
+	sent := f.Stats().Sent
+	if sent < 450 || sent > 510 {
+		t.Fatalf("sent %d in 1 s at 500/s", sent)
+	}
+	r := f.Ledger.Report()
+	if unacked != 0 || owed != 0 || !r.OK() || r.Acked != sent || r.Delivered != 3*sent {
+		t.Fatalf("unacked %d owed %d report %+v", unacked, owed, r)
+	}
+	if f.SendAck.Hist.Count() != sent || f.SendDeliver.Hist.Count() != 3*sent {
+		t.Fatal("latencies not recorded for every ack and delivery")
+	}
+}
