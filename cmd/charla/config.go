@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"charla/actors"
+	"charla/store/postgres"
 	"charla/transport"
 )
 
@@ -36,6 +37,13 @@ type config struct {
 	ShutdownTimeout   time.Duration
 	LogLevel          string
 	LogFormat         string
+
+	DatabaseURL       string
+	Migrate           bool
+	DB                postgres.Options
+	StoreWriteTimeout time.Duration
+	BreakerFailures   int
+	BreakerCooldown   time.Duration
 }
 
 type setting struct {
@@ -46,6 +54,8 @@ type setting struct {
 // settings binds each field of c to its flag and environment variable, with
 // DESIGN.md's defaults.
 func (c *config) settings() []setting {
+	db, a := postgres.DefaultOptions(), actors.DefaultConfig()
+	c.DB = db
 	return []setting{
 		{"addr", "CHARLA_ADDR", "listen address (host:port)", strVar(&c.Addr, "127.0.0.1:8080")},
 		{"data-dir", "CHARLA_DATA_DIR", "directory of the embedded store", strVar(&c.DataDir, "./data")},
@@ -64,12 +74,29 @@ func (c *config) settings() []setting {
 		{"shutdown-timeout", "CHARLA_SHUTDOWN_TIMEOUT", "how long SIGTERM waits for in-flight sends", durVar(&c.ShutdownTimeout, 10*time.Second)},
 		{"log-level", "CHARLA_LOG_LEVEL", "debug, info, warn or error", strVar(&c.LogLevel, "info")},
 		{"log-format", "CHARLA_LOG_FORMAT", "json or console", strVar(&c.LogFormat, "json")},
+		{"database-url", "DATABASE_URL", "PostgreSQL URL (Supabase: add default_query_exec_mode=simple_protocol for the transaction pooler); empty = embedded store", strVar(&c.DatabaseURL, "")},
+		{"migrate", "CHARLA_MIGRATE", "apply pending database migrations before serving", boolVar(&c.Migrate, false)},
+		{"db-max-conns", "CHARLA_DB_MAX_CONNS", "connection pool size", int32Var(&c.DB.MaxConns, db.MaxConns)},
+		{"db-min-conns", "CHARLA_DB_MIN_CONNS", "connections kept open when idle", int32Var(&c.DB.MinConns, db.MinConns)},
+		{"db-query-timeout", "CHARLA_DB_QUERY_TIMEOUT", "deadline of each database attempt", durVar(&c.DB.QueryTimeout, db.QueryTimeout)},
+		{"db-connect-timeout", "CHARLA_DB_CONNECT_TIMEOUT", "deadline of a new database connection", durVar(&c.DB.ConnectTimeout, db.ConnectTimeout)},
+		{"db-retry-attempts", "CHARLA_DB_RETRY_ATTEMPTS", "retries of a retryable database error (backoff with jitter)", intVar(&c.DB.RetryAttempts, db.RetryAttempts)},
+		{"db-retry-base-delay", "CHARLA_DB_RETRY_BASE_DELAY", "first retry backoff", durVar(&c.DB.RetryBaseDelay, db.RetryBaseDelay)},
+		{"db-retry-max-delay", "CHARLA_DB_RETRY_MAX_DELAY", "largest retry backoff", durVar(&c.DB.RetryMaxDelay, db.RetryMaxDelay)},
+		{"db-health-check-period", "CHARLA_DB_HEALTH_CHECK_PERIOD", "how often idle connections are checked", durVar(&c.DB.HealthCheckPeriod, db.HealthCheckPeriod)},
+		{"db-max-conn-lifetime", "CHARLA_DB_MAX_CONN_LIFETIME", "connections are rotated after this", durVar(&c.DB.MaxConnLifetime, db.MaxConnLifetime)},
+		{"db-max-conn-lifetime-jitter", "CHARLA_DB_MAX_CONN_LIFETIME_JITTER", "random spread of rotations", durVar(&c.DB.MaxConnLifetimeJitter, db.MaxConnLifetimeJitter)},
+		{"db-max-conn-idle-time", "CHARLA_DB_MAX_CONN_IDLE_TIME", "idle connections are closed after this", durVar(&c.DB.MaxConnIdleTime, db.MaxConnIdleTime)},
+		{"db-keepalive", "CHARLA_DB_KEEPALIVE", "TCP keep-alive period of database connections (negative disables)", durVar(&c.DB.KeepAlive, db.KeepAlive)},
+		{"store-write-timeout", "CHARLA_STORE_WRITE_TIMEOUT", "with PostgreSQL: how long an ack waits for the database before the message is spooled", durVar(&c.StoreWriteTimeout, a.StoreWriteTimeout)},
+		{"store-breaker-failures", "CHARLA_STORE_BREAKER_FAILURES", "consecutive database failures that open the breaker", intVar(&c.BreakerFailures, a.StoreBreaker.Failures)},
+		{"store-breaker-cooldown", "CHARLA_STORE_BREAKER_COOLDOWN", "how long the open breaker waits before probing the database", durVar(&c.BreakerCooldown, a.StoreBreaker.Cooldown)},
 	}
 }
 
 // parseConfig reads the environment, then args, and validates the result.
 // Every problem is reported at once, so an operator fixes them in one go.
-func parseConfig(args []string, getenv func(string) string, usage io.Writer) (config, error) {
+func parseConfig(args []string, getenv func(string) string, usage io.Writer, serving bool) (config, error) {
 	var c config
 	ss := c.settings()
 	byName := map[string]setting{}
@@ -97,7 +124,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 			}
 			continue
 		}
-		if !hasVal {
+		if b, isBool := s.value.(interface{ IsBoolFlag() bool }); !hasVal && isBool && b.IsBoolFlag() {
+			val = "true"
+		} else if !hasVal {
 			if i+1 >= len(args) {
 				errs = append(errs, fmt.Errorf("--%s needs a value", name))
 				continue
@@ -109,15 +138,27 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 			errs = append(errs, fmt.Errorf("--%s=%q: %v", name, val, err))
 		}
 	}
-	errs = append(errs, c.validate()...)
+	errs = append(errs, c.validate(serving)...)
 	return c, errors.Join(errs...)
 }
 
 var errHelp = errors.New("help requested")
 
-func (c config) validate() []error {
+// validate checks the settings; serving adds what only serve needs (a
+// listen address, credentials), so that `migrate` runs with a URL alone.
+func (c config) validate(serving bool) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !serving {
+		if c.DatabaseURL == "" {
+			bad("database-url (or DATABASE_URL) is required")
+		} else if err := c.postgres().Validate(); err != nil {
+			for _, e := range flatten(err) {
+				bad("database: %v", e)
+			}
+		}
+		return errs
+	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		bad("addr %q: %v", c.Addr, err)
 	}
@@ -170,7 +211,33 @@ func (c config) validate() []error {
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		bad("log-format %q: must be json or console", c.LogFormat)
 	}
+	if c.DatabaseURL != "" {
+		if err := c.postgres().Validate(); err != nil {
+			for _, e := range flatten(err) {
+				bad("database: %v", e)
+			}
+		}
+		positive("store-write-timeout", c.StoreWriteTimeout)
+		positive("store-breaker-cooldown", c.BreakerCooldown)
+		atLeast("store-breaker-failures", c.BreakerFailures, 1)
+	} else if c.Migrate {
+		bad("migrate needs database-url")
+	}
 	return errs
+}
+
+// flatten undoes errors.Join, so each problem gets its own line.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func (c config) postgres() postgres.Options {
+	o := c.DB
+	o.URL, o.AutoMigrate, o.ApplicationName = c.DatabaseURL, c.Migrate, "charla"
+	return o
 }
 
 func (c config) origins() []string {
@@ -190,6 +257,8 @@ func (c config) actors() actors.Config {
 	a.MaxBodyBytes = c.MaxBodyBytes
 	a.IdleTimeout, a.SweepInterval = c.IdleTimeout, c.SweepInterval
 	a.ShutdownGrace = c.ShutdownTimeout
+	a.StoreWriteTimeout = c.StoreWriteTimeout
+	a.StoreBreaker.Failures, a.StoreBreaker.Cooldown = c.BreakerFailures, c.BreakerCooldown
 	return a
 }
 
@@ -234,6 +303,33 @@ func (v durationValue) Set(s string) error {
 		return fmt.Errorf("not a duration (e.g. 5s, 1m30s)")
 	}
 	*v.p = d
+	return nil
+}
+
+type boolValue struct{ p *bool }
+
+func boolVar(p *bool, def bool) flag.Value { *p = def; return boolValue{p} }
+func (v boolValue) String() string         { return strconv.FormatBool(*v.p) }
+func (v boolValue) IsBoolFlag() bool       { return true }
+func (v boolValue) Set(s string) error {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("not true or false")
+	}
+	*v.p = b
+	return nil
+}
+
+type int32Value struct{ p *int32 }
+
+func int32Var(p *int32, def int32) flag.Value { *p = def; return int32Value{p} }
+func (v int32Value) String() string           { return strconv.Itoa(int(*v.p)) }
+func (v int32Value) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 32)
+	if err != nil {
+		return fmt.Errorf("not a whole number")
+	}
+	*v.p = int32(n)
 	return nil
 }
 

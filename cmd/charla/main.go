@@ -17,9 +17,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"charla"
 	"charla/actors"
 	"charla/store/bolt"
+	"charla/store/postgres"
+	"charla/store/spool"
 	"charla/transport"
 )
 
@@ -28,6 +32,7 @@ const usage = `Usage: charla <command> [flags]
 Commands:
   serve         run the engine (see "charla serve --help" for every setting)
   check-config  validate the settings, print every problem, exit 2 if any
+  migrate       apply pending PostgreSQL migrations (--database-url or DATABASE_URL)
   token         mint an HS256 JWT: --secret S --user ID [--role agent|customer|admin] [--ttl 24h]
   version       print the version
 `
@@ -44,8 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return 2
 	}
 	switch args[0] {
-	case "serve", "check-config":
-		cfg, err := parseConfig(args[1:], getenv, stdout)
+	case "serve", "check-config", "migrate":
+		cfg, err := parseConfig(args[1:], getenv, stdout, args[0] != "migrate")
 		if errors.Is(err, errHelp) {
 			return 0
 		}
@@ -53,9 +58,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			fmt.Fprintf(stderr, "charla: invalid configuration:\n%s\n", indent(err))
 			return 2
 		}
-		if args[0] == "check-config" {
+		switch args[0] {
+		case "check-config":
 			fmt.Fprintln(stdout, "configuration ok")
 			return 0
+		case "migrate":
+			return migrate(ctx, cfg, stdout, stderr)
 		}
 		if err := serve(ctx, cfg, stdout, stderr); err != nil {
 			fmt.Fprintf(stderr, "charla: %v\n", err)
@@ -88,12 +96,12 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, "charla.db"))
+	dep, closeStore, err := openStore(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
-	defer st.Close()
-	sys, err := actors.NewSystem(cfg.actors(), actors.Dependencies{Store: st, Log: log})
+	defer closeStore()
+	sys, err := actors.NewSystem(cfg.actors(), dep)
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
@@ -127,6 +135,55 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	log.Info().Msg("shutdown complete")
 	return nil
+}
+
+// openStore opens the embedded store, or PostgreSQL with its outage spool
+// when a database URL is set. A database that is down at startup does not
+// stop the engine: it starts lazily and spools until the database answers.
+func openStore(ctx context.Context, cfg config, log zerolog.Logger) (actors.Dependencies, func(), error) {
+	dep := actors.Dependencies{Log: log}
+	if cfg.DatabaseURL == "" {
+		st, err := bolt.Open(filepath.Join(cfg.DataDir, "charla.db"))
+		if err != nil {
+			return dep, nil, fmt.Errorf("open store: %w", err)
+		}
+		dep.Store = st
+		return dep, func() { st.Close() }, nil
+	}
+	sp, err := spool.Open(filepath.Join(cfg.DataDir, "spool.db"))
+	if err != nil {
+		return dep, nil, fmt.Errorf("open spool: %w", err)
+	}
+	opts := cfg.postgres()
+	st, err := postgres.Open(ctx, opts, log.With().Str("component", "postgres").Logger())
+	if errors.Is(err, postgres.ErrUnavailable) && !opts.AutoMigrate {
+		log.Warn().Err(err).Int("spooled", sp.Len()).Msg("database unreachable at startup; serving from the spool until it answers")
+		opts.Lazy = true
+		st, err = postgres.Open(ctx, opts, log.With().Str("component", "postgres").Logger())
+	}
+	if err != nil {
+		sp.Close()
+		if errors.Is(err, postgres.ErrSchemaOutdated) {
+			return dep, nil, fmt.Errorf("open database: %w (run `charla migrate` or `charla serve --migrate`)", err)
+		}
+		return dep, nil, fmt.Errorf("open database: %w", err)
+	}
+	dep.Store, dep.Spool = st, sp
+	return dep, func() { st.Close(); sp.Close() }, nil
+}
+
+func migrate(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
+	applied, err := postgres.MigrateURL(ctx, cfg.DatabaseURL)
+	if err != nil {
+		fmt.Fprintf(stderr, "charla migrate: %v\n", err)
+		return 1
+	}
+	if len(applied) == 0 {
+		fmt.Fprintf(stdout, "schema is current (version %d)\n", postgres.LatestVersion())
+		return 0
+	}
+	fmt.Fprintf(stdout, "applied migrations %v; schema is at version %d\n", applied, postgres.LatestVersion())
+	return 0
 }
 
 func token(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
