@@ -3,7 +3,7 @@ GO ?= go
 ADDR ?= 127.0.0.1:8080
 DATA ?= ./data
 
-.PHONY: run test build vet bench clean
+.PHONY: run test test-pg-restart build vet bench clean
 
 ## run: start the engine on $(ADDR) with the embedded store under $(DATA), dev auth
 run:
@@ -12,6 +12,11 @@ run:
 ## test: go vet, then every test with the race detector
 test: vet
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+## test-pg-restart: the outage test that stops and starts the machine's PostgreSQL;
+## run it alone (CI does, after `make test`): nothing else may use the server meanwhile
+test-pg-restart:
+	CHARLA_TEST_PG_STOP=1 $(GO) test -race -count=1 -run TestRealServerStop -v ./actors/
 
 vet:
 	$(GO) vet ./...

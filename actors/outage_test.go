@@ -394,3 +394,49 @@ func run(t *testing.T, name string, args ...string) string {
 	}
 	return string(out)
 }
+
+// TestStoreRefusesOneMessage: a message the database refuses (a constraint
+// here) fails at once with a clear error and no retry or spooling, and the
+// other messages of the same group commit are stored.
+func TestStoreRefusesOneMessage(t *testing.T) {
+	dbURL := migrated(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `ALTER TABLE messages ADD CONSTRAINT no_forbidden CHECK (body->>'text' <> 'forbidden')`); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	e := engineOverPG(t, dbURL)
+	c := e.Dial(t, "a", charla.RoleAgent)
+	texts := []string{"one", "two", "forbidden", "three", "four"}
+	start := time.Now()
+	for i, text := range texts {
+		c.Send(wire.Frame{Type: wire.TypeSend, Ref: fmt.Sprint(i), Conv: "refuse", ClientMsgID: uuid.NewString(), Body: json.RawMessage(fmt.Sprintf(`{"text":%q}`, text))})
+	}
+	var seqs []charla.Seq
+	for range texts {
+		f := c.Next(10 * time.Second)
+		switch {
+		case f.Ref == "2":
+			if f.Type != wire.TypeError || f.Code != charla.CodeBadRequest {
+				t.Fatalf("refused message got %+v, want a bad_request error", f)
+			}
+		case f.Type == wire.TypeAck:
+			seqs = append(seqs, f.Seq)
+		default:
+			t.Fatalf("unexpected %+v", f)
+		}
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("answers took %s: the refusal was retried", took)
+	}
+	if len(seqs) != 4 || e.Sys.Stats().Spooled.Load() != 0 || e.Sys.Stats().BreakerTrips.Load() != 0 {
+		t.Fatalf("acks %v, spooled %d, trips %d: want 4 acks, nothing spooled, breaker closed", seqs, e.Sys.Stats().Spooled.Load(), e.Sys.Stats().BreakerTrips.Load())
+	}
+	if stored := storedLog(t, dbURL, "refuse"); len(stored) != 4 {
+		t.Fatalf("%d stored, want 4 with seqs 1..4", len(stored))
+	}
+}

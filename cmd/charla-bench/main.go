@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -51,6 +52,7 @@ type cli struct {
 	enginePID     int
 	restartSignal string
 	stopTimeout   time.Duration
+	cpuProfile    string
 }
 
 func flags(c *cli, stderr io.Writer) *flag.FlagSet {
@@ -92,6 +94,7 @@ func flags(c *cli, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.enginePID, "engine-pid", 0, "the engine's `pid`, for memory figures and reconnect-storm's restart signal")
 	fs.StringVar(&c.restartSignal, "restart-signal", "TERM", "reconnect-storm: TERM (graceful restart) or KILL (crash)")
 	fs.DurationVar(&c.stopTimeout, "stop-timeout", 15*time.Second, "how long a signalled engine may take to exit")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the bench's own CPU profile to this `file` (is the load generator the bottleneck?)")
 	fs.Usage = func() { usage(stderr, fs) }
 	return fs
 }
@@ -144,6 +147,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return replot(file, c.plotPath, stderr)
 	case "suite":
 		return suite(c, set, stdout, stderr, args)
+	}
+	if c.cpuProfile != "" {
+		f, err := os.Create(c.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "charla-bench: cpu profile:", err)
+			return 2
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
 	}
 	o := withDefaults(scenario.Defaults(cmd), c.o, set)
 	return runOne(cmd, o, c, stdout, stderr, args, c.out, c.plotPath)

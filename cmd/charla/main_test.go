@@ -6,18 +6,25 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/Shopify/toxiproxy/v2"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
 	"charla"
+	"charla/store/postgres"
+	"charla/store/postgres/pgtest"
 	"charla/transport/transporttest"
 	"charla/transport/wire"
 )
@@ -34,7 +41,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build charla: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
@@ -102,7 +109,25 @@ func TestCheckConfigAndToken(t *testing.T) {
 type engineProc struct {
 	cmd  *exec.Cmd
 	addr string
-	logs *bytes.Buffer
+	logs *syncBuffer
+}
+
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func freeAddr(t *testing.T) string {
@@ -116,7 +141,7 @@ func freeAddr(t *testing.T) string {
 
 func startEngine(t *testing.T, addr, dataDir string, extra ...string) *engineProc {
 	t.Helper()
-	var logs bytes.Buffer
+	var logs syncBuffer
 	cmd := exec.Command(binary, append([]string{"serve", "--addr", addr, "--data-dir", dataDir, "--auth-mode", "dev"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -218,5 +243,79 @@ func TestSIGTERMDrainsWith1012(t *testing.T) {
 	}
 	if !strings.Contains(p.logs.String(), "shutdown complete") {
 		t.Fatalf("logs:\n%s", p.logs.String())
+	}
+}
+
+func TestKill9DuringDatabaseOutage(t *testing.T) {
+	dbURL := pgtest.SchemaURL(t)
+	if _, err := postgres.MigrateURL(context.Background(), dbURL); err != nil {
+		t.Fatal(err)
+	}
+	// A TCP proxy we can cut, between the engine and PostgreSQL.
+	u, _ := url.Parse(dbURL)
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
+	px := toxiproxy.NewProxy(srv, "pg", "127.0.0.1:0", u.Host)
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(px.Stop)
+	u.Host = px.Listen
+	flags := []string{"--database-url", u.String(), "--store-write-timeout", "300ms", "--store-breaker-failures", "2",
+		"--store-breaker-cooldown", "500ms", "--db-connect-timeout", "500ms", "--db-retry-attempts", "1"}
+
+	dir, addr := t.TempDir(), freeAddr(t)
+	p := startEngine(t, addr, dir, flags...)
+	acks := sendN(t, dial(t, addr, "a"), "k9pg", 50)
+	px.Stop() // the database is gone
+	acks = append(acks, sendN(t, dial(t, addr, "a"), "k9pg", 100)...)
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+	if err := px.Start(); err != nil { // the database is back
+		t.Fatal(err)
+	}
+	if !strings.Contains(p.logs.String(), "store unavailable") {
+		t.Fatalf("the first engine never noticed the outage:\n%s", p.logs.String())
+	}
+	p2 := startEngine(t, addr, dir, flags...)
+
+	// The spool left by the killed engine drains on start.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var stored []string
+	for deadline := time.Now().Add(30 * time.Second); len(stored) < len(acks); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acked messages in PostgreSQL after 30 s", len(stored), len(acks))
+		}
+		stored = stored[:0]
+		rows, err := conn.Query(ctx, `SELECT client_msg_id FROM messages WHERE conversation_id = 'k9pg' ORDER BY seq`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored = ids
+	}
+	if len(stored) != len(acks) {
+		t.Fatalf("%d stored, %d acked", len(stored), len(acks))
+	}
+	for i, a := range acks {
+		if a.Seq != charla.Seq(i+1) || stored[i] != a.ClientMsgID {
+			t.Fatalf("seq %d: acked %+v, stored %s", i+1, a, stored[i])
+		}
+	}
+	if !strings.Contains(p2.logs.String(), "spool drained into the store") {
+		t.Fatalf("the restarted engine did not drain a spool:\n%s", p2.logs.String())
+	}
+	var maxSeq int64
+	if err := conn.QueryRow(ctx, `SELECT max(seq) FROM messages WHERE conversation_id = 'k9pg'`).Scan(&maxSeq); err != nil || maxSeq != int64(len(acks)) {
+		t.Fatalf("max seq %d (%v), want %d", maxSeq, err, len(acks))
 	}
 }

@@ -64,15 +64,21 @@ func Main(m *testing.M) int {
 	}
 	u.Path = "/" + name
 	dbURL = u.String()
+	admin.Close(ctx)
 
 	code := m.Run()
 
+	// A new connection: a test may have restarted the server meanwhile.
 	dctx, dcancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer dcancel()
-	if _, err := admin.Exec(dctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+	admin, err = pgx.Connect(dctx, base)
+	if err == nil {
+		_, err = admin.Exec(dctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		admin.Close(dctx)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "drop database %s: %v\n", name, err)
 	}
-	admin.Close(dctx)
 	return code
 }
 
