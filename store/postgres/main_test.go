@@ -1,12 +1,13 @@
 package postgres
 
 import (
-	"charla/store/postgres/pgtest"
 	"context"
 	"fmt"
 	"os"
 	"testing"
 	"time"
+
+	"charla/store/postgres/pgtest"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
