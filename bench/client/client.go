@@ -93,7 +93,8 @@ func (c *Config) defaults() {
 // long: a slow handler is indistinguishable from a slow consumer.
 type Handler struct {
 	// Frame gets every server object except the welcome, with the time the
-	// WebSocket frame carrying it was read. f is not retained by Conn.
+	// WebSocket frame carrying it was read. f is not retained by Conn. For
+	// msg and ack frames, Sender and TS may be left zero (see decodeHot).
 	Frame func(c *Conn, f *wire.Frame, at time.Time)
 	// Close gets the reason the connection ended (a *gws.CloseError when the
 	// engine sent a close frame) and when the client noticed.
@@ -385,8 +386,11 @@ func (e *events) OnMessage(_ *gws.Conn, m *gws.Message) {
 	at := time.Now()
 	for _, obj := range wire.Split(m.Bytes()) {
 		var f wire.Frame
-		if err := json.Unmarshal(obj, &f); err != nil {
-			f = wire.Frame{Type: TypeInvalid, Message: err.Error()}
+		if !decodeHot(obj, &f) {
+			f = wire.Frame{}
+			if err := json.Unmarshal(obj, &f); err != nil {
+				f = wire.Frame{Type: TypeInvalid, Message: err.Error()}
+			}
 		}
 		if f.Type == wire.TypeWelcome {
 			select {

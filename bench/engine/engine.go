@@ -291,6 +291,40 @@ func parseVmRSS(r io.Reader) (int64, error) {
 	return 0, errors.New("no VmRSS line in status")
 }
 
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times; 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// CPUSeconds is the user+system CPU time pid has used, from
+// /proc/PID/stat: with the bench's own, it tells who used the cores.
+func CPUSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read cpu time of pid %d: %w", pid, err)
+	}
+	return parseStatCPU(string(b))
+}
+
+func parseStatCPU(stat string) (float64, error) {
+	// The command name (field 2) may contain spaces; fields after it
+	// start at state (field 3), so utime and stime (14, 15) are the 12th
+	// and 13th after the closing parenthesis.
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("malformed stat")
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, errors.New("short stat")
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("parse stat times: %w", err)
+	}
+	return float64(u+s) / clockTicks, nil
+}
+
 // MetricNames are the Prometheus series the bench reads from the engine's
 // /metrics when it has one (the Go collector's standard names).
 var MetricNames = []string{

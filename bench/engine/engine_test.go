@@ -108,6 +108,16 @@ func TestExecLine(t *testing.T) {
 	}
 }
 
+func TestCPUSeconds(t *testing.T) {
+	got, err := parseStatCPU("123 (my (odd) name) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0")
+	if err != nil || got != 4 {
+		t.Fatalf("%v %v, want 4 s", got, err)
+	}
+	if s, err := CPUSeconds(os.Getpid()); err != nil || s < 0 {
+		t.Fatalf("own cpu %v %v", s, err)
+	}
+}
+
 func TestParseVmRSS(t *testing.T) {
 	n, err := parseVmRSS(strings.NewReader("Name:\tx\nVmRSS:\t  2048 kB\n"))
 	if err != nil || n != 2048*1024 {

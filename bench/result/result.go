@@ -103,6 +103,10 @@ type Engine struct {
 	MetricsBefore   map[string]float64 `json:"metrics_before,omitempty"`
 	MetricsAfter    map[string]float64 `json:"metrics_after,omitempty"`
 	HeapPerConn     float64            `json:"heap_per_conn_bytes,omitempty"`
+	// CPUSeconds is the CPU time the engine used during the run (when its
+	// PID is known): on a shared machine, with Bench.CPUSeconds, it says
+	// who used the cores.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 }
 
 // Bench is the bench process's own footprint: on a shared 2-core machine
@@ -138,6 +142,9 @@ type Machine struct {
 	Kernel        string `json:"kernel,omitempty"`
 	Hostname      string `json:"hostname,omitempty"`
 	MemTotalBytes int64  `json:"mem_total_bytes,omitempty"`
+	// LoadAvg is /proc/loadavg when the run started: on a shared machine
+	// it tells how much else was competing for the cores.
+	LoadAvg string `json:"loadavg,omitempty"`
 }
 
 // DetectMachine reads the machine description from the runtime and /proc.
@@ -160,6 +167,9 @@ func DetectMachine() Machine {
 				break
 			}
 		}
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m.LoadAvg = strings.TrimSpace(string(b))
 	}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		var kb int64
@@ -264,7 +274,7 @@ var latencyOrder = []string{SendAck, SendDeliver, HeartbeatRTT, Connect, Detect,
 func (r *Result) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	p := func(format string, args ...any) { fmt.Fprintf(tw, format, args...) }
-	p("scenario\t%s\t(%.1f s measured, %d cores, %s)\n", r.Scenario, r.DurationS, r.Machine.Cores, r.Machine.GoVersion)
+	p("scenario\t%s\t(%.1f s measured, %d cores, %s, load at start %s)\n", r.Scenario, r.DurationS, r.Machine.Cores, r.Machine.GoVersion, r.Machine.LoadAvg)
 	p("connections\t%d of %d\t(%d connect errors, %d unexpected closes, %.0f conn/s, source %s)\n",
 		r.Conns.Connected, r.Conns.Target, r.Conns.ConnectErrors, r.Conns.UnexpectedCloses, r.Conns.ConnectRatePerS, r.Conns.SourceAddrs)
 	if r.Sent > 0 || r.Acked > 0 {
@@ -310,6 +320,9 @@ func (r *Result) WriteTable(w io.Writer) error {
 			fmt.Fprintf(tw, "(%.1f KiB per connection)", r.Engine.RSSPerConnBytes/1024)
 		}
 		fmt.Fprintln(tw)
+	}
+	if r.Engine.CPUSeconds > 0 || r.Bench.CPUSeconds > 0 {
+		fmt.Fprintf(tw, "cpu time\tengine %.1f s, bench %.1f s (over %.1f s measured)\t\n", r.Engine.CPUSeconds, r.Bench.CPUSeconds, r.DurationS)
 	}
 	if len(r.Details) > 0 {
 		fmt.Fprintln(tw)

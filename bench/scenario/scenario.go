@@ -220,6 +220,16 @@ type run struct {
 	tolerated []string
 	// measured is the measured phase's length.
 	measured time.Duration
+	// cpuStart is the engine's CPU time at the start, of process cpuPID.
+	cpuStart float64
+	cpuPID   int
+}
+
+func (r *run) pid() int {
+	if r.env.Engine == nil {
+		return 0
+	}
+	return r.env.Engine.PID()
 }
 
 // start builds the fleet and starts the progress line.
@@ -310,6 +320,9 @@ func (r *run) finish() {
 			res.Engine.RSSMaxBytes = m
 		}
 	}
+	if pid := r.pid(); pid > 0 && pid == r.cpuPID {
+		res.Engine.CPUSeconds = r.cpu() - r.cpuStart
+	}
 	if r.f == nil {
 		return
 	}
@@ -391,8 +404,21 @@ func (r *run) isTolerated(kind string) bool {
 	return false
 }
 
-// memBefore records the engine's memory at the start of a run.
+// cpu is the engine's CPU time so far, or 0 when unknown.
+func (r *run) cpu() float64 {
+	if r.env.Engine == nil || r.env.Engine.PID() <= 0 {
+		return 0
+	}
+	s, err := engine.CPUSeconds(r.env.Engine.PID())
+	if err != nil {
+		return 0
+	}
+	return s
+}
+
+// memBefore records the engine's memory (and CPU time) at the start of a run.
 func (r *run) memBefore(ctx context.Context) {
+	r.cpuStart, r.cpuPID = r.cpu(), r.pid()
 	r.res.Engine.RSSBeforeBytes = r.rss()
 	r.res.Engine.MetricsBefore = r.metrics(ctx)
 }
