@@ -107,7 +107,7 @@ func (s *conversations) route(ctx actor.Context, m routed) {
 
 func (s *conversations) spawn(ctx actor.Context, conv charla.ConvID) *actor.PID {
 	d := s.deps
-	props := actor.PropsFromProducer(func() actor.Actor { return newConversation(conv, d) })
+	props := actor.PropsFromProducer(func() actor.Actor { return newConversation(conv, d) }, actor.WithDispatcher(d.dispatcher))
 	pid := ctx.Spawn(props)
 	s.children[conv] = pid
 	s.byPID[pid.Id] = conv

@@ -42,7 +42,7 @@ func (g *gateway) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case spawnConn:
 		d := g.deps
-		props := actor.PropsFromProducer(func() actor.Actor { return newConn(d, m.id, m.user, m.sock, m.expires) })
+		props := actor.PropsFromProducer(func() actor.Actor { return newConn(d, m.id, m.user, m.sock, m.expires) }, actor.WithDispatcher(d.dispatcher))
 		pid := ctx.Spawn(props)
 		g.conns[pid.Id] = pid
 		ctx.Respond(pid)

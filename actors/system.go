@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -32,6 +33,7 @@ type Hooks struct {
 // before the first actor starts and never change.
 type deps struct {
 	cfg           Config
+	dispatcher    actor.Dispatcher
 	root          *actor.RootContext
 	conversations *actor.PID
 	store         *actor.PID
@@ -59,6 +61,7 @@ type System struct {
 
 	gateway *actor.PID
 	depsSup *actor.PID
+	pool    *poolDispatcher
 }
 
 // NewSystem builds and starts the tree.
@@ -71,8 +74,9 @@ func NewSystem(cfg Config, dep Dependencies) (*System, error) {
 		return slog.New(zerolog.NewSlogHandler(log.With().Str("component", "protoactor").Logger()))
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &deps{cfg: cfg, root: as.Root, log: log, hooks: hooks, stats: newStats()}
-	s := &System{as: as, deps: d, cancel: cancel}
+	pool := newPoolDispatcher(4*runtime.GOMAXPROCS(0), 300)
+	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats()}
+	s := &System{as: as, deps: d, cancel: cancel, pool: pool}
 
 	storeProps := actor.PropsFromProducer(func() actor.Actor {
 		return newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("actor", "store").Logger())
@@ -177,6 +181,7 @@ func (s *System) Shutdown(ctx context.Context) error {
 	}
 	s.cancel()
 	s.as.Shutdown()
+	s.pool.close()
 	return errors.Join(errs...)
 }
 

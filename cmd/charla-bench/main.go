@@ -86,6 +86,7 @@ func flags(c *cli, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.SlowRecvBuf, "slow-recv-buf", 0, "slow-consumer: their socket receive buffer in bytes (default 4096)")
 	fs.StringVar(&o.RunID, "run-id", "", "prefix of users and conversations (default: random)")
 	fs.StringVar(&o.MetricsURL, "metrics-url", "", "engine Prometheus endpoint for Go heap figures (default http://ADDR/metrics, if any)")
+	fs.StringVar(&o.DebugAddr, "engine-debug-addr", "", "the engine's pprof `host:port` (charla --debug-addr): Go heap before/after from runtime.MemStats")
 	fs.StringVar(&c.out, "out", "", "write the JSON result to this `file`")
 	fs.StringVar(&c.plotPath, "plot", "", "write an HTML plot of the run to this `file`")
 	fs.StringVar(&c.outDir, "out-dir", "bench-results", "suite: directory for NAME.json and NAME.html")

@@ -38,6 +38,8 @@ type config struct {
 	LogLevel          string
 	LogFormat         string
 
+	DebugAddr         string
+
 	DatabaseURL       string
 	Migrate           bool
 	DB                postgres.Options
@@ -74,6 +76,7 @@ func (c *config) settings() []setting {
 		{"shutdown-timeout", "CHARLA_SHUTDOWN_TIMEOUT", "how long SIGTERM waits for in-flight sends", durVar(&c.ShutdownTimeout, 10*time.Second)},
 		{"log-level", "CHARLA_LOG_LEVEL", "debug, info, warn or error", strVar(&c.LogLevel, "info")},
 		{"log-format", "CHARLA_LOG_FORMAT", "json or console", strVar(&c.LogFormat, "json")},
+		{"debug-addr", "CHARLA_DEBUG_ADDR", "serve Go's pprof profiles on this address (keep it private); empty = off", strVar(&c.DebugAddr, "")},
 		{"database-url", "DATABASE_URL", "PostgreSQL URL (Supabase: add default_query_exec_mode=simple_protocol for the transaction pooler); empty = embedded store", strVar(&c.DatabaseURL, "")},
 		{"migrate", "CHARLA_MIGRATE", "apply pending database migrations before serving", boolVar(&c.Migrate, false)},
 		{"db-max-conns", "CHARLA_DB_MAX_CONNS", "connection pool size", int32Var(&c.DB.MaxConns, db.MaxConns)},
@@ -161,6 +164,11 @@ func (c config) validate(serving bool) []error {
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		bad("addr %q: %v", c.Addr, err)
+	}
+	if c.DebugAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
+			bad("debug-addr %q: %v", c.DebugAddr, err)
+		}
 	}
 	if c.DataDir == "" {
 		bad("data-dir must not be empty")
