@@ -356,6 +356,66 @@ func Metrics(ctx context.Context, url string) (map[string]float64, error) {
 	return parseMetrics(io.LimitReader(resp.Body, 16<<20), MetricNames)
 }
 
+// memStatNames maps the runtime.MemStats lines of a debug=1 heap profile
+// to the Prometheus names used by Metrics, so results read the same
+// whichever source they came from.
+var memStatNames = map[string]string{
+	"HeapInuse":  "go_memstats_heap_inuse_bytes",
+	"HeapAlloc":  "go_memstats_heap_alloc_bytes",
+	"Sys":        "go_memstats_sys_bytes",
+	"StackInuse": "go_memstats_stack_inuse_bytes",
+}
+
+// PprofMemStats reads the engine's Go memory figures from its
+// net/http/pprof endpoint (debugAddr is host:port of charla's
+// --debug-addr): the heap profile in text form ends with runtime.MemStats.
+// gc=1 collects first, so the heap figure is live memory, not garbage.
+func PprofMemStats(ctx context.Context, debugAddr string) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	url := "http://" + debugAddr + "/debug/pprof/heap?debug=1&gc=1"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("memstats request %s: %w", url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch memstats %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch memstats %s: HTTP %d", url, resp.StatusCode)
+	}
+	return parseMemStats(io.LimitReader(resp.Body, 64<<20))
+}
+
+func parseMemStats(r io.Reader) (map[string]float64, error) {
+	out := map[string]float64{}
+	s := bufio.NewScanner(r)
+	s.Buffer(make([]byte, 64<<10), 4<<20)
+	for s.Scan() {
+		line := s.Text()
+		if !strings.HasPrefix(line, "# ") {
+			continue
+		}
+		k, v, ok := strings.Cut(line[2:], " = ")
+		name, want := memStatNames[k]
+		if !ok || !want {
+			continue
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+			out[name] = f
+		}
+	}
+	if err := s.Err(); err != nil {
+		return out, fmt.Errorf("read memstats: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no runtime.MemStats in the heap profile")
+	}
+	return out, nil
+}
+
 func parseMetrics(r io.Reader, names []string) (map[string]float64, error) {
 	want := map[string]bool{}
 	for _, n := range names {

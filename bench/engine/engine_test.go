@@ -118,6 +118,16 @@ func TestCPUSeconds(t *testing.T) {
 	}
 }
 
+func TestParseMemStats(t *testing.T) {
+	m, err := parseMemStats(strings.NewReader("heap profile: 1: 2 [3: 4] @ heap/1048576\n\n# runtime.MemStats\n# Alloc = 100\n# HeapAlloc = 200\n# HeapInuse = 300\n# Sys = 400\n"))
+	if err != nil || m["go_memstats_heap_inuse_bytes"] != 300 || m["go_memstats_heap_alloc_bytes"] != 200 || m["go_memstats_sys_bytes"] != 400 {
+		t.Fatalf("%v %v", m, err)
+	}
+	if _, err := parseMemStats(strings.NewReader("nothing")); err == nil {
+		t.Fatal("no error without MemStats")
+	}
+}
+
 func TestParseVmRSS(t *testing.T) {
 	n, err := parseVmRSS(strings.NewReader("Name:\tx\nVmRSS:\t  2048 kB\n"))
 	if err != nil || n != 2048*1024 {

@@ -106,6 +106,9 @@ type Fleet struct {
 
 	sent, rateLimited, behind, skipped atomic.Int64
 	unexpected, reconnects             atomic.Int64
+
+	codesMu sync.Mutex
+	codes   map[uint16]int64 // close codes of unexpected closes (0: none)
 }
 
 // Phase holds extra histograms that also receive samples while set; a
@@ -122,7 +125,7 @@ func New(cfg Config, start time.Time) *Fleet {
 		Ledger: ledger.New(), Counters: &progress.Counters{},
 		SendAck: stats.NewLatency(start), SendDeliver: stats.NewLatency(start), RTT: stats.NewLatency(start),
 		Connect: stats.NewLatency(start), Reconnect: stats.NewLatency(start),
-		errCount: map[string]int64{}, errFirst: map[string]string{},
+		errCount: map[string]int64{}, errFirst: map[string]string{}, codes: map[uint16]int64{},
 	}
 }
 
@@ -172,6 +175,18 @@ type Stats struct {
 	Sent, RateLimited, Behind, Skipped, UnexpectedCloses, Reconnects int64
 }
 
+// CloseCodes counts the unexpected closes by the engine's close code (0:
+// the connection ended without a close frame).
+func (f *Fleet) CloseCodes() map[uint16]int64 {
+	f.codesMu.Lock()
+	defer f.codesMu.Unlock()
+	out := make(map[uint16]int64, len(f.codes))
+	for k, v := range f.codes {
+		out[k] = v
+	}
+	return out
+}
+
 // Stats returns the send-side counts so far.
 func (f *Fleet) Stats() Stats {
 	return Stats{Sent: f.sent.Load(), RateLimited: f.rateLimited.Load(), Behind: f.behind.Load(),
@@ -199,7 +214,7 @@ type Member struct {
 	conn         atomic.Pointer[client.Conn]
 	expectClose  atomic.Bool
 	reconnecting atomic.Bool
-	resumedAt    atomic.Int64 // unix nanos of the last completed reconnect
+	resumes      []time.Time  // completed reconnects, oldest first (bounded); under mu
 	sub          *ledger.Sub
 
 	mu       sync.Mutex
@@ -251,14 +266,21 @@ func (m *Member) Pending() int {
 	return len(m.pending)
 }
 
-// ResumedAt is when the member last completed a reconnect (reconnected,
-// resubscribed with since, resent its unacked messages); zero if never.
-func (m *Member) ResumedAt() time.Time {
-	ns := m.resumedAt.Load()
-	if ns == 0 {
-		return time.Time{}
+// maxResumes bounds a member's resume history.
+const maxResumes = 64
+
+// FirstResumeAfter is the first completed reconnect after t (zero if
+// none): the moment a client was back after a given restart, even if it
+// was dropped and came back again later.
+func (m *Member) FirstResumeAfter(t time.Time) time.Time {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.resumes {
+		if r.After(t) {
+			return r
+		}
 	}
-	return time.Unix(0, ns)
+	return time.Time{}
 }
 
 // Sub is the member's ledger subscription (nil before Subscribe).
@@ -448,7 +470,12 @@ func (m *Member) Send() error {
 			m.mu.Lock()
 			delete(m.pending, id)
 			m.mu.Unlock()
+			return err
 		}
+		// It stays pending and is resent after the reconnect: it counts as
+		// sent, as it would for a charla.js user.
+		m.f.sent.Add(1)
+		m.f.Counters.Sent.Add(1)
 		return err
 	}
 	m.f.sent.Add(1)
@@ -557,6 +584,9 @@ func (f *Fleet) onClose(m *Member, c *client.Conn, err error, at time.Time) {
 		return // the run is ending; closes now are the engine going away
 	}
 	f.unexpected.Add(1)
+	f.codesMu.Lock()
+	f.codes[client.CloseCode(err)]++
+	f.codesMu.Unlock()
 	if m.OnClose != nil {
 		m.OnClose(m, err, at)
 	}
@@ -644,7 +674,11 @@ func (m *Member) reconnect(closedAt time.Time) {
 		now := time.Now()
 		f.Reconnect.Record(now, now.Sub(closedAt))
 		f.reconnects.Add(1)
-		m.resumedAt.Store(now.UnixNano())
+		m.mu.Lock()
+		if len(m.resumes) < maxResumes {
+			m.resumes = append(m.resumes, now)
+		}
+		m.mu.Unlock()
 		m.reconnecting.Store(false)
 		// A close between the resubscription and here found the flag set
 		// and left it to this loop: take it back, or end.

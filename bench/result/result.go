@@ -321,6 +321,14 @@ func (r *Result) WriteTable(w io.Writer) error {
 		}
 		fmt.Fprintln(tw)
 	}
+	const heap = "go_memstats_heap_inuse_bytes"
+	if b, a := r.Engine.MetricsBefore[heap], r.Engine.MetricsAfter[heap]; b > 0 || a > 0 {
+		fmt.Fprintf(tw, "engine Go heap\tin use before %s, after %s\t", mb(int64(b)), mb(int64(a)))
+		if r.Engine.HeapPerConn > 0 {
+			fmt.Fprintf(tw, "(%.1f KiB per connection)", r.Engine.HeapPerConn/1024)
+		}
+		fmt.Fprintln(tw)
+	}
 	if r.Engine.CPUSeconds > 0 || r.Bench.CPUSeconds > 0 {
 		fmt.Fprintf(tw, "cpu time\tengine %.1f s, bench %.1f s (over %.1f s measured)\t\n", r.Engine.CPUSeconds, r.Bench.CPUSeconds, r.DurationS)
 	}

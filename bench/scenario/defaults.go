@@ -56,7 +56,7 @@ func (o Options) Settings() map[string]any {
 		"silent": o.Silent, "detect_wait": o.DetectWait.String(), "heartbeat_timeout": o.HeartbeatTimeout.String(),
 		"restart_after": o.RestartAfter.String(), "reconnect_window": o.ReconnectWindow.String(),
 		"backoff_base": o.BackoffBase.String(), "backoff_cap": o.BackoffCap.String(),
-		"slow": o.Slow, "slow_recv_buf": o.SlowRecvBuf, "run_id": o.RunID, "metrics_url": o.MetricsURL,
+		"slow": o.Slow, "slow_recv_buf": o.SlowRecvBuf, "run_id": o.RunID, "metrics_url": o.MetricsURL, "engine_debug_addr": o.DebugAddr,
 		"auth": "dev",
 	}
 	if o.Secret != "" {

@@ -80,6 +80,9 @@ type Options struct {
 	// MetricsURL is the engine's Prometheus endpoint for Go heap figures
 	// (default http://ADDR/metrics; errors are ignored).
 	MetricsURL string
+	// DebugAddr is the engine's pprof address (charla --debug-addr): when
+	// set, Go heap figures come from its runtime.MemStats, after a GC.
+	DebugAddr string
 }
 
 // Engine is the engine process, when the bench knows it: its PID for
@@ -274,6 +277,14 @@ func (r *run) rss() int64 {
 
 // metrics reads the engine's Go heap figures, or nil.
 func (r *run) metrics(ctx context.Context) map[string]float64 {
+	if r.o.DebugAddr != "" {
+		m, err := engine.PprofMemStats(ctx, r.o.DebugAddr)
+		if err != nil {
+			fmt.Fprintf(r.env.Log, "%s: engine memstats: %v\n", r.res.Scenario, err)
+			return nil
+		}
+		return m
+	}
 	m, err := engine.Metrics(ctx, r.o.MetricsURL)
 	if err != nil || len(m) == 0 {
 		return nil
@@ -356,6 +367,9 @@ func (r *run) finish() {
 	}
 	if lr.UnackedDelivered > 0 {
 		res.Details["unacked_delivered"] = float64(lr.UnackedDelivered)
+	}
+	for code, n := range f.CloseCodes() {
+		res.Details[fmt.Sprintf("unexpected_closes_code_%d", code)] = float64(n)
 	}
 	if st.RateLimited > 0 {
 		res.Details["rate_limited"] = float64(st.RateLimited)

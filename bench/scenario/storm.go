@@ -97,7 +97,7 @@ func (o Options) ReconnectWindowOrDefault() time.Duration {
 
 // waitResumed polls until every member has resumed (reconnected and
 // resubscribed) since the restart signal and returns the moment the last
-// one did, or the zero time if not all did within window, and how many
+// one first did, or the zero time if not all did within window, and how many
 // are back.
 func waitResumed(ctx context.Context, ms []*fleet.Member, rt engine.RestartTimes, window time.Duration) (time.Time, int) {
 	deadline := rt.Ready.Add(window)
@@ -106,7 +106,7 @@ func waitResumed(ctx context.Context, ms []*fleet.Member, rt engine.RestartTimes
 		back = 0
 		var last time.Time
 		for _, m := range ms {
-			if at := m.ResumedAt(); at.After(rt.Signaled) && m.Connected() {
+			if at := m.FirstResumeAfter(rt.Signaled); !at.IsZero() {
 				back++
 				if at.After(last) {
 					last = at
