@@ -214,7 +214,7 @@ type Member struct {
 	conn         atomic.Pointer[client.Conn]
 	expectClose  atomic.Bool
 	reconnecting atomic.Bool
-	resumes      []time.Time  // completed reconnects, oldest first (bounded); under mu
+	resumes      []time.Time // completed reconnects, oldest first (bounded); under mu
 	sub          *ledger.Sub
 
 	mu       sync.Mutex
