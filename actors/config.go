@@ -19,6 +19,7 @@ type Config struct {
 	StoreWriteTimeout time.Duration // with a spool: how long a write waits for the store before it is spooled
 	StoreBreaker      BreakerConfig // with a spool: when the store is considered down
 	DrainBatch        int           // messages per store call when draining the spool
+	DrainTimeout      time.Duration // deadline of one drain call: off the ack path, so far longer than StoreWriteTimeout
 	ShutdownGrace     time.Duration // how long in-flight sends may take to finish on shutdown
 }
 
@@ -39,6 +40,7 @@ func DefaultConfig() Config {
 		StoreWriteTimeout: time.Second,
 		StoreBreaker:      BreakerConfig{Failures: 3, Window: 20, Ratio: 0.5, Cooldown: 2 * time.Second},
 		DrainBatch:        1000,
+		DrainTimeout:      10 * time.Second,
 		ShutdownGrace:     5 * time.Second,
 	}
 }

@@ -30,7 +30,7 @@ import (
 func TestMain(m *testing.M) {
 	code := pgtest.Main(m)
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(transporttest.LeakOptions()...); err != nil {
 			fmt.Fprintf(os.Stderr, "goroutine leak: %v\n", err)
 			code = 1
 		}
@@ -438,5 +438,50 @@ func TestStoreRefusesOneMessage(t *testing.T) {
 	}
 	if stored := storedLog(t, dbURL, "refuse"); len(stored) != 4 {
 		t.Fatalf("%d stored, want 4 with seqs 1..4", len(stored))
+	}
+}
+
+// TestHistoryDuringOutage: a replay that needs history the engine does not
+// hold while the database is down is told so (unavailable), and gets the
+// whole history, in order and once, when the database is back.
+func TestHistoryDuringOutage(t *testing.T) {
+	px, proxied := newProxy(t, migrated(t))
+	e := engineOverPG(t, proxied, transporttest.WithActors(func(c *actors.Config) {
+		c.RecentWindow, c.DedupWindow = 4, 4
+		c.StoreWriteTimeout = 300 * time.Millisecond
+		c.StoreBreaker.Failures = 2
+		c.StoreBreaker.Cooldown = 500 * time.Millisecond
+	}))
+	c := e.Dial(t, "a", charla.RoleAgent)
+	send := func(n int) {
+		for range n {
+			cmid := uuid.NewString()
+			c.Send(wire.Frame{Type: wire.TypeSend, Ref: cmid, Conv: "hist", ClientMsgID: cmid, Body: json.RawMessage(`{"text":"h"}`)})
+			if f, ok := replyTo(c, cmid); !ok || f.Type != wire.TypeAck {
+				t.Fatalf("send: %+v", f)
+			}
+		}
+	}
+	send(20)
+	px.p.Stop()
+	send(5)
+	if n := e.Sys.Stats().Spooled.Load(); n != 5 {
+		t.Fatalf("%d messages spooled, want 5", n)
+	}
+	r := e.Dial(t, "reader", charla.RoleAgent)
+	r.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: "hist", Ref: "s"})
+	if f := r.Next(10 * time.Second); f.Type != wire.TypeSubscribed || f.Head != 25 {
+		t.Fatalf("subscribe during the outage: %+v", f)
+	}
+	if f := r.Next(10 * time.Second); f.Type != wire.TypeError || f.Code != charla.CodeUnavailable {
+		t.Fatalf("want an unavailable notice for the missing history, got %+v", f)
+	}
+	time.Sleep(time.Second) // the reader retries, still in vain
+	px.heal(t)
+	for seq := charla.Seq(1); seq <= 25; seq++ {
+		f := r.Next(15 * time.Second)
+		if f.Type != wire.TypeMsg || f.Seq != seq {
+			t.Fatalf("after the outage: %+v, want msg seq %d", f, seq)
+		}
 	}
 }

@@ -404,8 +404,8 @@ func (a *storeActor) startDrain() {
 // store already holds at another seq (a resend that the engine could not
 // recognise while the store was down) keeps its spooled seq under a derived
 // id, so that the store has no gap where clients saw a message.
-func (a *storeActor) drainSink(_ context.Context, msgs []charla.Message) error {
-	ctx, cancel := a.writeContext()
+func (a *storeActor) drainSink(ctx context.Context, msgs []charla.Message) error {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.DrainTimeout)
 	defer cancel()
 	res, err := a.seq.AppendSequenced(ctx, msgs)
 	if err != nil {

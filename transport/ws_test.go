@@ -16,7 +16,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, transporttest.LeakOptions()...)
 }
 
 const wait = 10 * time.Second
