@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
-	"go.uber.org/goleak"
 
 	"charla"
 	"charla/actors"
@@ -27,16 +25,7 @@ import (
 	"charla/transport/wire"
 )
 
-func TestMain(m *testing.M) {
-	code := pgtest.Main(m)
-	if code == 0 {
-		if err := goleak.Find(transporttest.LeakOptions()...); err != nil {
-			fmt.Fprintf(os.Stderr, "goroutine leak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, transporttest.LeakOptions()...)) }
 
 // proxy is an in-process TCP proxy in front of PostgreSQL that a test can
 // blackhole (connections hang) or stop (connections reset and refused).
@@ -46,18 +35,8 @@ type proxy struct {
 
 func newProxy(t *testing.T, dbURL string) (*proxy, string) {
 	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, "pg", "127.0.0.1:0", u.Host)
-	if err := p.Start(); err != nil {
-		t.Fatalf("proxy: %v", err)
-	}
-	t.Cleanup(p.Stop)
-	u.Host = p.Listen
-	return &proxy{p}, u.String()
+	p, u := pgtest.Proxy(t, dbURL)
+	return &proxy{p}, u
 }
 
 func (x *proxy) blackhole(t *testing.T) {
@@ -314,7 +293,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 		if w.err != nil {
 			t.Fatal(w.err)
 		}
-		for s := start; s.Add(2*time.Second).Before(end); s = s.Add(2 * time.Second) {
+		for s := start; s.Add(2 * time.Second).Before(end); s = s.Add(2 * time.Second) {
 			n := 0
 			for _, a := range w.arrivals {
 				if !a.Before(s) && a.Before(s.Add(2*time.Second)) {

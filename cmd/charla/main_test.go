@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,11 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Shopify/toxiproxy/v2"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/rs/zerolog"
-	"go.uber.org/goleak"
 
 	"charla"
 	"charla/store/postgres"
@@ -41,14 +37,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build charla: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := pgtest.Main(m)
+	code := pgtest.Main(m, transporttest.LeakOptions()...)
 	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
 	os.Exit(code)
 }
 
@@ -252,15 +242,8 @@ func TestKill9DuringDatabaseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A TCP proxy we can cut, between the engine and PostgreSQL.
-	u, _ := url.Parse(dbURL)
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
-	px := toxiproxy.NewProxy(srv, "pg", "127.0.0.1:0", u.Host)
-	if err := px.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(px.Stop)
-	u.Host = px.Listen
-	flags := []string{"--database-url", u.String(), "--store-write-timeout", "300ms", "--store-breaker-failures", "2",
+	px, proxied := pgtest.Proxy(t, dbURL)
+	flags := []string{"--database-url", proxied, "--store-write-timeout", "300ms", "--store-breaker-failures", "2",
 		"--store-breaker-cooldown", "500ms", "--db-connect-timeout", "500ms", "--db-retry-attempts", "1"}
 
 	dir, addr := t.TempDir(), freeAddr(t)

@@ -3,33 +3,21 @@ package postgres
 import (
 	"context"
 	"errors"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"charla/store/postgres/pgtest"
+
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/rs/zerolog"
 
 	"charla"
 )
 
-// proxied starts an in-process TCP proxy (toxiproxy) in front of the test
-// PostgreSQL and returns it with dbURL rewritten to go through it.
+// proxied puts a TCP proxy between the store and the test database.
 func proxied(t *testing.T, dbURL string) (*toxiproxy.Proxy, string) {
 	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, "pg", "127.0.0.1:0", u.Host)
-	if err := p.Start(); err != nil {
-		t.Fatalf("proxy: %v", err)
-	}
-	t.Cleanup(p.Stop)
-	u.Host = p.Listen
-	return p, u.String()
+	return pgtest.Proxy(t, dbURL)
 }
 
 func outageOptions(url string) Options {

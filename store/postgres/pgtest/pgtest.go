@@ -17,7 +17,10 @@ import (
 	"testing"
 	"time"
 
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/jackc/pgx/v5"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
 )
 
 // DefaultURL is the server the tests use unless CHARLA_TEST_DATABASE_URL
@@ -30,9 +33,21 @@ var (
 	schemaSeq  atomic.Int64
 )
 
-// Main runs the package's tests around a database of their own; call it from
-// TestMain and pass its result to os.Exit (after any leak check).
-func Main(m *testing.M) int {
+// Main runs the package's tests around a database of their own, then checks
+// that they leaked no goroutine (ignoring those of leakOpts); call it from
+// TestMain and pass its result to os.Exit.
+func Main(m *testing.M, leakOpts ...goleak.Option) int {
+	code := run(m)
+	if code == 0 {
+		if err := goleak.Find(leakOpts...); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutine leak: %v\n", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+func run(m *testing.M) int {
 	base := os.Getenv("CHARLA_TEST_DATABASE_URL")
 	if base == "" {
 		base = DefaultURL
@@ -122,6 +137,26 @@ func SchemaURL(t testing.TB, params ...string) string {
 	}
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// Proxy starts an in-process TCP proxy (toxiproxy) in front of the server of
+// dbURL and returns it with dbURL rewritten to go through it: a test cuts the
+// database off with Stop (connections reset, new ones refused) or a toxic,
+// and brings it back with Start.
+func Proxy(t testing.TB, dbURL string) (*toxiproxy.Proxy, string) {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
+	p := toxiproxy.NewProxy(srv, "pg", "127.0.0.1:0", u.Host)
+	if err := p.Start(); err != nil {
+		t.Fatalf("proxy: %v", err)
+	}
+	t.Cleanup(p.Stop)
+	u.Host = p.Listen
+	return p, u.String()
 }
 
 // RandHex returns 2n random hex characters, for unique names.
