@@ -315,6 +315,10 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 		r := m.results[i]
 		a := ackInfo{r.Seq, r.TS}
 		c.dedup.Add(p.msg.ClientMsgID, a)
+		// The sender hears first: its ack is the latency it feels.
+		for j, w := range p.waiters {
+			ctx.Send(w.conn, sendReply{ref: w.ref, ack: c.ack(p.msg.ClientMsgID, a, r.Duplicate || j > 0)})
+		}
 		if !r.Duplicate {
 			msg := p.msg
 			msg.Seq, msg.TS = r.Seq, r.TS
@@ -327,9 +331,6 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 			c.deps.stats.MessagesIn.Add(1)
 		} else {
 			c.deps.stats.Duplicates.Add(1)
-		}
-		for j, w := range p.waiters {
-			ctx.Send(w.conn, sendReply{ref: w.ref, ack: c.ack(p.msg.ClientMsgID, a, r.Duplicate || j > 0)})
 		}
 	}
 	c.flush(ctx)

@@ -35,6 +35,8 @@ Commands:
   serve         run the engine (see "charla serve --help" for every setting)
   check-config  validate the settings, print every problem, exit 2 if any
   migrate       apply pending PostgreSQL migrations (--database-url or DATABASE_URL)
+  chat          a line client: --addr HOST:PORT --user ID --role ROLE [--token JWT] --conv ID;
+                prints every frame, sends each line typed as a message
   token         mint an HS256 JWT: --secret S --user ID [--role agent|customer|admin] [--ttl 24h]
   version       print the version
 `
@@ -74,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return 0
 	case "token":
 		return token(args[1:], stdout, stderr, getenv)
+	case "chat":
+		return chat(args[1:], os.Stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return 0
@@ -224,20 +228,8 @@ func token(args []string, stdout, stderr io.Writer, getenv func(string) string) 
 		"ttl":    {"ttl", "", "", durVar(&ttl, 24*time.Hour)},
 	}
 	var errs []error
-	for i := 0; i < len(args); i++ {
-		name, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
-		s, ok := vals[name]
-		if !ok {
-			errs = append(errs, fmt.Errorf("unknown argument %q", args[i]))
-			continue
-		}
-		if !has && i+1 < len(args) {
-			i++
-			val = args[i]
-		}
-		if err := s.value.Set(val); err != nil {
-			errs = append(errs, fmt.Errorf("--%s: %v", name, err))
-		}
+	if err := parseFlags(args, vals); err != nil {
+		errs = append(errs, err)
 	}
 	if secret == "" {
 		errs = append(errs, errors.New("--secret (or CHARLA_JWT_SECRET) is required"))
@@ -262,6 +254,28 @@ func token(args []string, stdout, stderr io.Writer, getenv func(string) string) 
 	}
 	fmt.Fprintln(stdout, tok)
 	return 0
+}
+
+// parseFlags sets the named values from --name value or --name=value, and
+// reports every problem at once.
+func parseFlags(args []string, vals map[string]setting) error {
+	var errs []error
+	for i := 0; i < len(args); i++ {
+		name, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		s, ok := vals[name]
+		if !ok {
+			errs = append(errs, fmt.Errorf("unknown argument %q", args[i]))
+			continue
+		}
+		if !has && i+1 < len(args) {
+			i++
+			val = args[i]
+		}
+		if err := s.value.Set(val); err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %v", name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func version() string {

@@ -302,3 +302,17 @@ func TestKill9DuringDatabaseOutage(t *testing.T) {
 		t.Fatalf("max seq %d (%v), want %d", maxSeq, err, len(acks))
 	}
 }
+
+func TestChatSubcommand(t *testing.T) {
+	e := transporttest.Start(t)
+	var out, errOut bytes.Buffer
+	code := chat([]string{"--addr", e.Addr, "--user", "ana", "--conv", "first"}, strings.NewReader("hola\nqué tal\n"), &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{`"type":"welcome"`, `"type":"subscribed"`, `"text":"hola"`, `"text":"qué tal"`, `"type":"ack"`, `"seq":2`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %s:\n%s", want, out.String())
+		}
+	}
+}
