@@ -524,7 +524,9 @@ func (f *Fleet) onFrame(m *Member, fr *wire.Frame, at time.Time) {
 			f.Counters.Acked.Add(1)
 		}
 	case wire.TypeMsg:
-		if m.sub == nil || fr.Conv != m.sub.Conv() {
+		if m.sub == nil || fr.Conv != m.sub.Conv() || m.expectClose.Load() {
+			// A member meant to be dropped (slow, silent) reads stale
+			// backlog when released: neither a delivery nor a latency.
 			return
 		}
 		f.Counters.Delivered.Add(1)
@@ -550,12 +552,20 @@ func (f *Fleet) onFrame(m *Member, fr *wire.Frame, at time.Time) {
 			f.RTT.Record(at, at.Sub(f.base.Add(time.Duration(ns))))
 		}
 	case wire.TypeError:
+		// A send refused as unavailable (the engine is restarting) stays
+		// pending when the fleet reconnects: it is resent with the same
+		// client_msg_id after the reconnect, as the error asks.
+		keep := fr.Code == charla.CodeUnavailable && f.cfg.Reconnect
 		m.mu.Lock()
 		_, wasSend := m.pending[fr.Ref]
-		delete(m.pending, fr.Ref)
+		if !keep {
+			delete(m.pending, fr.Ref)
+		}
 		m.mu.Unlock()
 		err := fmt.Errorf("%s: %s", fr.Code, fr.Message)
 		switch {
+		case keep && wasSend:
+			f.Error("send deferred (unavailable)", err)
 		case fr.Code == charla.CodeRateLimited:
 			f.rateLimited.Add(1)
 			f.Error("rate_limited", err)

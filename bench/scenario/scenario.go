@@ -223,9 +223,23 @@ type run struct {
 	tolerated []string
 	// measured is the measured phase's length.
 	measured time.Duration
-	// cpuStart is the engine's CPU time at the start, of process cpuPID.
+	// cpuStart is the CPU time of engine process cpuPID when the bench
+	// started counting; cpuUsed what earlier processes (before a restart)
+	// used.
 	cpuStart float64
 	cpuPID   int
+	cpuUsed  float64
+}
+
+// cpuCheckpoint adds the CPU the current engine process used since
+// cpuStart, and restarts counting; around a restart it is called before
+// (old process) and the new process counts from zero.
+func (r *run) cpuCheckpoint() {
+	if pid := r.pid(); pid > 0 && pid == r.cpuPID {
+		now := r.cpu()
+		r.cpuUsed += now - r.cpuStart
+		r.cpuStart = now
+	}
 }
 
 func (r *run) pid() int {
@@ -331,9 +345,8 @@ func (r *run) finish() {
 			res.Engine.RSSMaxBytes = m
 		}
 	}
-	if pid := r.pid(); pid > 0 && pid == r.cpuPID {
-		res.Engine.CPUSeconds = r.cpu() - r.cpuStart
-	}
+	r.cpuCheckpoint()
+	res.Engine.CPUSeconds = r.cpuUsed
 	if r.f == nil {
 		return
 	}

@@ -32,7 +32,7 @@ func runStorm(ctx context.Context, o Options, env Env, r *run) error {
 	// During the restart, writes to dying connections fail and the engine
 	// may refuse sends while it shuts down; the fleet resends those
 	// messages after reconnecting, and the ledger judges the outcome.
-	r.tolerated = []string{"send", "send rejected (unavailable)"}
+	r.tolerated = []string{"send: ", "send deferred (unavailable)"}
 	r.memBefore(ctx)
 	ms := r.newMembers(o.Conns, o.Convs, 0)
 	n := r.connect(ctx, ms)
@@ -53,7 +53,9 @@ func runStorm(ctx context.Context, o Options, env Env, r *run) error {
 
 	r.rep.SetPhase("restart")
 	fmt.Fprintf(env.Log, "reconnect-storm: restarting the engine\n")
+	r.cpuCheckpoint()
 	rt, rerr := env.Engine.Restart(ctx)
+	r.cpuStart, r.cpuPID = 0, r.pid() // the new process counts from its start
 	if rerr != nil {
 		wg.Wait()
 		r.measured = time.Since(sendStart)
