@@ -355,8 +355,12 @@ func (c *Conn) Close() {
 // events adapts gws callbacks to Conn.
 type events struct{ c *Conn }
 
+// OnOpen implements gws.Event; the welcome frame, not the upgrade, is
+// what makes a connection usable.
 func (e *events) OnOpen(*gws.Conn) {}
 
+// OnClose implements gws.Event: it records why and when, then tells the
+// scenario.
 func (e *events) OnClose(_ *gws.Conn, err error) {
 	c := e.c
 	c.closedAt = time.Now()
@@ -367,6 +371,8 @@ func (e *events) OnClose(_ *gws.Conn, err error) {
 	}
 }
 
+// OnPing implements gws.Event: server heartbeats are answered unless the
+// connection was told to fall silent.
 func (e *events) OnPing(socket *gws.Conn, payload []byte) {
 	c := e.c
 	c.pings.Add(1)
@@ -377,8 +383,12 @@ func (e *events) OnPing(socket *gws.Conn, payload []byte) {
 	_ = socket.WritePong(payload)
 }
 
+// OnPong implements gws.Event; the bench measures round trips with ping
+// frames, whose pongs arrive as messages.
 func (e *events) OnPong(*gws.Conn, []byte) {}
 
+// OnMessage implements gws.Event: split batched objects, decode each
+// (fast path for msg and ack), and hand them to the scenario.
 func (e *events) OnMessage(_ *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	c := e.c
