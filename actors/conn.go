@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"bytes"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -10,12 +9,16 @@ import (
 	"charla/transport/wire"
 )
 
-// Socket is what a conn actor needs of its transport: asynchronous, ordered
-// writes of text frames, pings, and a close with a code. Writes report back
-// through done so that the actor, not the transport, owns the queue.
+// Socket is what a conn actor needs of its transport.
 type Socket interface {
-	Write(frame []byte, done func(error))
+	// Async runs f on the socket's writer, after every f given before; f
+	// may block (in WriteFrame), nothing else does.
+	Async(f func())
+	// WriteFrame writes one text frame, with a deadline; only from Async.
+	WriteFrame(frame []byte) error
+	// Ping sends a WebSocket ping, in order with the frames.
 	Ping()
+	// Close sends the close frame (best effort) and closes the connection.
 	Close(d charla.Disconnect)
 }
 
@@ -32,7 +35,7 @@ type conn struct {
 	expires time.Time // token expiry, zero when none
 
 	subs map[charla.ConvID]*subscription
-	out  outbound
+	out  *outbox
 
 	lastSeen time.Time
 	nextPing time.Time
@@ -59,14 +62,6 @@ type subscription struct {
 	toldIncomplete bool
 }
 
-type outbound struct {
-	queue         [][]byte
-	queuedBytes   int
-	writing       bool
-	writingFrames int
-	writingBytes  int
-}
-
 // Messages from the transport (through ConnHandle).
 type (
 	inFrame   struct{ f wire.Frame }
@@ -80,7 +75,8 @@ type (
 
 // Internal and control messages.
 type (
-	writeDone   struct{ err error }
+	// outboxRoom: the outbound queue fell to half its cap or emptied.
+	outboxRoom struct{}
 	connTick    struct{}
 	closeConn   struct{ d charla.Disconnect }
 	drainConn   struct{}
@@ -95,6 +91,9 @@ func (c *conn) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		c.self = ctx.Self()
+		self, root := c.self, c.deps.root
+		c.out = &outbox{sock: c.sock, maxFrames: c.deps.cfg.SendQueueFrames, maxBytes: c.deps.cfg.SendQueueBytes,
+			signal: func() { root.Send(self, outboxRoom{}) }}
 		now := time.Now()
 		c.lastSeen = now
 		c.nextPing = now.Add(c.deps.cfg.HeartbeatInterval)
@@ -120,10 +119,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		}
 	case connTick:
 		c.onTick(ctx)
-	case writeDone:
-		c.out.writing = false
-		c.out.writingFrames, c.out.writingBytes = 0, 0
-		c.write()
+	case outboxRoom:
 		for conv := range c.subs {
 			c.pump(ctx, conv)
 		}
@@ -322,8 +318,8 @@ func (c *conn) pump(ctx actor.Context, conv charla.ConvID) {
 		s.replaying = false
 		return
 	}
-	if c.queuedFrames() > c.deps.cfg.SendQueueFrames/2 {
-		return // writeDone pumps again
+	if !c.out.arm(false) {
+		return // outboxRoom pumps again
 	}
 	s.fetching = true
 	limit := min(charla.Seq(c.deps.cfg.ReplayPage), s.target-s.next+1)
@@ -397,50 +393,19 @@ func (c *conn) arm(ctx actor.Context) {
 	c.timer = time.AfterFunc(max(time.Until(at), time.Millisecond), func() { root.Send(self, connTick{}) })
 }
 
-func (c *conn) queuedFrames() int { return len(c.out.queue) + c.out.writingFrames }
-
-// enqueue adds a frame to the outbound queue; past the cap the client is a
-// slow consumer and is closed, so that it costs nobody else anything.
+// enqueue queues a frame for the client; past the cap the client is a slow
+// consumer and is closed, so that it costs nobody else anything.
 func (c *conn) enqueue(frame []byte) {
 	if c.closed {
 		return
 	}
-	o := &c.out
-	if c.queuedFrames()+1 > c.deps.cfg.SendQueueFrames || o.queuedBytes+o.writingBytes+len(frame) > c.deps.cfg.SendQueueBytes {
+	if !c.out.push(frame) {
 		c.close(charla.DisconnectSlowConsumer)
-		return
 	}
-	o.queue = append(o.queue, frame)
-	o.queuedBytes += len(frame)
-	if !o.writing {
-		c.write()
-	}
-}
-
-// write sends everything queued as one WebSocket frame (objects separated by
-// '\n', as the protocol allows), so a busy connection pays one write per
-// round trip of its socket rather than one per message.
-func (c *conn) write() {
-	o := &c.out
-	if o.writing || len(o.queue) == 0 || c.closed {
-		return
-	}
-	var frame []byte
-	if len(o.queue) == 1 {
-		frame = o.queue[0]
-	} else {
-		frame = bytes.Join(o.queue, []byte{'\n'})
-	}
-	o.writing = true
-	o.writingFrames, o.writingBytes = len(o.queue), o.queuedBytes
-	clear(o.queue)
-	o.queue, o.queuedBytes = o.queue[:0], 0
-	self, root := c.self, c.deps.root
-	c.sock.Write(frame, func(err error) { root.Send(self, writeDone{err}) })
 }
 
 func (c *conn) maybeFinishDrain() {
-	if c.draining && c.sends == 0 && len(c.out.queue) == 0 && !c.out.writing {
+	if c.draining && c.sends == 0 && c.out.arm(true) {
 		c.close(charla.DisconnectServiceRestart)
 	}
 }

@@ -84,11 +84,11 @@ type gwsSocket struct {
 	writeTimeout time.Duration
 }
 
-func (s gwsSocket) Write(frame []byte, done func(error)) {
-	s.c.Async(func() {
-		_ = s.c.SetWriteDeadline(time.Now().Add(s.writeTimeout))
-		done(s.c.WriteMessage(gws.OpcodeText, frame))
-	})
+func (s gwsSocket) Async(f func()) { s.c.Async(f) }
+
+func (s gwsSocket) WriteFrame(frame []byte) error {
+	_ = s.c.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	return s.c.WriteMessage(gws.OpcodeText, frame)
 }
 
 func (s gwsSocket) Ping() {

@@ -104,6 +104,9 @@ func Open(path string, opts ...Option) (*Store, error) {
 		Timeout: timeout,
 		// The map freelist stays fast as the file grows and fragments.
 		FreelistType: bbolt.FreelistMapType,
+		// Not writing the freelist at every commit saves a good part of each
+		// group commit's writes; Open rebuilds it by scanning the file.
+		NoFreelistSync: true,
 	})
 	if errors.Is(err, bbolt.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s (waited %v; is another charla using this data dir?): %w", ErrLocked, path, timeout, err)
