@@ -26,5 +26,11 @@ build:
 	mkdir -p bin
 	$(GO) build -o bin/ ./cmd/...
 
+## bench: every bench scenario at small sizes against a fresh engine (a few minutes);
+## see bench/README.md for the full-size runs
+bench: build
+	./bin/charla-bench suite --addr 127.0.0.1:18080 --out-dir bench-results \
+		--engine-cmd "./bin/charla serve --addr 127.0.0.1:18080 --auth-mode dev --data-dir $$(mktemp -d) --log-level warn"
+
 clean:
-	rm -rf bin
+	rm -rf bin bench-results
