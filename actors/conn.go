@@ -76,7 +76,7 @@ type (
 // Internal and control messages.
 type (
 	// outboxRoom: the outbound queue fell to half its cap or emptied.
-	outboxRoom struct{}
+	outboxRoom  struct{}
 	connTick    struct{}
 	closeConn   struct{ d charla.Disconnect }
 	drainConn   struct{}

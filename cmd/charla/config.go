@@ -38,7 +38,7 @@ type config struct {
 	LogLevel          string
 	LogFormat         string
 
-	DebugAddr         string
+	DebugAddr string
 
 	DatabaseURL       string
 	Migrate           bool
