@@ -289,67 +289,62 @@ func (c config) logger(w io.Writer) zerolog.Logger {
 }
 
 func printUsage(w io.Writer, ss []setting) {
-	fmt.Fprintln(w, "Settings (flag, environment variable, default):")
+	fmt.Fprintln(w, "Settings (flag, environment variable, current value):")
 	for _, s := range ss {
-		fmt.Fprintf(w, "  --%-24s %-30s %q\n      %s\n", s.name, s.env, s.value.String(), s.usage)
+		v := s.value.String()
+		if (s.name == "jwt-secret" || s.name == "database-url") && v != "" {
+			v = "(set; not shown)" // help output ends up in terminals and tickets
+		}
+		fmt.Fprintf(w, "  --%-28s %-34s %q\n      %s\n", s.name, s.env, v, s.usage)
 	}
 }
 
-type stringValue struct{ p *string }
+// value is a flag.Value over a typed setting: parse turns text into it,
+// and its problem is what an operator reads when the text is wrong.
+type value[T any] struct {
+	p       *T
+	parse   func(string) (T, error)
+	problem string
+	isBool  bool
+}
 
-func strVar(p *string, def string) flag.Value { *p = def; return stringValue{p} }
-func (v stringValue) Set(s string) error      { *v.p = s; return nil }
-func (v stringValue) String() string          { return *v.p }
-
-type durationValue struct{ p *time.Duration }
-
-func durVar(p *time.Duration, def time.Duration) flag.Value { *p = def; return durationValue{p} }
-func (v durationValue) String() string                      { return v.p.String() }
-func (v durationValue) Set(s string) error {
-	d, err := time.ParseDuration(s)
+func (v value[T]) String() string   { return fmt.Sprint(*v.p) }
+func (v value[T]) IsBoolFlag() bool { return v.isBool }
+func (v value[T]) Set(s string) error {
+	x, err := v.parse(s)
 	if err != nil {
-		return fmt.Errorf("not a duration (e.g. 5s, 1m30s)")
+		return errors.New(v.problem)
 	}
-	*v.p = d
+	*v.p = x
 	return nil
 }
 
-type boolValue struct{ p *bool }
-
-func boolVar(p *bool, def bool) flag.Value { *p = def; return boolValue{p} }
-func (v boolValue) String() string         { return strconv.FormatBool(*v.p) }
-func (v boolValue) IsBoolFlag() bool       { return true }
-func (v boolValue) Set(s string) error {
-	b, err := strconv.ParseBool(s)
-	if err != nil {
-		return fmt.Errorf("not true or false")
-	}
-	*v.p = b
-	return nil
+func newVar[T any](p *T, def T, parse func(string) (T, error), problem string) value[T] {
+	*p = def
+	return value[T]{p: p, parse: parse, problem: problem}
 }
 
-type int32Value struct{ p *int32 }
-
-func int32Var(p *int32, def int32) flag.Value { *p = def; return int32Value{p} }
-func (v int32Value) String() string           { return strconv.Itoa(int(*v.p)) }
-func (v int32Value) Set(s string) error {
-	n, err := strconv.ParseInt(s, 10, 32)
-	if err != nil {
-		return fmt.Errorf("not a whole number")
-	}
-	*v.p = int32(n)
-	return nil
+func strVar(p *string, def string) flag.Value {
+	return newVar(p, def, func(s string) (string, error) { return s, nil }, "")
 }
 
-type intValue struct{ p *int }
+func durVar(p *time.Duration, def time.Duration) flag.Value {
+	return newVar(p, def, time.ParseDuration, "not a duration (e.g. 5s, 1m30s)")
+}
 
-func intVar(p *int, def int) flag.Value { *p = def; return intValue{p} }
-func (v intValue) String() string       { return strconv.Itoa(*v.p) }
-func (v intValue) Set(s string) error {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return fmt.Errorf("not a whole number")
-	}
-	*v.p = n
-	return nil
+func boolVar(p *bool, def bool) flag.Value {
+	v := newVar(p, def, strconv.ParseBool, "not true or false")
+	v.isBool = true
+	return v
+}
+
+func intVar(p *int, def int) flag.Value {
+	return newVar(p, def, strconv.Atoi, "not a whole number")
+}
+
+func int32Var(p *int32, def int32) flag.Value {
+	return newVar(p, def, func(s string) (int32, error) {
+		n, err := strconv.ParseInt(s, 10, 32)
+		return int32(n), err
+	}, "not a whole number")
 }
