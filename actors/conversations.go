@@ -63,6 +63,7 @@ func (s *conversations) Receive(ctx actor.Context) {
 		delete(s.children, conv)
 		s.stopping[conv] = nil
 		ctx.Send(m.pid, passivate{})
+		s.deps.stats.ConversationsIdled.Add(1)
 	case *actor.Terminated:
 		s.onTerminated(ctx, m.Who)
 	case sweepTick:
@@ -109,6 +110,7 @@ func (s *conversations) spawn(ctx actor.Context, conv charla.ConvID) *actor.PID 
 	d := s.deps
 	props := actor.PropsFromProducer(func() actor.Actor { return newConversation(conv, d) }, actor.WithDispatcher(d.dispatcher))
 	pid := ctx.Spawn(props)
+	s.deps.stats.ConversationsActive.Add(1)
 	s.children[conv] = pid
 	s.byPID[pid.Id] = conv
 	return pid
@@ -120,6 +122,7 @@ func (s *conversations) onTerminated(ctx actor.Context, who *actor.PID) {
 		return
 	}
 	delete(s.byPID, who.Id)
+	s.deps.stats.ConversationsActive.Add(-1)
 	if cur := s.children[conv]; cur != nil && cur.Id == who.Id {
 		delete(s.children, conv) // stopped by its supervisor after too many failures
 	}

@@ -15,6 +15,9 @@ type Stats struct {
 	ConnsActive atomic.Int64
 	Connects    atomic.Int64
 	MessagesIn  atomic.Int64 // messages accepted and stored
+
+	ConversationsActive atomic.Int64 // conversation actors alive
+	ConversationsIdled  atomic.Int64 // conversation actors stopped for idleness
 	Duplicates  atomic.Int64 // sends answered as duplicate:true
 	RTTCount    atomic.Int64 // heartbeat round trips measured
 	RTTMicros   atomic.Int64 // their sum
