@@ -89,6 +89,9 @@ func (s *conversations) Receive(ctx actor.Context) {
 func (s *conversations) route(ctx actor.Context, m routed) {
 	conv := m.target()
 	if s.closing {
+		if sub, ok := m.(subscribeReq); ok && sub.resume {
+			return // answering would only make the conn ask again; it is closing too
+		}
 		failRequest(ctx, m, charla.Errorf(charla.CodeUnavailable, "server is shutting down"))
 		return
 	}
@@ -133,7 +136,7 @@ func (s *conversations) onTerminated(ctx actor.Context, who *actor.PID) {
 	delete(s.stopping, conv)
 	if s.closing {
 		for _, e := range buf {
-			failRequest(ctx, e.msg, charla.Errorf(charla.CodeUnavailable, "server is shutting down"))
+			s.route(ctx, e.msg.(routed))
 		}
 	} else if len(buf) > 0 {
 		pid := s.spawn(ctx, conv)
