@@ -84,22 +84,6 @@ func collect(t *testing.T, c *transporttest.Client, conv charla.ConvID, from cha
 	return got
 }
 
-// noMore asserts that no msg frame arrives within d.
-func noMore(t *testing.T, c *transporttest.Client, d time.Duration) {
-	t.Helper()
-	timeout := time.After(d)
-	for {
-		select {
-		case f := <-c.Frames():
-			if f.Type == wire.TypeMsg {
-				t.Fatalf("unexpected msg %+v", f)
-			}
-		case <-timeout:
-			return
-		}
-	}
-}
-
 func TestManySendersEveryoneSeesEverySeqOnce(t *testing.T) {
 	e := transporttest.Start(t)
 	const senders, perSender = 4, 250
@@ -150,7 +134,7 @@ func TestManySendersEveryoneSeesEverySeqOnce(t *testing.T) {
 				t.Fatalf("seq %d delivered as %s, acked as %s", m.Seq, m.ClientMsgID, seqs[m.Seq])
 			}
 		}
-		noMore(t, c, 200*time.Millisecond)
+		noFrame(t, c, wire.TypeMsg, 200*time.Millisecond)
 	}
 }
 
@@ -188,7 +172,7 @@ func TestResendIsIdempotent(t *testing.T) {
 			}
 		}
 	})
-	noMore(t, watcher, 200*time.Millisecond)
+	noFrame(t, watcher, wire.TypeMsg, 200*time.Millisecond)
 	t.Run("after engine restart", func(t *testing.T) {
 		e.Restart()
 		checkDup(t, e.Dial(t, "alice", charla.RoleAgent))
