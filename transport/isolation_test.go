@@ -1,6 +1,7 @@
 package transport_test
 
 import (
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -93,4 +94,40 @@ func TestPanicInOneConversationIsIsolated(t *testing.T) {
 	if n := e.Sys.Stats().Errors(); len(n) != 1 || n[charla.CodeUnavailable] != 1 {
 		t.Fatalf("error frames sent: %v, want exactly the one unavailable", n)
 	}
+}
+
+// A panic while the conversation handles the store's answer (the batch is
+// durable, nobody has been acked or told): the senders get an error, their
+// resend is answered as a duplicate with the stored seq, and subscribers get
+// every message exactly once all the same.
+func TestPanicWithABatchInFlight(t *testing.T) {
+	var armed atomic.Bool
+	hooks := &actors.Hooks{ConversationReceive: func(conv charla.ConvID, msg any) {
+		if conv == "inflight" && fmt.Sprintf("%T", msg) == "actors.appendDone" && armed.CompareAndSwap(true, false) {
+			panic("injected by test: after the store, before the acks")
+		}
+	}}
+	e := transporttest.Start(t, transporttest.WithHooks(hooks))
+	watcher := e.Dial(t, "w", charla.RoleAgent)
+	subscribe(t, watcher, "inflight", 0)
+	sender := e.Dial(t, "s", charla.RoleAgent)
+
+	armed.Store(true)
+	cmid := uuid.NewString()
+	sender.Send(sendFrame("inflight", cmid, "x", "r1"))
+	f := sender.Next(wait)
+	if f.Type != wire.TypeError || f.Code != charla.CodeUnavailable || f.Ref != "r1" {
+		t.Fatalf("in-flight send got %+v, want unavailable", f)
+	}
+	sender.Send(sendFrame("inflight", cmid, "x", "r2"))
+	ack := sender.NextOf(wire.TypeAck, wait)
+	if ack.Seq != 1 || !ack.Duplicate || ack.Ref != "r2" {
+		t.Fatalf("resend: %+v, want duplicate of seq 1 (it was stored)", ack)
+	}
+	sender.Send(sendFrame("inflight", uuid.NewString(), "y", "r3"))
+	if ack := sender.NextOf(wire.TypeAck, wait); ack.Seq != 2 {
+		t.Fatalf("next: %+v, want seq 2", ack)
+	}
+	collect(t, watcher, "inflight", 0, 2)
+	noFrame(t, watcher, wire.TypeMsg, 300*time.Millisecond)
 }
