@@ -386,11 +386,13 @@ func (c *conn) arm(ctx actor.Context) {
 	if !c.expires.IsZero() && c.expires.Before(at) {
 		at = c.expires
 	}
-	self, root := ctx.Self(), c.deps.root
-	if c.timer != nil {
-		c.timer.Stop()
+	d := max(time.Until(at), time.Millisecond)
+	if c.timer == nil {
+		self, root := ctx.Self(), c.deps.root
+		c.timer = time.AfterFunc(d, func() { root.Send(self, connTick{}) })
+		return
 	}
-	c.timer = time.AfterFunc(max(time.Until(at), time.Millisecond), func() { root.Send(self, connTick{}) })
+	c.timer.Reset(d) // one timer for the connection's life: no allocation per heartbeat
 }
 
 // enqueue queues a frame for the client; past the cap the client is a slow
