@@ -19,6 +19,8 @@ test-pg-restart:
 	CHARLA_TEST_PG_STOP=1 $(GO) test -race -count=1 -run TestRealServerStop -v ./actors/
 
 vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
 ## build: binaries in ./bin

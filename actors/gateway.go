@@ -57,7 +57,7 @@ func (g *gateway) Receive(ctx actor.Context) {
 		g.notify(ctx)
 	case closeAll:
 		for _, pid := range g.conns {
-			ctx.Send(pid, closeConn{m.d})
+			ctx.Send(pid, closeConn(m))
 		}
 		g.waiters = append(g.waiters, ctx.Sender())
 		g.notify(ctx)

@@ -18,9 +18,9 @@ type Stats struct {
 
 	ConversationsActive atomic.Int64 // conversation actors alive
 	ConversationsIdled  atomic.Int64 // conversation actors stopped for idleness
-	Duplicates  atomic.Int64 // sends answered as duplicate:true
-	RTTCount    atomic.Int64 // heartbeat round trips measured
-	RTTMicros   atomic.Int64 // their sum
+	Duplicates          atomic.Int64 // sends answered as duplicate:true
+	RTTCount            atomic.Int64 // heartbeat round trips measured
+	RTTMicros           atomic.Int64 // their sum
 
 	StoreBreaker atomic.Int32 // a BreakerState
 	BreakerTrips atomic.Int64 // times the store's breaker opened

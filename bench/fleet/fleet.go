@@ -223,7 +223,6 @@ type Member struct {
 	subRef   string
 	subDone  chan struct{}
 	subCount int
-	lastErr  error
 }
 
 type pendingMsg struct {

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"charla"
 	"charla/store"
@@ -108,7 +109,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		// group commit's writes; Open rebuilds it by scanning the file.
 		NoFreelistSync: true,
 	})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s (waited %v; is another charla using this data dir?): %w", ErrLocked, path, timeout, err)
 	}
 	if err != nil {

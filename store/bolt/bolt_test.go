@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"go.uber.org/goleak"
 
 	"charla"
@@ -66,8 +67,8 @@ func TestOpenLockedFailsFast(t *testing.T) {
 	s := open(t, path)
 	start := time.Now()
 	_, err := bolt.Open(path, bolt.WithLockTimeout(100*time.Millisecond))
-	if !errors.Is(err, bolt.ErrLocked) || !errors.Is(err, bbolt.ErrTimeout) {
-		t.Errorf("second Open: %v, want ErrLocked wrapping bbolt.ErrTimeout", err)
+	if !errors.Is(err, bolt.ErrLocked) || !errors.Is(err, bolterrors.ErrTimeout) {
+		t.Errorf("second Open: %v, want ErrLocked wrapping bolterrors.ErrTimeout", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("second Open took %v, want about the lock timeout", d)

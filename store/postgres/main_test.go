@@ -8,7 +8,6 @@ import (
 
 	"charla/store/postgres/pgtest"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/rs/zerolog"
 )
 
@@ -59,15 +58,4 @@ func openOpts(t testing.TB, o Options) *Store {
 func openTest(t testing.TB, params ...string) *Store {
 	t.Helper()
 	return openOpts(t, testOptions(schemaURL(t, params...)))
-}
-
-// adminPool is a pool on the test database, for inspecting and sabotaging.
-func adminPool(t testing.TB) *pgxpool.Pool {
-	t.Helper()
-	p, err := pgxpool.New(context.Background(), pgtest.DatabaseURL(t))
-	if err != nil {
-		t.Fatalf("admin pool: %v", err)
-	}
-	t.Cleanup(p.Close)
-	return p
 }
