@@ -10,6 +10,7 @@ type Config struct {
 	SendQueueFrames   int           // per-connection outbound cap in frames (4008 past it)
 	SendQueueBytes    int           // per-connection outbound cap in bytes (4008 past it)
 	MaxBodyBytes      int           // largest message body accepted (too_large past it)
+	MaxSubscriptions  int           // conversations one connection may follow at once
 	DedupWindow       int           // client_msg_ids remembered per conversation in memory
 	RecentWindow      int           // messages kept per conversation to serve replays from memory
 	ReplayPage        int           // messages read from the store per replay page
@@ -31,6 +32,7 @@ func DefaultConfig() Config {
 		SendQueueFrames:   1024,
 		SendQueueBytes:    4 << 20,
 		MaxBodyBytes:      32 << 10,
+		MaxSubscriptions:  1000,
 		DedupWindow:       1024,
 		RecentWindow:      256,
 		ReplayPage:        256,

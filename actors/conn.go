@@ -184,6 +184,12 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 			c.reply(ctx, f.Ref, err)
 			return
 		}
+		if _, again := c.subs[f.Conv]; !again && len(c.subs) >= c.deps.cfg.MaxSubscriptions {
+			// Each subscription keeps a conversation loaded: bound what one
+			// client can make the engine hold.
+			c.reply(ctx, f.Ref, charla.Errorf(charla.CodeBadRequest, "at most %d subscriptions per connection; unsubscribe first", c.deps.cfg.MaxSubscriptions))
+			return
+		}
 		c.subs[f.Conv] = &subscription{next: f.Since + 1}
 		ctx.Send(c.deps.conversations, subscribeReq{conv: f.Conv, conn: ctx.Self(), ref: f.Ref, since: f.Since})
 	case wire.TypeUnsubscribe:

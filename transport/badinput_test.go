@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"charla"
+	"charla/actors"
 	"charla/transport"
 	"charla/transport/transporttest"
 	"charla/transport/wire"
@@ -65,6 +66,21 @@ func TestBadFramesGetErrorsAndKeepTheConnection(t *testing.T) {
 	if ack := c.NextOf(wire.TypeAck, wait); ack.Seq != 1 {
 		t.Fatalf("first good message got seq %d, want 1", ack.Seq)
 	}
+}
+
+func TestSubscriptionLimit(t *testing.T) {
+	e := transporttest.Start(t, transporttest.WithActors(func(c *actors.Config) { c.MaxSubscriptions = 2 }))
+	c := e.Dial(t, "many", charla.RoleAgent)
+	subscribe(t, c, "s1", 0)
+	subscribe(t, c, "s2", 0)
+	subscribe(t, c, "s2", 0) // again: a replacement, not a third
+	c.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: "s3", Ref: "third"})
+	if f := c.NextOf(wire.TypeError, wait); f.Code != charla.CodeBadRequest || f.Ref != "third" {
+		t.Fatalf("third subscription: %+v", f)
+	}
+	c.Send(wire.Frame{Type: wire.TypeUnsubscribe, Conv: "s1"})
+	c.NextOf(wire.TypeUnsubscribed, wait)
+	subscribe(t, c, "s3", 0)
 }
 
 func TestFrameTooLargeCloses1009(t *testing.T) {

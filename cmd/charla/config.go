@@ -31,6 +31,7 @@ type config struct {
 	MaxFrameBytes     int
 	MaxBodyBytes      int
 	SendQueueFrames   int
+	MaxSubscriptions  int
 	SendQueueBytes    int
 	IdleTimeout       time.Duration
 	SweepInterval     time.Duration
@@ -69,6 +70,7 @@ func (c *config) settings() []setting {
 		{"connect-timeout", "CHARLA_CONNECT_TIMEOUT", "time allowed for the WebSocket handshake", durVar(&c.ConnectTimeout, 15*time.Second)},
 		{"max-frame-bytes", "CHARLA_MAX_FRAME_BYTES", "largest client frame; larger closes with 1009", intVar(&c.MaxFrameBytes, 65536)},
 		{"max-body-bytes", "CHARLA_MAX_BODY_BYTES", "largest message body; larger is refused with too_large", intVar(&c.MaxBodyBytes, 32768)},
+		{"max-subscriptions", "CHARLA_MAX_SUBSCRIPTIONS", "conversations one connection may subscribe to at once", intVar(&c.MaxSubscriptions, 1000)},
 		{"send-queue-frames", "CHARLA_SEND_QUEUE_FRAMES", "per-connection outbound queue in frames; past it 4008 slow consumer", intVar(&c.SendQueueFrames, 1024)},
 		{"send-queue-bytes", "CHARLA_SEND_QUEUE_BYTES", "per-connection outbound queue in bytes; past it 4008 slow consumer", intVar(&c.SendQueueBytes, 4<<20)},
 		{"session-idle-timeout", "CHARLA_SESSION_IDLE_TIMEOUT", "an idle conversation with no subscriber is unloaded after this", durVar(&c.IdleTimeout, 15*time.Minute)},
@@ -209,6 +211,7 @@ func (c config) validate(serving bool) []error {
 	atLeast("max-frame-bytes", c.MaxFrameBytes, 1024)
 	atLeast("max-body-bytes", c.MaxBodyBytes, 64)
 	atLeast("send-queue-frames", c.SendQueueFrames, 16)
+	atLeast("max-subscriptions", c.MaxSubscriptions, 1)
 	atLeast("send-queue-bytes", c.SendQueueBytes, 64<<10)
 	if c.MaxBodyBytes > c.MaxFrameBytes {
 		bad("max-body-bytes (%d) must not exceed max-frame-bytes (%d)", c.MaxBodyBytes, c.MaxFrameBytes)
@@ -262,7 +265,7 @@ func (c config) actors() actors.Config {
 	a := actors.DefaultConfig()
 	a.HeartbeatInterval, a.HeartbeatTimeout = c.HeartbeatInterval, c.HeartbeatTimeout
 	a.SendQueueFrames, a.SendQueueBytes = c.SendQueueFrames, c.SendQueueBytes
-	a.MaxBodyBytes = c.MaxBodyBytes
+	a.MaxBodyBytes, a.MaxSubscriptions = c.MaxBodyBytes, c.MaxSubscriptions
 	a.IdleTimeout, a.SweepInterval = c.IdleTimeout, c.SweepInterval
 	a.ShutdownGrace = c.ShutdownTimeout
 	a.StoreWriteTimeout = c.StoreWriteTimeout
