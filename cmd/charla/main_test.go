@@ -315,3 +315,18 @@ func TestChatSubcommand(t *testing.T) {
 		}
 	}
 }
+
+// Every setting is in the README's configuration table, so that the table
+// an operator reads is the one the binary has.
+func TestREADMEListsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c config
+	for _, s := range c.settings() {
+		if row := fmt.Sprintf("| `--%s` | `%s` |", s.name, s.env); !strings.Contains(string(readme), row) {
+			t.Errorf("README.md has no row %q", row)
+		}
+	}
+}
