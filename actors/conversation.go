@@ -177,7 +177,10 @@ func (c *conversation) receive(ctx actor.Context, msg any) {
 	switch m := msg.(type) {
 	case *actor.Started:
 		c.lastActivity = time.Now()
-		ctx.Send(c.deps.store, loadReq{conv: c.id, recent: max(c.deps.cfg.DedupWindow, c.deps.cfg.RecentWindow), replyTo: ctx.Self()})
+		// Only the replay ring's worth: a thousand conversations reloading
+		// after a restart must stay cheap. The dedup window refills as sends
+		// arrive, and the store's unique key answers what it misses.
+		ctx.Send(c.deps.store, loadReq{conv: c.id, recent: c.deps.cfg.RecentWindow, replyTo: ctx.Self()})
 		c.armIdle(ctx, c.deps.cfg.IdleTimeout)
 	case loaded:
 		c.onLoaded(ctx, m)
