@@ -176,10 +176,13 @@ func (s *System) Shutdown(ctx context.Context) error {
 	wait(s.deps.store, drainReq{})
 	s.as.Root.Stop(s.gateway)
 	s.as.Root.Stop(s.deps.conversations)
+	// Every write is answered by now; what still runs (a spool drain, a
+	// replay read) is cut short rather than waited for: the spool drains
+	// again at the next start.
+	s.cancel()
 	if err := s.as.Root.StopFuture(s.depsSup).Wait(); err != nil {
 		errs = append(errs, fmt.Errorf("stop deps: %w", err))
 	}
-	s.cancel()
 	s.as.Shutdown()
 	s.pool.close()
 	return errors.Join(errs...)
