@@ -106,6 +106,9 @@ func (c *conn) Receive(ctx actor.Context) {
 		}))
 		c.arm(ctx)
 	case inFrame:
+		if c.closed {
+			return // read after our close frame: the client resends after reconnecting
+		}
 		c.lastSeen = time.Now()
 		c.onFrame(ctx, m.f)
 	case inInvalid:

@@ -15,7 +15,8 @@ type poolDispatcher struct {
 	work       chan func()
 	throughput int
 	wg         sync.WaitGroup
-	once       sync.Once
+	mu         sync.RWMutex // closed and the channel's close
+	closed     bool
 }
 
 func newPoolDispatcher(workers, throughput int) *poolDispatcher {
@@ -33,6 +34,12 @@ func newPoolDispatcher(workers, throughput int) *poolDispatcher {
 }
 
 func (d *poolDispatcher) Schedule(fn func()) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		go fn() // a straggler after shutdown still runs, off the pool
+		return
+	}
 	select {
 	case d.work <- fn:
 	default:
@@ -42,9 +49,13 @@ func (d *poolDispatcher) Schedule(fn func()) {
 
 func (d *poolDispatcher) Throughput() int { return d.throughput }
 
-// close stops the workers once the actor system is down; nothing may be
-// scheduled after it.
+// close stops the workers once the actor system is down.
 func (d *poolDispatcher) close() {
-	d.once.Do(func() { close(d.work) })
+	d.mu.Lock()
+	if !d.closed {
+		d.closed = true
+		close(d.work)
+	}
+	d.mu.Unlock()
 	d.wg.Wait()
 }

@@ -174,8 +174,11 @@ func (s *System) Shutdown(ctx context.Context) error {
 	}
 	wait(s.deps.conversations, stopAll{})
 	wait(s.deps.store, drainReq{})
-	s.as.Root.Stop(s.gateway)
-	s.as.Root.Stop(s.deps.conversations)
+	for _, pid := range []*actor.PID{s.gateway, s.deps.conversations} {
+		if err := s.as.Root.StopFuture(pid).Wait(); err != nil {
+			errs = append(errs, fmt.Errorf("stop %s: %w", pid.Id, err))
+		}
+	}
 	// Every write is answered by now; what still runs (a spool drain, a
 	// replay read) is cut short rather than waited for: the spool drains
 	// again at the next start.

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"encoding/binary"
 	"net/http"
 	"time"
 
@@ -100,9 +101,21 @@ func (s gwsSocket) Ping() {
 
 func (s gwsSocket) Close(d charla.Disconnect) {
 	// A write stuck behind a client that does not read fails at this
-	// deadline, which lets the close through (or closes the TCP connection).
+	// deadline, which lets the close through (or ends the connection).
 	_ = s.c.SetWriteDeadline(time.Now().Add(closeGrace))
-	s.c.Async(func() { _ = s.c.WriteClose(d.Code, []byte(d.Reason)) })
+	s.c.Async(func() {
+		// The closing handshake by the book: the close frame, then only our
+		// half of the TCP connection (FIN). Closing it whole while the client
+		// is still sending would answer with a reset, and a reset can destroy
+		// the close frame before the client reads it. The read loop ends when
+		// the client answers, or at the read deadline.
+		payload := binary.BigEndian.AppendUint16(nil, d.Code)
+		_ = s.c.WriteMessage(gws.OpcodeCloseConnection, append(payload, d.Reason...))
+		if tc, ok := s.c.NetConn().(interface{ CloseWrite() error }); ok {
+			_ = tc.CloseWrite()
+		}
+		_ = s.c.SetReadDeadline(time.Now().Add(closeGrace))
+	})
 }
 
 func newConnID() string { return xid.New().String() }
