@@ -769,16 +769,23 @@ func (f *Fleet) paceWorker(ctx context.Context, mine []*Member, rate float64, st
 		}
 		wait := time.Until(start.Add(time.Duration(float64(done+1) / rate * float64(time.Second))))
 		wait = min(max(wait, 50*time.Microsecond), 10*time.Millisecond)
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-f.stop:
-			t.Stop()
+		if !f.sleep(ctx, wait) {
 			return
 		}
+	}
+}
+
+// sleep waits d, and reports false if the fleet stops or ctx ends first.
+func (f *Fleet) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-f.stop:
+		return false
 	}
 }
 
@@ -798,14 +805,7 @@ func (f *Fleet) PingLoop(ctx context.Context, members []*Member, interval, d tim
 				f.Error("ping", err)
 			}
 		}
-		t := time.NewTimer(step)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-f.stop:
-			t.Stop()
+		if !f.sleep(ctx, step) {
 			return
 		}
 	}

@@ -34,7 +34,7 @@ func WriteFile(path string, r *result.Result) error {
 // HTML renders r as a standalone page.
 func HTML(r *result.Result) ([]byte, error) {
 	var charts []template.HTML
-	for _, name := range latencyNames(r) {
+	for _, name := range r.LatencyNames() {
 		if pts := r.Series[name]; len(pts) > 0 {
 			charts = append(charts, latencyOverTime(name, pts))
 		}
@@ -69,30 +69,9 @@ type kv struct {
 	V string
 }
 
-var order = []string{result.SendAck, result.SendDeliver, result.HeartbeatRTT, result.Connect, result.Detect, result.Reconnect}
-
-func latencyNames(r *result.Result) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, n := range order {
-		if _, ok := r.LatencyMS[n]; ok {
-			out = append(out, n)
-			seen[n] = true
-		}
-	}
-	var rest []string
-	for n := range r.LatencyMS {
-		if !seen[n] {
-			rest = append(rest, n)
-		}
-	}
-	sort.Strings(rest)
-	return append(out, rest...)
-}
-
 func latRows(r *result.Result) []latRow {
 	var out []latRow
-	for _, n := range latencyNames(r) {
+	for _, n := range r.LatencyNames() {
 		if s := r.LatencyMS[n]; s.Count > 0 {
 			out = append(out, latRow{n, s})
 		}
@@ -165,7 +144,7 @@ func nines(p float64) float64 {
 
 func percentileCurves(r *result.Result) template.HTML {
 	var ls []line
-	for i, n := range latencyNames(r) {
+	for i, n := range r.LatencyNames() {
 		c := r.Curves[n]
 		if len(c) == 0 {
 			continue

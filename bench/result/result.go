@@ -267,8 +267,29 @@ func Read(path string) (*Result, error) {
 
 func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
 
-// latencyOrder is the order latency rows are printed in.
+// latencyOrder is the order latency rows are printed and plotted in.
 var latencyOrder = []string{SendAck, SendDeliver, HeartbeatRTT, Connect, Detect, Reconnect}
+
+// LatencyNames lists the result's latency series: the known ones in
+// latencyOrder, then any other in name order.
+func (r *Result) LatencyNames() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range latencyOrder {
+		if _, ok := r.LatencyMS[n]; ok {
+			out = append(out, n)
+			seen[n] = true
+		}
+	}
+	var rest []string
+	for n := range r.LatencyMS {
+		if !seen[n] {
+			rest = append(rest, n)
+		}
+	}
+	sort.Strings(rest)
+	return append(out, rest...)
+}
 
 // WriteTable prints the human summary.
 func (r *Result) WriteTable(w io.Writer) error {
@@ -288,22 +309,7 @@ func (r *Result) WriteTable(w io.Writer) error {
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "latency (ms)\tcount\tp50\tp90\tp99\tp99.9\tmax\t\n")
-	names := make([]string, 0, len(r.LatencyMS))
-	seen := map[string]bool{}
-	for _, n := range latencyOrder {
-		if _, ok := r.LatencyMS[n]; ok {
-			names = append(names, n)
-			seen[n] = true
-		}
-	}
-	var rest []string
-	for n := range r.LatencyMS {
-		if !seen[n] {
-			rest = append(rest, n)
-		}
-	}
-	sort.Strings(rest)
-	for _, n := range append(names, rest...) {
+	for _, n := range r.LatencyNames() {
 		s := r.LatencyMS[n]
 		if s.Count == 0 && n != SendAck && n != SendDeliver {
 			continue
