@@ -52,9 +52,7 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger) *Server {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
+	mux.HandleFunc("GET /readyz", s.handleReady)
 	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: cfg.ConnectTimeout,
@@ -97,6 +95,25 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout)
 	defer cancel()
 	s.upgrade(ctx, w, r, id)
+}
+
+// readiness is /readyz's answer. A store that is down leaves the engine
+// ready but degraded: chat goes on from the spool.
+type readiness struct {
+	Status      string `json:"status"`      // "ready" or "degraded"
+	Store       string `json:"store"`       // the store breaker: closed, open or half_open
+	SpoolDepth  int64  `json:"spool_depth"` // messages acked from the spool, not yet in the store
+	Connections int64  `json:"connections"` // open client connections
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	st := s.sys.Stats()
+	r := readiness{Status: "ready", Store: actors.BreakerState(st.StoreBreaker.Load()).String(),
+		SpoolDepth: st.SpoolDepth.Load(), Connections: st.ConnsActive.Load()}
+	if r.Store != actors.BreakerClosed.String() || r.SpoolDepth > 0 {
+		r.Status = "degraded"
+	}
+	writeJSON(w, http.StatusOK, r)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
