@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/lxzan/gws"
 
 	"charla"
 	"charla/actors"
@@ -83,17 +84,48 @@ func TestSubscriptionLimit(t *testing.T) {
 	subscribe(t, c, "s3", 0)
 }
 
-func TestFrameTooLargeCloses1009(t *testing.T) {
+// Frames that break the WebSocket layer itself close the connection with
+// the RFC 6455 code; a binary frame is only a protocol error and does not.
+func TestWebSocketViolations(t *testing.T) {
 	e := transporttest.Start(t, transporttest.WithTransport(func(c *transport.Config) { c.MaxFrameBytes = 4096 }))
-	c := e.Dial(t, "big", charla.RoleAgent)
-	_ = c.SendRaw([]byte(`{"type":"ping","t":"` + strings.Repeat("z", 5000) + `"}`))
-	select {
-	case <-c.Done():
-	case <-time.After(wait):
-		t.Fatal("connection not closed")
+	cases := []struct {
+		name  string
+		write func(c *transporttest.Client) error
+		close uint16 // 0: stays open with a bad_request error frame
+	}{
+		{"frame over max-frame-bytes", func(c *transporttest.Client) error {
+			return c.SendRaw([]byte(`{"type":"ping","t":"` + strings.Repeat("z", 5000) + `"}`))
+		}, 1009},
+		{"text frame that is not UTF-8", func(c *transporttest.Client) error {
+			return c.SendRaw([]byte("{\"type\":\"ping\",\"t\":\"\xff\xfe\"}"))
+		}, 1007},
+		{"binary frame", func(c *transporttest.Client) error {
+			return c.Conn().WriteMessage(gws.OpcodeBinary, []byte(`{"type":"ping"}`))
+		}, 0},
 	}
-	if code := c.CloseCode(); code != 1009 {
-		t.Fatalf("close code %d, want 1009", code)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.Dial(t, "v", charla.RoleAgent)
+			if err := tc.write(c); err != nil {
+				t.Fatal(err)
+			}
+			if tc.close == 0 {
+				if f := c.NextOf(wire.TypeError, wait); f.Code != charla.CodeBadRequest {
+					t.Fatalf("error frame %+v", f)
+				}
+				c.Send(wire.Frame{Type: wire.TypePing, Ref: "alive"})
+				c.NextOf(wire.TypePong, wait)
+				return
+			}
+			select {
+			case <-c.Done():
+			case <-time.After(wait):
+				t.Fatal("connection not closed")
+			}
+			if code := c.CloseCode(); code != tc.close {
+				t.Fatalf("close code %d, want %d", code, tc.close)
+			}
+		})
 	}
 }
 
