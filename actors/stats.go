@@ -22,6 +22,7 @@ type Stats struct {
 	RTTCount            atomic.Int64 // heartbeat round trips measured
 	RTTMicros           atomic.Int64 // their sum
 
+	StoreWrites  atomic.Int64 // group commits (store or spool): MessagesIn/StoreWrites is the batch size
 	StoreBreaker atomic.Int32 // a BreakerState
 	BreakerTrips atomic.Int64 // times the store's breaker opened
 	SpoolDepth   atomic.Int64 // messages spooled and not yet drained

@@ -376,6 +376,9 @@ func (a *storeActor) onWritten(ctx actor.Context, d storeWritten) {
 		}
 	}
 	a.stats.Spooled.Add(int64(d.spooled))
+	if len(d.batch) > 0 {
+		a.stats.StoreWrites.Add(1)
+	}
 	for i, r := range d.batch {
 		ctx.Send(r.replyTo, d.reply[i])
 		if a.pending[r.conv] -= len(r.msgs); a.pending[r.conv] <= 0 {

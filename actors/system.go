@@ -188,6 +188,10 @@ func (s *System) Shutdown(ctx context.Context) error {
 	}
 	s.as.Shutdown()
 	s.pool.close()
+	st := s.deps.stats
+	s.deps.log.Info().Int64("messages", st.MessagesIn.Load()).Int64("group_commits", st.StoreWrites.Load()).
+		Int64("duplicates", st.Duplicates.Load()).Int64("spooled", st.Spooled.Load()).Int64("connects", st.Connects.Load()).
+		Msg("actor tree stopped")
 	return errors.Join(errs...)
 }
 
