@@ -99,6 +99,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.nextPing = now.Add(c.deps.cfg.HeartbeatInterval)
 		c.deps.stats.ConnsActive.Add(1)
 		c.deps.stats.Connects.Add(1)
+		c.deps.log.Debug().Str("conn", c.id).Str("user", c.user.ID).Str("role", string(c.user.Role)).Msg("connected")
 		c.enqueue(wire.Encode(wire.Welcome{
 			Type: wire.TypeWelcome, ConnID: c.id, User: c.user.ID, Role: c.user.Role,
 			Heartbeat: c.deps.cfg.HeartbeatInterval.Milliseconds(), Timeout: c.deps.cfg.HeartbeatTimeout.Milliseconds(),
@@ -351,7 +352,7 @@ func (c *conn) onRange(ctx actor.Context, m rangeDone) {
 	if s.next == before {
 		// The store is down and the spool does not reach back that far: the
 		// history follows when the store is back. Say so once, and retry.
-		c.deps.log.Warn().AnErr("err", m.err).Str("conv", string(m.conv)).Uint64("after", uint64(s.next-1)).Msg("replay page unavailable; retrying")
+		c.deps.log.Warn().AnErr("err", m.err).Str("conn", c.id).Str("conv", string(m.conv)).Uint64("after", uint64(s.next-1)).Msg("replay page unavailable; retrying")
 		if !s.toldIncomplete {
 			s.toldIncomplete = true
 			c.reply(ctx, "", charla.Errorf(charla.CodeUnavailable, "history of %s after seq %d is temporarily unavailable; it will follow, in order", m.conv, s.next-1))
@@ -427,5 +428,10 @@ func (c *conn) close(d charla.Disconnect) {
 	}
 	c.closed = true
 	c.deps.stats.disconnect(d.Label())
+	ev := c.deps.log.Debug()
+	if d == charla.DisconnectSlowConsumer || d == charla.DisconnectInternal {
+		ev = c.deps.log.Warn() // worth a look: a client that does not read, or a bug
+	}
+	ev.Str("conn", c.id).Str("user", c.user.ID).Uint16("code", d.Code).Str("reason", d.Reason).Int("subscriptions", len(c.subs)).Msg("closing connection")
 	c.sock.Close(d)
 }
