@@ -121,6 +121,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "Charla is listening on http://%s  (WebSocket: ws://%s/v1/ws)\n", ln.Addr(), ln.Addr())
 	if cfg.AuthMode == transport.AuthDev {
 		fmt.Fprintf(stdout, "dev auth: connect to ws://%s/v1/ws?user=alice&role=agent\n", ln.Addr())
+		fmt.Fprintf(stdout, "or chat from another terminal: go run ./cmd/charla chat --addr %s --user alice --conv demo\n", ln.Addr())
 	}
 
 	if cfg.DebugAddr != "" {
