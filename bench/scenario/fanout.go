@@ -2,7 +2,6 @@ package scenario
 
 import (
 	"context"
-	"fmt"
 )
 
 func runFanout(ctx context.Context, o Options, _ Env, r *run) error {
@@ -20,9 +19,8 @@ func runFanout(ctx context.Context, o Options, _ Env, r *run) error {
 	if err := r.needAll(n, o.Conns+o.Senders); err != nil {
 		return err
 	}
-	r.rep.SetPhase("subscribe")
-	if got := r.f.SubscribeAll(ctx, subs); got < int64(o.Conns) {
-		return fmt.Errorf("only %d of %d subscriptions confirmed (%s)", got, o.Conns, r.f.Describe())
+	if err := r.subscribe(ctx, subs); err != nil {
+		return err
 	}
 	r.sendPhase(ctx, senders, o.Rate, o.Duration)
 	r.drain(ctx, append(subs, senders...))

@@ -335,6 +335,16 @@ func (r *run) needAll(got int64, want int) error {
 	return nil
 }
 
+// subscribe subscribes every member to its conversation and fails the run
+// unless each subscription is confirmed.
+func (r *run) subscribe(ctx context.Context, ms []*fleet.Member) error {
+	r.rep.SetPhase("subscribe")
+	if got := r.f.SubscribeAll(ctx, ms); got < int64(len(ms)) {
+		return fmt.Errorf("only %d of %d subscriptions confirmed (%s)", got, len(ms), r.f.Describe())
+	}
+	return nil
+}
+
 // finish fills the result from the fleet, the ledger and the progress
 // line, and closes everything. It runs even when the scenario failed.
 func (r *run) finish() {

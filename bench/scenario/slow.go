@@ -2,7 +2,6 @@ package scenario
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"charla/bench/client"
@@ -37,9 +36,8 @@ func runSlow(ctx context.Context, o Options, _ Env, r *run) error {
 	if err := r.needAll(n, len(all)); err != nil {
 		return err
 	}
-	r.rep.SetPhase("subscribe")
-	if got := r.f.SubscribeAll(ctx, all); got < n {
-		return fmt.Errorf("only %d of %d subscriptions confirmed (%s)", got, n, r.f.Describe())
+	if err := r.subscribe(ctx, all); err != nil {
+		return err
 	}
 	half := o.Duration / 2
 

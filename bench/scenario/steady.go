@@ -61,9 +61,8 @@ func runSteady(ctx context.Context, o Options, _ Env, r *run) error {
 	if err := r.needAll(n, o.Conns); err != nil {
 		return err
 	}
-	r.rep.SetPhase("subscribe")
-	if got := r.f.SubscribeAll(ctx, ms); got < n {
-		return fmt.Errorf("only %d of %d subscriptions confirmed (%s)", got, n, r.f.Describe())
+	if err := r.subscribe(ctx, ms); err != nil {
+		return err
 	}
 	r.sendPhase(ctx, ms, o.Rate, o.Duration)
 	r.drain(ctx, ms)

@@ -39,9 +39,8 @@ func runStorm(ctx context.Context, o Options, env Env, r *run) error {
 	if err := r.needAll(n, o.Conns); err != nil {
 		return err
 	}
-	r.rep.SetPhase("subscribe")
-	if got := r.f.SubscribeAll(ctx, ms); got < n {
-		return fmt.Errorf("only %d of %d subscriptions confirmed (%s)", got, n, r.f.Describe())
+	if err := r.subscribe(ctx, ms); err != nil {
+		return err
 	}
 	r.memAfter(ctx, 0) // memory per connection is idle's figure; here messages dominate
 

@@ -121,25 +121,15 @@ func (e *Engine) Conns() int {
 // pause, keeping every message: what a graceful engine restart looks like
 // to clients.
 func (e *Engine) Restart(pause time.Duration) {
-	e.mu.Lock()
-	e.down = true
-	cs := make([]*conn, 0, len(e.conns))
-	for c := range e.conns {
-		cs = append(cs, c)
-	}
-	e.mu.Unlock()
-	for _, c := range cs {
-		c.close(charla.DisconnectServiceRestart)
-	}
+	e.goDown(charla.DisconnectServiceRestart)
 	time.Sleep(pause)
 	e.mu.Lock()
 	e.down = false
 	e.mu.Unlock()
 }
 
-// Close stops the fake and waits for its goroutines.
-func (e *Engine) Close() {
-	_ = e.srv.Close()
+// goDown refuses new connections and closes every open one with d.
+func (e *Engine) goDown(d charla.Disconnect) {
 	e.mu.Lock()
 	e.down = true
 	cs := make([]*conn, 0, len(e.conns))
@@ -148,8 +138,14 @@ func (e *Engine) Close() {
 	}
 	e.mu.Unlock()
 	for _, c := range cs {
-		c.close(charla.DisconnectGoingAway)
+		c.close(d)
 	}
+}
+
+// Close stops the fake and waits for its goroutines.
+func (e *Engine) Close() {
+	_ = e.srv.Close()
+	e.goDown(charla.DisconnectGoingAway)
 	e.wg.Wait()
 }
 
