@@ -40,20 +40,24 @@ func benchMsgs(n, call int) []charla.Message {
 	return msgs
 }
 
+// benchAppend appends batches of size messages to s, one call at a time.
+func benchAppend(b *testing.B, s *Store, size int) {
+	ctx := b.Context()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; b.Loop(); i++ {
+		if _, err := s.Append(ctx, benchMsgs(size, i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*size)/time.Since(start).Seconds(), "rows/s")
+}
+
 func BenchmarkAppend(b *testing.B) {
 	needDB(b)
 	for _, size := range []int{1, 100, 1000} {
 		b.Run(fmt.Sprintf("Unnest/%d", size), func(b *testing.B) {
-			s := openTest(b)
-			ctx := b.Context()
-			b.ResetTimer()
-			start := time.Now()
-			for i := 0; b.Loop(); i++ {
-				if _, err := s.Append(ctx, benchMsgs(size, i)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N*size)/time.Since(start).Seconds(), "rows/s")
+			benchAppend(b, openTest(b), size)
 		})
 		b.Run(fmt.Sprintf("Unnest4Parallel/%d", size), func(b *testing.B) {
 			s := openTest(b)
@@ -78,16 +82,7 @@ func BenchmarkAppend(b *testing.B) {
 			b.ReportMetric(float64(b.N*size)/time.Since(start).Seconds(), "rows/s")
 		})
 		b.Run(fmt.Sprintf("UnnestSimpleProtocol/%d", size), func(b *testing.B) {
-			s := openTest(b, "default_query_exec_mode", "simple_protocol")
-			ctx := b.Context()
-			b.ResetTimer()
-			start := time.Now()
-			for i := 0; b.Loop(); i++ {
-				if _, err := s.Append(ctx, benchMsgs(size, i)); err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N*size)/time.Since(start).Seconds(), "rows/s")
+			benchAppend(b, openTest(b, "default_query_exec_mode", "simple_protocol"), size)
 		})
 		b.Run(fmt.Sprintf("PgxBatch/%d", size), func(b *testing.B) {
 			s := openTest(b)
