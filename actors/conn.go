@@ -165,6 +165,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		if !c.closed {
 			c.closed = true
 			c.deps.stats.disconnect("client_closed")
+			c.deps.log.Debug().Str("conn", c.id).Str("user", c.user.ID).AnErr("cause", m.err).Msg("client closed the connection")
 		}
 		ctx.Stop(ctx.Self())
 	case *actor.Stopping:

@@ -40,7 +40,7 @@ type Server struct {
 // NewServer builds the edge over a running actor system.
 func NewServer(cfg Config, sys *actors.System, log zerolog.Logger) *Server {
 	s := &Server{cfg: cfg, sys: sys, log: log}
-	s.upgrader = gws.NewUpgrader(wsEvents{log: log}, &gws.ServerOption{
+	s.upgrader = gws.NewUpgrader(wsEvents{}, &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxFrameBytes,
 		CheckUtf8Enabled:   true,
 		Recovery:           gws.Recovery,

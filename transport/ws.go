@@ -8,7 +8,6 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/rs/xid"
-	"github.com/rs/zerolog"
 
 	"charla"
 	"charla/actors"
@@ -24,9 +23,7 @@ const closeGrace = 500 * time.Millisecond
 // wsEvents is gws's event handler: it only decodes and forwards to the conn
 // actor, whose handle it finds in the socket's session. It must not panic in
 // OnOpen/OnClose/OnPing/OnPong (gws does not recover those).
-type wsEvents struct {
-	log zerolog.Logger
-}
+type wsEvents struct{}
 
 func handleOf(c *gws.Conn) (actors.ConnHandle, bool) {
 	v, ok := c.Session().Load(sessionKey)
