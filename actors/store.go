@@ -277,10 +277,7 @@ func (a *storeActor) write(batch []appendReq, msgs []charla.Message, cursors map
 			d.dbErr = err
 		}
 		if a.sp != nil && (!useStore || a.outage(err)) {
-			results, err = a.appendSpool(batch, msgs)
-			if err == nil {
-				d.spooled = len(msgs)
-			}
+			results, d.spooled, err = a.appendSpool(batch, msgs)
 		}
 	}
 	var errs []error
@@ -328,8 +325,8 @@ func (a *storeActor) appendEach(msgs []charla.Message) ([]store.AppendResult, []
 // appendSpool sequences msgs from each conversation's head and spools them
 // with one fsync. Duplicates are found in the spool; older ones are found by
 // the conversation's in-memory window, and, past it, at drain time.
-func (a *storeActor) appendSpool(batch []appendReq, msgs []charla.Message) ([]store.AppendResult, error) {
-	results := make([]store.AppendResult, 0, len(msgs))
+func (a *storeActor) appendSpool(batch []appendReq, msgs []charla.Message) (results []store.AppendResult, spooled int, err error) {
+	results = make([]store.AppendResult, 0, len(msgs))
 	var fresh []charla.Message
 	i := 0
 	for _, r := range batch {
@@ -338,7 +335,7 @@ func (a *storeActor) appendSpool(batch []appendReq, msgs []charla.Message) ([]st
 			m := msgs[i]
 			i++
 			if old, ok, err := a.sp.Lookup(m.Conv, m.ClientMsgID); err != nil {
-				return nil, fmt.Errorf("spool lookup %s: %w", m.Conv, err)
+				return nil, 0, fmt.Errorf("spool lookup %s: %w", m.Conv, err)
 			} else if ok {
 				results = append(results, store.AppendResult{Seq: old.Seq, TS: old.TS, Duplicate: true})
 				continue
@@ -350,12 +347,12 @@ func (a *storeActor) appendSpool(batch []appendReq, msgs []charla.Message) ([]st
 		}
 	}
 	if len(fresh) == 0 {
-		return results, nil
+		return results, 0, nil
 	}
 	if err := a.sp.Put(a.ctx, fresh); err != nil {
-		return nil, fmt.Errorf("spool %d messages: %w", len(fresh), err)
+		return nil, 0, fmt.Errorf("spool %d messages: %w", len(fresh), err)
 	}
-	return results, nil
+	return results, len(fresh), nil
 }
 
 // onWritten hands every conversation its part of a write and lets the loads
