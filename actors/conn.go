@@ -6,7 +6,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"charla"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // Socket is what a conn actor needs of its transport.

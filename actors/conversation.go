@@ -9,7 +9,7 @@ import (
 
 	"charla"
 	"charla/store"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // conversation is the single writer of one conversation: it dedups sends by

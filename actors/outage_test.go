@@ -23,7 +23,7 @@ import (
 	"charla/store/postgres"
 	"charla/store/postgres/pgtest"
 	"charla/transport/transporttest"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m, transporttest.LeakOptions()...)) }

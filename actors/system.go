@@ -19,7 +19,7 @@ import (
 	"charla"
 	"charla/store"
 	"charla/store/spool"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // Hooks let tests reach inside the tree. Production code leaves them nil.

@@ -14,7 +14,7 @@ import (
 	"charla/actors"
 	"charla/transport"
 	"charla/transport/transporttest"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // Bad frames get an error frame (with the request's ref when it has one)

@@ -7,7 +7,7 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/transport/transporttest"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 func fastHeartbeat(c *actors.Config) {

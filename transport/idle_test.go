@@ -9,7 +9,7 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/transport/transporttest"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // An idle conversation with no subscriber is unloaded, and the next request

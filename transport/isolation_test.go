@@ -11,7 +11,7 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/transport/transporttest"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // A panic in one conversation actor restarts that actor alone: its clients

@@ -8,7 +8,7 @@ import (
 
 	"charla"
 	"charla/transport/transporttest"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 func TestTypingReadAndUnsubscribe(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 
 	"charla"
 	"charla/transport/transporttest"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // A graceful shutdown in the middle of a burst: every send is answered —

@@ -11,7 +11,7 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/transport/transporttest"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 func TestSlowConsumerIsClosedAndNobodyElseWaits(t *testing.T) {

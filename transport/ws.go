@@ -11,7 +11,7 @@ import (
 
 	"charla"
 	"charla/actors"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 const sessionKey = "conn"
@@ -66,7 +66,7 @@ func (e wsEvents) OnMessage(c *gws.Conn, m *gws.Message) {
 		h.Invalid("", charla.Errorf(charla.CodeBadRequest, "only text frames carry protocol frames"))
 		return
 	}
-	f, err := wire.DecodeClient(m.Bytes())
+	f, err := wire.Decode(m.Bytes())
 	if err != nil {
 		h.Invalid(f.Ref, err)
 		return

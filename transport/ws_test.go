@@ -12,7 +12,7 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/transport/transporttest"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 func TestMain(m *testing.M) {

@@ -27,7 +27,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"charla"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // TypeInvalid is the Type of the synthetic frame a Handler receives when a

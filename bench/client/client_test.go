@@ -14,7 +14,7 @@ import (
 
 	"charla"
 	"charla/bench/internal/fakeengine"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

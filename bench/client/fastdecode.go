@@ -6,7 +6,7 @@ import (
 	"unicode/utf8"
 
 	"charla"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // The bench reads tens of thousands of msg and ack objects per second on a

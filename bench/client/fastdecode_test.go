@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"charla"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // hotFields are the fields the fast path decodes, with wire.Frame's JSON

@@ -32,7 +32,7 @@ import (
 	"charla/bench/ledger"
 	"charla/bench/progress"
 	"charla/bench/stats"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // Config is what every connection of a fleet shares.

@@ -15,7 +15,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"charla"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // chat is a line-oriented client for a first session and for poking at a

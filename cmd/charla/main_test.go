@@ -22,7 +22,7 @@ import (
 	"charla/store/postgres"
 	"charla/store/postgres/pgtest"
 	"charla/transport/transporttest"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 var binary string

@@ -27,7 +27,7 @@ import (
 	"charla/store/bolt"
 	"charla/store/spool"
 	"charla/transport"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // Engine is an engine running in the test process.
@@ -315,7 +315,7 @@ func (c *Client) OnPong(*gws.Conn, []byte)        {}
 func (c *Client) OnMessage(_ *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	for _, obj := range wire.Split(m.Bytes()) {
-		f, err := wire.DecodeClient(obj)
+		f, err := wire.Decode(obj)
 		if err != nil {
 			c.t.Errorf("server sent an invalid frame %q: %v", obj, err)
 			continue

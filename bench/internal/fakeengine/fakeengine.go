@@ -23,7 +23,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"charla"
-	"charla/transport/wire"
+	"charla/wire"
 )
 
 // Options tune the fake. Zero values pick the defaults noted.
@@ -209,7 +209,7 @@ func (e *Engine) OnMessage(s *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	c := connOf(s)
 	c.last.Store(time.Now().UnixNano())
-	f, perr := wire.DecodeClient(m.Bytes())
+	f, perr := wire.Decode(m.Bytes())
 	if perr != nil {
 		c.enqueue(wire.Encode(wire.ErrorFrame(f.Ref, perr)))
 		return

@@ -1,7 +1,9 @@
 // Package wire is the JSON encoding of protocol v1 (docs/PROTOCOL.md): the
 // frames clients send, the frames the engine sends, and the batching rule
 // (several server objects in one WebSocket frame, separated by '\n').
-// It is shared by the engine, the long-poll transport and the bench clients.
+// It sits below the core: the actors encode frames once for every
+// subscriber, the transports decode them, and the bench clients and tests
+// decode server frames with the same code.
 package wire
 
 import (
@@ -63,10 +65,10 @@ type Frame struct {
 	SKU        string          `json:"sku,omitempty"`
 }
 
-// DecodeClient parses one client frame. A frame that is not a JSON object, or
+// Decode parses one client frame. A frame that is not a JSON object, or
 // has no type, is a bad_request; the ref is recovered when possible so that
 // the error can answer the request.
-func DecodeClient(data []byte) (Frame, *charla.Error) {
+func Decode(data []byte) (Frame, *charla.Error) {
 	var f Frame
 	if err := json.Unmarshal(data, &f); err != nil {
 		return f, charla.Errorf(charla.CodeBadRequest, "frame is not a valid JSON object: %v", err)

@@ -32,7 +32,7 @@ func TestSplit(t *testing.T) {
 	}
 }
 
-// A server frame round-trips through Encode, Split and DecodeClient with
+// A server frame round-trips through Encode, Split and Decode with
 // every field a client relies on.
 func TestMsgRoundTrip(t *testing.T) {
 	m := charla.Message{Conv: "c", Seq: 7, ClientMsgID: "0b8e4c1e-3f5a-4e8b-9d1c-2a3b4c5d6e7f",
@@ -43,7 +43,7 @@ func TestMsgRoundTrip(t *testing.T) {
 	if len(objs) != 2 {
 		t.Fatalf("a newline inside a value split the batch: %q", objs)
 	}
-	f, err := DecodeClient(objs[0])
+	f, err := Decode(objs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,15 +60,15 @@ func TestMsgRoundTrip(t *testing.T) {
 	}
 }
 
-// FuzzDecodeClient: any input gives a frame or a bad_request, never a panic;
+// FuzzDecode: any input gives a frame or a bad_request, never a panic;
 // what decodes re-encodes to something that decodes the same way.
-func FuzzDecodeClient(f *testing.F) {
+func FuzzDecode(f *testing.F) {
 	for _, s := range []string{`{"type":"send","conv":"c","client_msg_id":"x","body":{"text":"hi"},"ref":"1"}`,
 		`{"type":"ping","t":123}`, `{"type":"subscribe","since":5}`, `[]`, `{`, `{"type":1}`, `{"since":-1}`, "\x00", `{"t":"\ud800"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		fr, err := DecodeClient(data)
+		fr, err := Decode(data)
 		if err != nil {
 			if err.Code != charla.CodeBadRequest || err.Message == "" {
 				t.Fatalf("error %+v for %q", err, data)
@@ -78,7 +78,7 @@ func FuzzDecodeClient(f *testing.F) {
 		if fr.Type == "" {
 			t.Fatalf("decoded a frame without type from %q", data)
 		}
-		again, err := DecodeClient(Encode(fr))
+		again, err := Decode(Encode(fr))
 		if err != nil || again.Type != fr.Type || again.Conv != fr.Conv || again.Seq != fr.Seq || again.Since != fr.Since || again.Ref != fr.Ref {
 			t.Fatalf("re-decode of %q: %+v (%v), want %+v", data, again, err, fr)
 		}
