@@ -3,6 +3,7 @@ package charla
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -58,8 +59,9 @@ type Disconnect struct {
 
 func (d Disconnect) Error() string { return fmt.Sprintf("disconnect %d: %s", d.Code, d.Reason) }
 
-// Label is a short stable name for metrics and logs.
-func (d Disconnect) Label() string { return fmt.Sprintf("%d_%s", d.Code, d.Reason) }
+// Label is a short stable name for metrics and logs: the reason in
+// snake_case ("slow_consumer"), distinct for every value below.
+func (d Disconnect) Label() string { return strings.ReplaceAll(d.Reason, " ", "_") }
 
 // The close codes of PROTOCOL.md. Two of them share 4008: clients handle them
 // alike (reconnect), the reason tells people which it was.
@@ -74,4 +76,7 @@ var (
 	DisconnectSlowConsumer     = Disconnect{4008, "slow consumer"}
 	DisconnectHeartbeatTimeout = Disconnect{4008, "heartbeat timeout"}
 	DisconnectRateLimited      = Disconnect{4029, "rate limited"}
+	// DisconnectClientClosed is never sent: it labels the connections that
+	// the client ended (or that broke) rather than the engine.
+	DisconnectClientClosed = Disconnect{1000, "client closed"}
 )

@@ -42,25 +42,52 @@ type conn struct {
 	pingSent time.Time
 	timer    *time.Timer
 
-	sends    int // sends awaiting their ack or error
-	draining bool
-	closed   bool
+	sends int // sends awaiting their ack or error
+	state connState
 }
+
+// connState is where a connection is in its life. It only moves forward.
+type connState uint8
+
+const (
+	// connOpen: frames are handled.
+	connOpen connState = iota
+	// connShuttingDown: the engine is stopping; sends are refused, those in
+	// flight are answered, then the client is told to reconnect (1012).
+	connShuttingDown
+	// connClosed: the close frame is sent (or the client left); frames read
+	// after it are dropped, the client resends them after reconnecting.
+	connClosed
+)
 
 // subscription tracks one conversation for one client. next is the only seq
 // that may be delivered now: lower ones are duplicates and are dropped, a
 // higher one means something is missing and switches to replay, which reads
 // the store up to target and then goes live again.
 type subscription struct {
-	next      charla.Seq
-	target    charla.Seq
-	ready     bool // the conversation has answered the subscribe
-	replaying bool
-	fetching  bool
-	// toldIncomplete: the client was told once that its replay waits for
-	// the store.
-	toldIncomplete bool
+	state  subState
+	next   charla.Seq
+	target charla.Seq
+	// toldUnavailable: the client was told once that its replay waits for
+	// the store; it is not told again for the same subscription.
+	toldUnavailable bool
 }
+
+// subState is where a subscription is between subscribe and live delivery.
+type subState uint8
+
+const (
+	// subPending: the conversation has not answered the subscribe yet;
+	// deliveries are dropped (its answer's head covers them).
+	subPending subState = iota
+	// subLive: deliveries go straight to the client, in seq order.
+	subLive
+	// subReplaying: (next, target] is read from the store page by page as
+	// the outbound queue has room; live deliveries only raise target.
+	subReplaying
+	// subFetching: subReplaying with a page read in flight.
+	subFetching
+)
 
 // Messages from the transport (through ConnHandle).
 type (
@@ -76,11 +103,12 @@ type (
 // Internal and control messages.
 type (
 	// outboxRoom: the outbound queue fell to half its cap or emptied.
-	outboxRoom  struct{}
-	connTick    struct{}
-	closeConn   struct{ d charla.Disconnect }
-	drainConn   struct{}
-	replayRetry struct{ conv charla.ConvID }
+	outboxRoom struct{}
+	connTick   struct{}
+	closeConn  struct{ d charla.Disconnect }
+	// shutdownConn moves the conn to connShuttingDown.
+	shutdownConn struct{}
+	replayRetry  struct{ conv charla.ConvID }
 )
 
 func newConn(d *deps, id string, user charla.Sender, sock Socket, expires time.Time) *conn {
@@ -107,7 +135,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		}))
 		c.arm(ctx)
 	case inFrame:
-		if c.closed {
+		if c.state == connClosed {
 			return // read after our close frame: the client resends after reconnecting
 		}
 		c.lastSeen = time.Now()
@@ -127,7 +155,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		for conv := range c.subs {
 			c.pump(ctx, conv)
 		}
-		c.maybeFinishDrain()
+		c.maybeFinishShutdown()
 	case subscribeReply:
 		c.onSubscribed(ctx, m)
 	case sendReply:
@@ -138,18 +166,18 @@ func (c *conn) Receive(ctx actor.Context) {
 			m.ack.Ref = m.ref
 			c.enqueue(wire.Encode(m.ack))
 		}
-		c.maybeFinishDrain()
+		c.maybeFinishShutdown()
 	case requestFailed:
 		c.reply(ctx, m.ref, m.err)
 	case delivery:
 		c.onDelivery(ctx, m.conv, m.seq, m.frame)
 	case relay:
-		if s := c.subs[m.conv]; s != nil && s.ready {
+		if s := c.subs[m.conv]; s != nil && s.state != subPending {
 			c.enqueue(m.frame)
 		}
 	case convReset:
 		if s := c.subs[m.conv]; s != nil {
-			s.ready = false
+			s.state = subPending
 			ctx.Send(c.deps.conversations, subscribeReq{conv: m.conv, conn: ctx.Self(), since: s.next - 1, resume: true})
 		}
 	case rangeDone:
@@ -158,13 +186,15 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.pump(ctx, m.conv)
 	case closeConn:
 		c.close(m.d)
-	case drainConn:
-		c.draining = true
-		c.maybeFinishDrain()
+	case shutdownConn:
+		if c.state == connOpen {
+			c.state = connShuttingDown
+		}
+		c.maybeFinishShutdown()
 	case sockClosed:
-		if !c.closed {
-			c.closed = true
-			c.deps.stats.disconnect("client_closed")
+		if c.state != connClosed {
+			c.state = connClosed
+			c.deps.stats.disconnect(charla.DisconnectClientClosed)
 			c.deps.log.Debug().Str("conn", c.id).Str("user", c.user.ID).AnErr("cause", m.err).Msg("client closed the connection")
 		}
 		ctx.Stop(ctx.Self())
@@ -195,7 +225,9 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 			c.reply(ctx, f.Ref, charla.Errorf(charla.CodeBadRequest, "at most %d subscriptions per connection; unsubscribe first", c.deps.cfg.MaxSubscriptions))
 			return
 		}
-		c.subs[f.Conv] = &subscription{next: f.Since + 1}
+		// next is set from the conversation's answer, which clamps a since
+		// beyond its head (since+1 would overflow at 2^64-1).
+		c.subs[f.Conv] = &subscription{}
 		ctx.Send(c.deps.conversations, subscribeReq{conv: f.Conv, conn: ctx.Self(), ref: f.Ref, since: f.Since})
 	case wire.TypeUnsubscribe:
 		if err := f.Conv.Validate(); err != nil {
@@ -254,7 +286,7 @@ func (c *conn) checkConv(conv charla.ConvID) *charla.Error {
 }
 
 func (c *conn) checkSend(f wire.Frame) *charla.Error {
-	if c.draining {
+	if c.state == connShuttingDown {
 		return charla.Errorf(charla.CodeUnavailable, "server is restarting; resend after reconnecting")
 	}
 	if err := c.checkConv(f.Conv); err != nil {
@@ -284,13 +316,16 @@ func (c *conn) onSubscribed(ctx actor.Context, m subscribeReply) {
 		c.reply(ctx, m.ref, m.err)
 		return
 	}
-	s.ready = true
+	s.next = m.since + 1
 	s.target = max(s.target, m.head)
 	if !m.resume {
-		c.enqueue(wire.Encode(wire.Subscribed{Type: wire.TypeSubscribed, Ref: m.ref, Conv: m.conv, Head: m.head}))
+		c.enqueue(wire.Encode(wire.Subscribed{Type: wire.TypeSubscribed, Ref: m.ref, Conv: m.conv, Head: m.head, Since: m.since}))
 	}
+	s.state = subLive
 	if !m.complete {
-		s.replaying = s.next <= m.head
+		if s.next <= m.head {
+			s.state = subReplaying
+		}
 		c.pump(ctx, m.conv)
 		return
 	}
@@ -301,16 +336,16 @@ func (c *conn) onSubscribed(ctx actor.Context, m subscribeReply) {
 
 func (c *conn) onDelivery(ctx actor.Context, conv charla.ConvID, seq charla.Seq, frame []byte) {
 	s := c.subs[conv]
-	if s == nil || !s.ready {
+	if s == nil || s.state == subPending {
 		return // from a subscription that was replaced; the new one covers it
 	}
 	switch {
-	case s.replaying:
+	case s.state == subReplaying || s.state == subFetching:
 		s.target = max(s.target, seq)
 	case seq < s.next:
 		// already delivered
 	case seq > s.next:
-		s.replaying, s.target = true, seq
+		s.state, s.target = subReplaying, seq
 		c.pump(ctx, conv)
 	default:
 		c.enqueue(frame)
@@ -322,27 +357,27 @@ func (c *conn) onDelivery(ctx actor.Context, conv charla.ConvID, seq charla.Seq,
 // a replay of any length never makes its own client a slow consumer.
 func (c *conn) pump(ctx actor.Context, conv charla.ConvID) {
 	s := c.subs[conv]
-	if s == nil || !s.replaying || s.fetching || c.closed {
+	if s == nil || s.state != subReplaying || c.state == connClosed {
 		return
 	}
 	if s.next > s.target {
-		s.replaying = false
+		s.state = subLive
 		return
 	}
 	if !c.out.arm(false) {
 		return // outboxRoom pumps again
 	}
-	s.fetching = true
+	s.state = subFetching
 	limit := min(charla.Seq(c.deps.cfg.ReplayPage), s.target-s.next+1)
 	ctx.Send(c.deps.store, rangeReq{conv: conv, after: s.next - 1, limit: int(limit), replyTo: ctx.Self()})
 }
 
 func (c *conn) onRange(ctx actor.Context, m rangeDone) {
 	s := c.subs[m.conv]
-	if s == nil {
-		return
+	if s == nil || s.state != subFetching {
+		return // unsubscribed, or resubscribed after a reset, meanwhile
 	}
-	s.fetching = false
+	s.state = subReplaying
 	before := s.next
 	for _, msg := range m.msgs {
 		if msg.Seq == s.next {
@@ -354,19 +389,18 @@ func (c *conn) onRange(ctx actor.Context, m rangeDone) {
 		// The store is down and the spool does not reach back that far: the
 		// history follows when the store is back. Say so once, and retry.
 		c.deps.log.Warn().AnErr("err", m.err).Str("conn", c.id).Str("conv", string(m.conv)).Uint64("after", uint64(s.next-1)).Msg("replay page unavailable; retrying")
-		if !s.toldIncomplete {
-			s.toldIncomplete = true
+		if !s.toldUnavailable {
+			s.toldUnavailable = true
 			c.reply(ctx, "", charla.Errorf(charla.CodeUnavailable, "history of %s after seq %d is temporarily unavailable; it will follow, in order", m.conv, s.next-1))
 		}
-		self, root := ctx.Self(), c.deps.root
-		time.AfterFunc(time.Second, func() { root.Send(self, replayRetry{conv: m.conv}) })
+		sendAfter(c.deps.root, time.Second, ctx.Self(), replayRetry{conv: m.conv})
 		return
 	}
 	c.pump(ctx, m.conv)
 }
 
 func (c *conn) onTick(ctx actor.Context) {
-	if c.closed {
+	if c.state == connClosed {
 		return
 	}
 	now := time.Now()
@@ -399,8 +433,7 @@ func (c *conn) arm(ctx actor.Context) {
 	}
 	d := max(time.Until(at), time.Millisecond)
 	if c.timer == nil {
-		self, root := ctx.Self(), c.deps.root
-		c.timer = time.AfterFunc(d, func() { root.Send(self, connTick{}) })
+		c.timer = sendAfter(c.deps.root, d, ctx.Self(), connTick{})
 		return
 	}
 	c.timer.Reset(d) // one timer for the connection's life: no allocation per heartbeat
@@ -409,7 +442,7 @@ func (c *conn) arm(ctx actor.Context) {
 // enqueue queues a frame for the client; past the cap the client is a slow
 // consumer and is closed, so that it costs nobody else anything.
 func (c *conn) enqueue(frame []byte) {
-	if c.closed {
+	if c.state == connClosed {
 		return
 	}
 	if !c.out.push(frame) {
@@ -417,18 +450,20 @@ func (c *conn) enqueue(frame []byte) {
 	}
 }
 
-func (c *conn) maybeFinishDrain() {
-	if c.draining && c.sends == 0 && c.out.arm(true) {
+// maybeFinishShutdown closes with 1012 once a shutting-down conn has
+// answered every send and its client has read everything queued.
+func (c *conn) maybeFinishShutdown() {
+	if c.state == connShuttingDown && c.sends == 0 && c.out.arm(true) {
 		c.close(charla.DisconnectServiceRestart)
 	}
 }
 
 func (c *conn) close(d charla.Disconnect) {
-	if c.closed {
+	if c.state == connClosed {
 		return
 	}
-	c.closed = true
-	c.deps.stats.disconnect(d.Label())
+	c.state = connClosed
+	c.deps.stats.disconnect(d)
 	ev := c.deps.log.Debug()
 	if d == charla.DisconnectSlowConsumer || d == charla.DisconnectInternal {
 		ev = c.deps.log.Warn() // worth a look: a client that does not read, or a bug

@@ -109,7 +109,10 @@ type (
 		recent   []delivery
 		complete bool
 		resume   bool
-		err      *charla.Error
+		// since is the subscriber's cursor: what it asked for, or the head
+		// when it asked for more than the conversation has.
+		since charla.Seq
+		err   *charla.Error
 	}
 	sendReply struct {
 		ref string
@@ -149,7 +152,7 @@ type (
 )
 
 func newConversation(id charla.ConvID, d *deps) *conversation {
-	dedup, _ := lru.New[string, ackInfo](d.cfg.DedupWindow) // size validated > 0
+	dedup, _ := lru.New[string, ackInfo](d.cfg.DedupWindow) // Config.Validate keeps the size > 0
 	return &conversation{
 		id: id, deps: d, dedup: dedup,
 		ring:   ring{max: d.cfg.RecentWindow},
@@ -171,8 +174,8 @@ func (c *conversation) Receive(ctx actor.Context) {
 }
 
 func (c *conversation) receive(ctx actor.Context, msg any) {
-	if h := c.deps.hooks; h != nil && h.ConversationReceive != nil {
-		h.ConversationReceive(c.id, msg)
+	if h := c.deps.hooks; h != nil && h.conversationReceive != nil {
+		h.conversationReceive(c.id, msg)
 	}
 	switch m := msg.(type) {
 	case *actor.Started:
@@ -252,12 +255,16 @@ func (c *conversation) onLoaded(ctx actor.Context, m loaded) {
 
 func (c *conversation) subscribe(ctx actor.Context, m subscribeReq) {
 	c.subs[m.conn.Id] = m.conn
-	reply := subscribeReply{conv: c.id, ref: m.ref, head: c.head, resume: m.resume}
-	if m.since >= c.head {
+	// A since beyond the head is clamped to it: the conversation has nothing
+	// there, and the seqs the client believes it has will be given to new
+	// messages, which it must receive. The subscribed frame says so.
+	since := min(m.since, c.head)
+	reply := subscribeReply{conv: c.id, ref: m.ref, head: c.head, resume: m.resume, since: since}
+	if since == c.head {
 		reply.complete = true
-	} else if first := c.ring.first(); first != 0 && first <= m.since+1 {
+	} else if first := c.ring.first(); first != 0 && first <= since+1 {
 		reply.complete = true
-		reply.recent = c.ring.after(m.since)
+		reply.recent = c.ring.after(since)
 	}
 	ctx.Send(m.conn, reply)
 }
@@ -366,8 +373,7 @@ func (c *conversation) armIdle(ctx actor.Context, d time.Duration) {
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
 	}
-	self, root := ctx.Self(), c.deps.root
-	c.idleTimer = time.AfterFunc(d, func() { root.Send(self, idleCheck{}) })
+	c.idleTimer = sendAfter(c.deps.root, d, ctx.Self(), idleCheck{})
 }
 
 func (c *conversation) busy() bool { return len(c.pending) > 0 || len(c.inflight) > 0 }

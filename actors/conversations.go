@@ -148,8 +148,7 @@ func (s *conversations) onTerminated(ctx actor.Context, who *actor.PID) {
 }
 
 func (s *conversations) armSweep(ctx actor.Context) {
-	self, root := ctx.Self(), s.deps.root
-	s.sweep = time.AfterFunc(s.deps.cfg.SweepInterval, func() { root.Send(self, sweepTick{}) })
+	s.sweep = sendAfter(s.deps.root, s.deps.cfg.SweepInterval, ctx.Self(), sweepTick{})
 }
 
 func (s *conversations) replyWhenEmpty(ctx actor.Context, to *actor.PID) {

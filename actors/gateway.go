@@ -10,7 +10,7 @@ import (
 
 // gateway supervises the conn actors: it spawns one per connection, stops
 // one that panics (its client reconnects; nobody else notices) and, at
-// shutdown, drains them all.
+// shutdown, shuts them all down.
 type gateway struct {
 	deps    *deps
 	conns   map[string]*actor.PID
@@ -25,13 +25,13 @@ type spawnConn struct {
 	expires time.Time
 }
 
-// drainAll asks every conn to finish its in-flight sends and close with
+// shutdownAll asks every conn to finish its in-flight sends and close with
 // 1012; closeAll closes them at once with the given code. Both are answered
 // with allClosed when no conn is left.
 type (
-	drainAll  struct{}
-	closeAll  struct{ d charla.Disconnect }
-	allClosed struct{}
+	shutdownAll struct{}
+	closeAll    struct{ d charla.Disconnect }
+	allClosed   struct{}
 )
 
 func newGateway(d *deps) *gateway {
@@ -49,9 +49,9 @@ func (g *gateway) Receive(ctx actor.Context) {
 	case *actor.Terminated:
 		delete(g.conns, m.Who.Id)
 		g.notify(ctx)
-	case drainAll:
+	case shutdownAll:
 		for _, pid := range g.conns {
-			ctx.Send(pid, drainConn{})
+			ctx.Send(pid, shutdownConn{})
 		}
 		g.waiters = append(g.waiters, ctx.Sender())
 		g.notify(ctx)

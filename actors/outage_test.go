@@ -177,12 +177,23 @@ type watcher struct {
 
 func watch(t *testing.T, e *transporttest.Engine, conv charla.ConvID) *watcher {
 	c := e.Dial(t, "watch-"+string(conv), charla.RoleAgent)
-	c.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: conv})
+	c.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: conv, Ref: "sub"})
 	w := &watcher{next: 1}
 	go func() {
 		for {
 			select {
 			case f := <-c.Frames():
+				if f.Type == wire.TypeError && f.Ref == "sub" {
+					// The conversation could not load in time (a busy
+					// machine, a slow first connection): subscribe again
+					// from where we are, as a client does.
+					w.mu.Lock()
+					since := w.next - 1
+					w.mu.Unlock()
+					time.Sleep(100 * time.Millisecond)
+					c.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: conv, Ref: "sub", Since: since})
+					continue
+				}
 				if f.Type != wire.TypeMsg {
 					continue
 				}

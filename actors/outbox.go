@@ -6,8 +6,8 @@ import (
 )
 
 // outbox is one connection's outbound queue. Its conn actor pushes frames;
-// the socket's writer drains them, everything queued at each wake-up as one
-// WebSocket frame ('\n'-separated objects), and keeps draining until the
+// the socket's writer writes them out, everything queued at each wake-up as
+// one WebSocket frame ('\n'-separated objects), and keeps going until the
 // queue is empty — so a busy connection pays one write per round trip of its
 // socket, and no write costs the actor a message. It is the one piece of a
 // conn's state shared with another goroutine, hence its mutex.
@@ -22,7 +22,7 @@ type outbox struct {
 	mu       sync.Mutex
 	frames   [][]byte
 	bytes    int
-	writing  bool // a drain is running
+	writing  bool // writeOut is running or scheduled
 	inFrames int  // frames in the write under way
 	inBytes  int
 	armed    bool
@@ -47,13 +47,13 @@ func (o *outbox) push(frame []byte) bool {
 	o.writing = true
 	o.mu.Unlock()
 	if start {
-		o.sock.Async(o.drain)
+		o.sock.Async(o.writeOut)
 	}
 	return true
 }
 
-// drain runs on the socket's writer until the queue is empty.
-func (o *outbox) drain() {
+// writeOut runs on the socket's writer until the queue is empty.
+func (o *outbox) writeOut() {
 	for {
 		o.mu.Lock()
 		if len(o.frames) == 0 || o.broken {

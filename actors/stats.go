@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +18,7 @@ type Stats struct {
 	MessagesIn  atomic.Int64 // messages accepted and stored
 
 	ConversationsActive atomic.Int64 // conversation actors alive
-	ConversationsIdled  atomic.Int64 // conversation actors stopped for idleness
+	ConversationsIdled  atomic.Int64 // conversation actors unloaded: idle, or their load failed
 	Duplicates          atomic.Int64 // sends answered as duplicate:true
 	RTTCount            atomic.Int64 // heartbeat round trips measured
 	RTTMicros           atomic.Int64 // their sum
@@ -30,7 +31,7 @@ type Stats struct {
 	Drained      atomic.Int64 // messages moved from the spool to the store
 
 	mu          sync.Mutex
-	disconnects map[string]int64 // by Disconnect.Label() or "client_closed"
+	disconnects map[string]int64 // by Disconnect.Label()
 	errors      map[charla.Code]int64
 }
 
@@ -38,9 +39,9 @@ func newStats() *Stats {
 	return &Stats{disconnects: map[string]int64{}, errors: map[charla.Code]int64{}}
 }
 
-func (s *Stats) disconnect(label string) {
+func (s *Stats) disconnect(d charla.Disconnect) {
 	s.mu.Lock()
-	s.disconnects[label]++
+	s.disconnects[d.Label()]++
 	s.mu.Unlock()
 }
 
@@ -59,20 +60,12 @@ func (s *Stats) observeRTT(d time.Duration) {
 func (s *Stats) Disconnects() map[string]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]int64, len(s.disconnects))
-	for k, v := range s.disconnects {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.disconnects)
 }
 
 // Errors returns how many error frames were sent for each code.
 func (s *Stats) Errors() map[charla.Code]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[charla.Code]int64, len(s.errors))
-	for k, v := range s.errors {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.errors)
 }

@@ -24,7 +24,7 @@ func (s backoffStrategy) HandleFailure(_ *actor.ActorSystem, sup actor.Superviso
 	rs.Fail()
 	n := rs.NumberOfFailures(s.window)
 	if n > s.maxFailures {
-		s.log.Error().Str("actor", child.Id).Interface("reason", reason).Int("failures", n).Msg("actor failed too often; stopping it")
+		s.log.Error().Str("component", child.Id).Interface("reason", reason).Int("failures", n).Msg("actor failed too often; stopping it")
 		sup.StopChildren(child)
 		return
 	}
@@ -32,7 +32,7 @@ func (s backoffStrategy) HandleFailure(_ *actor.ActorSystem, sup actor.Superviso
 	if delay > s.cap || delay <= 0 {
 		delay = s.cap
 	}
-	s.log.Warn().Str("actor", child.Id).Interface("reason", reason).Str("message", typeName(msg)).Dur("restart_in", delay).Msg("actor failed; restarting it alone")
+	s.log.Warn().Str("component", child.Id).Interface("reason", reason).Str("message", typeName(msg)).Dur("restart_in", delay).Msg("actor failed; restarting it alone")
 	time.AfterFunc(delay, func() { sup.RestartChildren(child) })
 }
 
@@ -41,7 +41,7 @@ func (s backoffStrategy) HandleFailure(_ *actor.ActorSystem, sup actor.Superviso
 type stopStrategy struct{ log zerolog.Logger }
 
 func (s stopStrategy) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, _ *actor.RestartStatistics, reason any, msg any) {
-	s.log.Error().Str("actor", child.Id).Interface("reason", reason).Str("message", typeName(msg)).Msg("actor failed; stopping it")
+	s.log.Error().Str("component", child.Id).Interface("reason", reason).Str("message", typeName(msg)).Msg("actor failed; stopping it")
 	sup.StopChildren(child)
 }
 

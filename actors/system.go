@@ -22,11 +22,12 @@ import (
 	"charla/wire"
 )
 
-// Hooks let tests reach inside the tree. Production code leaves them nil.
-type Hooks struct {
-	// ConversationReceive runs before a conversation actor handles each
+// hooks let tests reach inside the tree (export_test.go); production trees
+// have none.
+type hooks struct {
+	// conversationReceive runs before a conversation actor handles each
 	// message; a test panics in it to prove one-for-one isolation.
-	ConversationReceive func(conv charla.ConvID, msg any)
+	conversationReceive func(conv charla.ConvID, msg any)
 }
 
 // deps is what every actor of the tree is built with. Its fields are set
@@ -38,7 +39,7 @@ type deps struct {
 	conversations *actor.PID
 	store         *actor.PID
 	log           zerolog.Logger
-	hooks         *Hooks
+	hooks         *hooks
 	stats         *Stats
 }
 
@@ -50,7 +51,6 @@ type Dependencies struct {
 	// must then also be able to take the drain (AppendSequenced).
 	Spool *spool.Spool
 	Log   zerolog.Logger
-	Hooks *Hooks
 }
 
 // System is a running actor tree.
@@ -65,8 +65,10 @@ type System struct {
 }
 
 // NewSystem builds and starts the tree.
-func NewSystem(cfg Config, dep Dependencies) (*System, error) {
-	st, log, hooks := dep.Store, dep.Log, dep.Hooks
+func NewSystem(cfg Config, dep Dependencies) (*System, error) { return newSystem(cfg, dep, nil) }
+
+func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
+	st, log := dep.Store, dep.Log
 	if _, ok := st.(sequencedAppender); dep.Spool != nil && !ok {
 		return nil, fmt.Errorf("a spool needs a store that can take its drain; %T cannot", st)
 	}
@@ -79,7 +81,7 @@ func NewSystem(cfg Config, dep Dependencies) (*System, error) {
 	s := &System{as: as, deps: d, cancel: cancel, pool: pool}
 
 	storeProps := actor.PropsFromProducer(func() actor.Actor {
-		return newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("actor", "store").Logger())
+		return newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("component", "store").Logger())
 	})
 	restart := backoffStrategy{maxFailures: 10, window: time.Minute, base: 100 * time.Millisecond, cap: 5 * time.Second, log: log}
 	var err error
@@ -154,7 +156,7 @@ func (s *System) Connect(ctx context.Context, id string, user charla.Sender, soc
 // within the context's deadline; what did finish is still durable.
 var ErrShutdownTimeout = errors.New("actors: shutdown timed out")
 
-// Shutdown drains the tree in dependency order: conns finish their in-flight
+// Shutdown stops the tree in dependency order: conns finish their in-flight
 // sends and close with 1012, conversations finish their writes and stop,
 // the store actor flushes; then the actor system stops.
 func (s *System) Shutdown(ctx context.Context) error {
@@ -168,12 +170,12 @@ func (s *System) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("%w: %T: %v", ErrShutdownTimeout, msg, err))
 		}
 	}
-	wait(s.gateway, drainAll{})
+	wait(s.gateway, shutdownAll{})
 	if len(errs) > 0 {
 		wait(s.gateway, closeAll{charla.DisconnectServiceRestart})
 	}
 	wait(s.deps.conversations, stopAll{})
-	wait(s.deps.store, drainReq{})
+	wait(s.deps.store, flushReq{})
 	for _, pid := range []*actor.PID{s.gateway, s.deps.conversations} {
 		if err := s.as.Root.StopFuture(pid).Wait(); err != nil {
 			errs = append(errs, fmt.Errorf("stop %s: %w", pid.Id, err))
@@ -219,4 +221,11 @@ func (d *depsSupervisor) Receive(ctx actor.Context) {
 	case childReq:
 		ctx.Respond(d.pids[m.name])
 	}
+}
+
+// sendAfter delivers msg to pid after d, from outside any actor: the one way
+// actors here schedule their own timers (a time.AfterFunc per timer, no
+// goroutine while waiting).
+func sendAfter(root *actor.RootContext, d time.Duration, pid *actor.PID, msg any) *time.Timer {
+	return time.AfterFunc(d, func() { root.Send(pid, msg) })
 }

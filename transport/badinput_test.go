@@ -51,20 +51,20 @@ func TestBadFramesGetErrorsAndKeepTheConnection(t *testing.T) {
 			if err := c.SendRaw([]byte(tc.raw)); err != nil {
 				t.Fatal(err)
 			}
-			f := c.NextOf(wire.TypeError, wait)
+			f := c.NextOf(wire.TypeError, transporttest.Wait)
 			if f.Code != tc.code || f.Ref != tc.ref || f.Message == "" {
 				t.Fatalf("error frame = %+v, want code %s ref %q with a message", f, tc.code, tc.ref)
 			}
 			c.Send(wire.Frame{Type: wire.TypePing, Ref: "alive"})
-			if p := c.NextOf(wire.TypePong, wait); p.Ref != "alive" {
+			if p := c.NextOf(wire.TypePong, transporttest.Wait); p.Ref != "alive" {
 				t.Fatalf("pong = %+v", p)
 			}
 		})
 	}
 	// Nothing of the above was stored.
-	subscribe(t, c, "carol", 0)
-	c.Send(sendFrame("carol", uuid.NewString(), "ok", ""))
-	if ack := c.NextOf(wire.TypeAck, wait); ack.Seq != 1 {
+	c.Subscribe("carol", 0)
+	c.Send(transporttest.SendFrame("carol", uuid.NewString(), "ok", ""))
+	if ack := c.NextOf(wire.TypeAck, transporttest.Wait); ack.Seq != 1 {
 		t.Fatalf("first good message got seq %d, want 1", ack.Seq)
 	}
 }
@@ -72,16 +72,16 @@ func TestBadFramesGetErrorsAndKeepTheConnection(t *testing.T) {
 func TestSubscriptionLimit(t *testing.T) {
 	e := transporttest.Start(t, transporttest.WithActors(func(c *actors.Config) { c.MaxSubscriptions = 2 }))
 	c := e.Dial(t, "many", charla.RoleAgent)
-	subscribe(t, c, "s1", 0)
-	subscribe(t, c, "s2", 0)
-	subscribe(t, c, "s2", 0) // again: a replacement, not a third
+	c.Subscribe("s1", 0)
+	c.Subscribe("s2", 0)
+	c.Subscribe("s2", 0) // again: a replacement, not a third
 	c.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: "s3", Ref: "third"})
-	if f := c.NextOf(wire.TypeError, wait); f.Code != charla.CodeBadRequest || f.Ref != "third" {
+	if f := c.NextOf(wire.TypeError, transporttest.Wait); f.Code != charla.CodeBadRequest || f.Ref != "third" {
 		t.Fatalf("third subscription: %+v", f)
 	}
 	c.Send(wire.Frame{Type: wire.TypeUnsubscribe, Conv: "s1"})
-	c.NextOf(wire.TypeUnsubscribed, wait)
-	subscribe(t, c, "s3", 0)
+	c.NextOf(wire.TypeUnsubscribed, transporttest.Wait)
+	c.Subscribe("s3", 0)
 }
 
 // Frames that break the WebSocket layer itself close the connection with
@@ -110,16 +110,16 @@ func TestWebSocketViolations(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.close == 0 {
-				if f := c.NextOf(wire.TypeError, wait); f.Code != charla.CodeBadRequest {
+				if f := c.NextOf(wire.TypeError, transporttest.Wait); f.Code != charla.CodeBadRequest {
 					t.Fatalf("error frame %+v", f)
 				}
 				c.Send(wire.Frame{Type: wire.TypePing, Ref: "alive"})
-				c.NextOf(wire.TypePong, wait)
+				c.NextOf(wire.TypePong, transporttest.Wait)
 				return
 			}
 			select {
 			case <-c.Done():
-			case <-time.After(wait):
+			case <-time.After(transporttest.Wait):
 				t.Fatal("connection not closed")
 			}
 			if code := c.CloseCode(); code != tc.close {
@@ -206,7 +206,7 @@ func TestTokenExpiryClosesWith4001(t *testing.T) {
 	}
 	select {
 	case <-c.Done():
-	case <-time.After(wait):
+	case <-time.After(transporttest.Wait):
 		t.Fatal("not closed after the token expired")
 	}
 	if code := c.CloseCode(); code != 4001 {

@@ -66,7 +66,7 @@ func TestHeartbeat(t *testing.T) {
 			t.Fatal("no heartbeat round trip measured")
 		}
 		c.Send(wire.Frame{Type: wire.TypePing, T: []byte("42"), Ref: "p"})
-		if f := c.NextOf(wire.TypePong, wait); string(f.T) != "42" || f.Ref != "p" || f.ServerTime.IsZero() {
+		if f := c.NextOf(wire.TypePong, transporttest.Wait); string(f.T) != "42" || f.Ref != "p" || f.ServerTime.IsZero() {
 			t.Fatalf("pong = %+v", f)
 		}
 	})

@@ -21,9 +21,9 @@ func TestIdleConversationIsUnloadedAndReloaded(t *testing.T) {
 	}))
 	c := e.Dial(t, "a", charla.RoleAgent)
 	first := uuid.NewString()
-	c.Send(sendFrame("sleepy", first, "one", ""))
-	c.NextOf(wire.TypeAck, wait)
-	subscribe(t, c, "watched", 0) // a conversation with a subscriber stays
+	c.Send(transporttest.SendFrame("sleepy", first, "one", ""))
+	c.NextOf(wire.TypeAck, transporttest.Wait)
+	c.Subscribe("watched", 0) // a conversation with a subscriber stays
 	st := e.Sys.Stats()
 	if st.ConversationsActive.Load() != 2 {
 		t.Fatalf("%d conversations alive, want 2", st.ConversationsActive.Load())
@@ -38,12 +38,12 @@ func TestIdleConversationIsUnloadedAndReloaded(t *testing.T) {
 	if st.ConversationsIdled.Load() != 1 {
 		t.Fatalf("%d unloaded, want only the idle one", st.ConversationsIdled.Load())
 	}
-	c.Send(sendFrame("sleepy", first, "one", ""))
-	if ack := c.NextOf(wire.TypeAck, wait); !ack.Duplicate || ack.Seq != 1 {
+	c.Send(transporttest.SendFrame("sleepy", first, "one", ""))
+	if ack := c.NextOf(wire.TypeAck, transporttest.Wait); !ack.Duplicate || ack.Seq != 1 {
 		t.Fatalf("resend after reload: %+v, want duplicate seq 1", ack)
 	}
-	c.Send(sendFrame("sleepy", uuid.NewString(), "two", ""))
-	if ack := c.NextOf(wire.TypeAck, wait); ack.Seq != 2 {
+	c.Send(transporttest.SendFrame("sleepy", uuid.NewString(), "two", ""))
+	if ack := c.NextOf(wire.TypeAck, transporttest.Wait); ack.Seq != 2 {
 		t.Fatalf("after reload: %+v, want seq 2", ack)
 	}
 }

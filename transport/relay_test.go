@@ -16,35 +16,35 @@ func TestTypingReadAndUnsubscribe(t *testing.T) {
 	ana := e.Dial(t, "ana", charla.RoleAgent)
 	cus := e.Dial(t, "cus", charla.RoleCustomer)
 	other := e.Dial(t, "other", charla.RoleAgent)
-	subscribe(t, ana, "cus", 0)
-	subscribe(t, cus, "cus", 0)
-	subscribe(t, other, "elsewhere", 0)
+	ana.Subscribe("cus", 0)
+	cus.Subscribe("cus", 0)
+	other.Subscribe("elsewhere", 0)
 
-	cus.Send(sendFrame("cus", uuid.NewString(), "hola", ""))
-	cus.NextOf(wire.TypeAck, wait)
-	ana.NextOf(wire.TypeMsg, wait)
-	cus.NextOf(wire.TypeMsg, wait)
+	cus.Send(transporttest.SendFrame("cus", uuid.NewString(), "hola", ""))
+	cus.NextOf(wire.TypeAck, transporttest.Wait)
+	ana.NextOf(wire.TypeMsg, transporttest.Wait)
+	cus.NextOf(wire.TypeMsg, transporttest.Wait)
 
 	t.Run("typing reaches the other subscribers, not the typist", func(t *testing.T) {
 		cus.Send(wire.Frame{Type: wire.TypeTyping, Conv: "cus", State: "on"})
-		f := ana.NextOf(wire.TypeTyping, wait)
+		f := ana.NextOf(wire.TypeTyping, transporttest.Wait)
 		if f.Conv != "cus" || f.User != "cus" || f.State != "on" {
 			t.Fatalf("typing = %+v", f)
 		}
-		noFrame(t, cus, wire.TypeTyping, 200*time.Millisecond)
-		noFrame(t, other, wire.TypeTyping, 50*time.Millisecond)
+		cus.NoFrame(wire.TypeTyping, 200*time.Millisecond)
+		other.NoFrame(wire.TypeTyping, 50*time.Millisecond)
 	})
 	t.Run("read is relayed and stored as the reader's cursor", func(t *testing.T) {
 		ana.Send(wire.Frame{Type: wire.TypeRead, Conv: "cus", Seq: 1})
-		f := cus.NextOf(wire.TypeRead, wait)
+		f := cus.NextOf(wire.TypeRead, transporttest.Wait)
 		if f.Conv != "cus" || f.User != "ana" || f.Seq != 1 {
 			t.Fatalf("read = %+v", f)
 		}
-		noFrame(t, ana, wire.TypeRead, 200*time.Millisecond)
+		ana.NoFrame(wire.TypeRead, 200*time.Millisecond)
 		cursors := func() map[string]charla.Seq {
 			t.Helper()
 			var got map[string]charla.Seq
-			deadline := time.Now().Add(wait)
+			deadline := time.Now().Add(transporttest.Wait)
 			for time.Now().Before(deadline) {
 				var err error
 				if got, err = e.Store().ReadCursors(t.Context(), "cus"); err != nil {
@@ -69,28 +69,12 @@ func TestTypingReadAndUnsubscribe(t *testing.T) {
 	})
 	t.Run("after unsubscribe nothing more arrives", func(t *testing.T) {
 		ana.Send(wire.Frame{Type: wire.TypeUnsubscribe, Conv: "cus", Ref: "u"})
-		if f := ana.NextOf(wire.TypeUnsubscribed, wait); f.Conv != "cus" || f.Ref != "u" {
+		if f := ana.NextOf(wire.TypeUnsubscribed, transporttest.Wait); f.Conv != "cus" || f.Ref != "u" {
 			t.Fatalf("unsubscribed = %+v", f)
 		}
-		cus.Send(sendFrame("cus", uuid.NewString(), "¿hay alguien?", ""))
-		cus.NextOf(wire.TypeAck, wait)
+		cus.Send(transporttest.SendFrame("cus", uuid.NewString(), "¿hay alguien?", ""))
+		cus.NextOf(wire.TypeAck, transporttest.Wait)
 		cus.Send(wire.Frame{Type: wire.TypeTyping, Conv: "cus", State: "off"})
-		noFrame(t, ana, "", 300*time.Millisecond)
+		ana.NoFrame("", 300*time.Millisecond)
 	})
-}
-
-// noFrame asserts that no frame of typ (any type when "") arrives within d.
-func noFrame(t *testing.T, c *transporttest.Client, typ string, d time.Duration) {
-	t.Helper()
-	timeout := time.After(d)
-	for {
-		select {
-		case f := <-c.Frames():
-			if typ == "" || f.Type == typ {
-				t.Fatalf("unexpected %+v", f)
-			}
-		case <-timeout:
-			return
-		}
-	}
 }

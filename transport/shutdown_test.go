@@ -26,14 +26,14 @@ func TestShutdownAnswersEverySend(t *testing.T) {
 	}
 	go func() {
 		for i, id := range ids {
-			if err := c.SendRaw(wire.Encode(sendFrame("burst", id, fmt.Sprint(i), id))); err != nil {
+			if err := c.SendRaw(wire.Encode(transporttest.SendFrame("burst", id, fmt.Sprint(i), id))); err != nil {
 				return // the engine closed the connection
 			}
 		}
 	}()
 	acked := map[string]charla.Seq{}
 	refused := map[string]bool{}
-	first := c.NextOf(wire.TypeAck, wait) // the burst is under way: shut down now
+	first := c.NextOf(wire.TypeAck, transporttest.Wait) // the burst is under way: shut down now
 	acked[first.Ref] = first.Seq
 	closed := make(chan struct{})
 	go func() { e.Close(); close(closed) }()

@@ -27,7 +27,7 @@ func TestSlowConsumerIsClosedAndNobodyElseWaits(t *testing.T) {
 	var readers []*transporttest.Client
 	for i := range 2 {
 		c := e.Dial(t, fmt.Sprintf("reader%d", i), charla.RoleAgent)
-		subscribe(t, c, "feed", 0)
+		c.Subscribe("feed", 0)
 		readers = append(readers, c)
 	}
 	sender := e.Dial(t, "sender", charla.RoleAgent)
@@ -44,8 +44,8 @@ func TestSlowConsumerIsClosedAndNobodyElseWaits(t *testing.T) {
 				for f.Type != wire.TypeMsg {
 					select {
 					case f = <-r.Frames():
-					case <-time.After(wait):
-						readErr <- fmt.Errorf("reader %d: no msg %d within %s", ri, i, wait)
+					case <-time.After(transporttest.Wait):
+						readErr <- fmt.Errorf("reader %d: no msg %d within %s", ri, i, transporttest.Wait)
 						return
 					}
 				}
@@ -60,10 +60,10 @@ func TestSlowConsumerIsClosedAndNobodyElseWaits(t *testing.T) {
 	}
 	ackAt := make([]time.Time, n+1)
 	for i := range n {
-		sender.Send(sendFrame("feed", uuid.NewString(), fmt.Sprint(i, text), ""))
+		sender.Send(transporttest.SendFrame("feed", uuid.NewString(), fmt.Sprint(i, text), ""))
 		if i%5 == 4 { // keep a steady pace rather than one burst
 			for range 5 {
-				ack := sender.NextOf(wire.TypeAck, wait)
+				ack := sender.NextOf(wire.TypeAck, transporttest.Wait)
 				ackAt[ack.Seq] = time.Now()
 			}
 		}

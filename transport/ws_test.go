@@ -1,7 +1,6 @@
 package transport_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -19,36 +18,20 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, transporttest.LeakOptions()...)
 }
 
-const wait = 10 * time.Second
-
-func sendFrame(conv charla.ConvID, cmid, text, ref string) wire.Frame {
-	return wire.Frame{Type: wire.TypeSend, Ref: ref, Conv: conv, ClientMsgID: cmid, Body: json.RawMessage(fmt.Sprintf(`{"text":%q}`, text))}
-}
-
-func subscribe(t *testing.T, c *transporttest.Client, conv charla.ConvID, since charla.Seq) wire.Frame {
-	t.Helper()
-	c.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: conv, Since: since, Ref: "sub"})
-	f := c.NextOf(wire.TypeSubscribed, wait)
-	if f.Conv != conv || f.Ref != "sub" {
-		t.Fatalf("subscribed = %+v", f)
-	}
-	return f
-}
-
 func TestSendAckDeliver(t *testing.T) {
 	e := transporttest.Start(t)
 	a := e.Dial(t, "alice", charla.RoleAgent)
 	b := e.Dial(t, "bob", charla.RoleAgent)
-	subscribe(t, a, "c1", 0)
-	subscribe(t, b, "c1", 0)
+	a.Subscribe("c1", 0)
+	b.Subscribe("c1", 0)
 
 	cmid := uuid.NewString()
-	a.Send(sendFrame("c1", cmid, "hola", "r1"))
-	ack := a.NextOf(wire.TypeAck, wait)
+	a.Send(transporttest.SendFrame("c1", cmid, "hola", "r1"))
+	ack := a.NextOf(wire.TypeAck, transporttest.Wait)
 	if ack.Seq != 1 || ack.Ref != "r1" || ack.ClientMsgID != cmid || ack.Duplicate || ack.TS.IsZero() {
 		t.Fatalf("ack = %+v, want seq 1 for %s", ack, cmid)
 	}
-	m := b.NextOf(wire.TypeMsg, wait)
+	m := b.NextOf(wire.TypeMsg, transporttest.Wait)
 	if m.Seq != 1 || m.ClientMsgID != cmid || m.Sender == nil || m.Sender.ID != "alice" || m.Sender.Role != charla.RoleAgent || string(m.Body) != `{"text":"hola"}` {
 		t.Fatalf("msg = %+v", m)
 	}
@@ -57,40 +40,13 @@ func TestSendAckDeliver(t *testing.T) {
 	}
 }
 
-// collect reads msg frames of conv until n have arrived and checks that they
-// are exactly seqs from+1..from+n in order.
-func collect(t *testing.T, c *transporttest.Client, conv charla.ConvID, from charla.Seq, n int) []wire.Frame {
-	t.Helper()
-	var got []wire.Frame
-	deadline := time.After(30 * time.Second)
-	for len(got) < n {
-		select {
-		case f := <-c.Frames():
-			if f.Type == wire.TypeError {
-				t.Fatalf("error frame while collecting: %+v", f)
-			}
-			if f.Type != wire.TypeMsg || f.Conv != conv {
-				continue
-			}
-			want := from + charla.Seq(len(got)) + 1
-			if f.Seq != want {
-				t.Fatalf("msg seq %d, want %d (gap, duplicate or reorder)", f.Seq, want)
-			}
-			got = append(got, f)
-		case <-deadline:
-			t.Fatalf("got %d of %d messages", len(got), n)
-		}
-	}
-	return got
-}
-
 func TestManySendersEveryoneSeesEverySeqOnce(t *testing.T) {
 	e := transporttest.Start(t)
 	const senders, perSender = 4, 250
 	var subs []*transporttest.Client
 	for i := range 3 {
 		c := e.Dial(t, fmt.Sprintf("watcher%d", i), charla.RoleAgent)
-		subscribe(t, c, "busy", 0)
+		c.Subscribe("busy", 0)
 		subs = append(subs, c)
 	}
 	acked := make(chan wire.Frame, senders*perSender)
@@ -98,7 +54,7 @@ func TestManySendersEveryoneSeesEverySeqOnce(t *testing.T) {
 		c := e.Dial(t, fmt.Sprintf("sender%d", s), charla.RoleAgent)
 		go func() {
 			for i := range perSender {
-				c.Send(sendFrame("busy", uuid.NewString(), fmt.Sprintf("s%d-%d", s, i), ""))
+				c.Send(transporttest.SendFrame("busy", uuid.NewString(), fmt.Sprintf("s%d-%d", s, i), ""))
 			}
 		}()
 		go func() {
@@ -128,30 +84,30 @@ func TestManySendersEveryoneSeesEverySeqOnce(t *testing.T) {
 		}
 	}
 	for _, c := range subs {
-		msgs := collect(t, c, "busy", 0, senders*perSender)
+		msgs := c.Collect("busy", 0, senders*perSender)
 		for _, m := range msgs {
 			if seqs[m.Seq] != m.ClientMsgID {
 				t.Fatalf("seq %d delivered as %s, acked as %s", m.Seq, m.ClientMsgID, seqs[m.Seq])
 			}
 		}
-		noFrame(t, c, wire.TypeMsg, 200*time.Millisecond)
+		c.NoFrame(wire.TypeMsg, 200*time.Millisecond)
 	}
 }
 
 func TestResendIsIdempotent(t *testing.T) {
 	e := transporttest.Start(t)
 	watcher := e.Dial(t, "watcher", charla.RoleAgent)
-	subscribe(t, watcher, "idem", 0)
+	watcher.Subscribe("idem", 0)
 	a := e.Dial(t, "alice", charla.RoleAgent)
 	cmid := uuid.NewString()
-	a.Send(sendFrame("idem", cmid, "first", "1"))
-	first := a.NextOf(wire.TypeAck, wait)
-	collect(t, watcher, "idem", 0, 1)
+	a.Send(transporttest.SendFrame("idem", cmid, "first", "1"))
+	first := a.NextOf(wire.TypeAck, transporttest.Wait)
+	watcher.Collect("idem", 0, 1)
 
 	checkDup := func(t *testing.T, c *transporttest.Client) {
 		t.Helper()
-		c.Send(sendFrame("idem", cmid, "first", "again"))
-		ack := c.NextOf(wire.TypeAck, wait)
+		c.Send(transporttest.SendFrame("idem", cmid, "first", "again"))
+		ack := c.NextOf(wire.TypeAck, transporttest.Wait)
 		if !ack.Duplicate || ack.Seq != first.Seq || !ack.TS.Equal(first.TS) || ack.Ref != "again" {
 			t.Fatalf("resend ack = %+v, want duplicate of %+v", ack, first)
 		}
@@ -164,22 +120,22 @@ func TestResendIsIdempotent(t *testing.T) {
 	t.Run("concurrent resends", func(t *testing.T) {
 		c := e.Dial(t, "alice", charla.RoleAgent)
 		for range 5 {
-			c.Send(sendFrame("idem", cmid, "first", "again"))
+			c.Send(transporttest.SendFrame("idem", cmid, "first", "again"))
 		}
 		for range 5 {
-			if ack := c.NextOf(wire.TypeAck, wait); !ack.Duplicate || ack.Seq != first.Seq {
+			if ack := c.NextOf(wire.TypeAck, transporttest.Wait); !ack.Duplicate || ack.Seq != first.Seq {
 				t.Fatalf("ack = %+v", ack)
 			}
 		}
 	})
-	noFrame(t, watcher, wire.TypeMsg, 200*time.Millisecond)
+	watcher.NoFrame(wire.TypeMsg, 200*time.Millisecond)
 	t.Run("after engine restart", func(t *testing.T) {
 		e.Restart()
 		checkDup(t, e.Dial(t, "alice", charla.RoleAgent))
 		// and the next new message continues the sequence
 		c := e.Dial(t, "bob", charla.RoleAgent)
-		c.Send(sendFrame("idem", uuid.NewString(), "second", ""))
-		if ack := c.NextOf(wire.TypeAck, wait); ack.Seq != first.Seq+1 || ack.Duplicate {
+		c.Send(transporttest.SendFrame("idem", uuid.NewString(), "second", ""))
+		if ack := c.NextOf(wire.TypeAck, transporttest.Wait); ack.Seq != first.Seq+1 || ack.Duplicate {
 			t.Fatalf("next ack = %+v, want seq %d", ack, first.Seq+1)
 		}
 	})
@@ -188,18 +144,18 @@ func TestResendIsIdempotent(t *testing.T) {
 		e2 := transporttest.Start(t, transporttest.WithActors(func(c *actors.Config) { c.DedupWindow, c.RecentWindow = 2, 2 }))
 		c := e2.Dial(t, "alice", charla.RoleAgent)
 		old := uuid.NewString()
-		c.Send(sendFrame("w", old, "old", ""))
-		firstAck := c.NextOf(wire.TypeAck, wait)
+		c.Send(transporttest.SendFrame("w", old, "old", ""))
+		firstAck := c.NextOf(wire.TypeAck, transporttest.Wait)
 		for i := range 5 {
-			c.Send(sendFrame("w", uuid.NewString(), fmt.Sprint(i), ""))
-			c.NextOf(wire.TypeAck, wait)
+			c.Send(transporttest.SendFrame("w", uuid.NewString(), fmt.Sprint(i), ""))
+			c.NextOf(wire.TypeAck, transporttest.Wait)
 		}
-		c.Send(sendFrame("w", old, "old", ""))
-		if ack := c.NextOf(wire.TypeAck, wait); !ack.Duplicate || ack.Seq != firstAck.Seq {
+		c.Send(transporttest.SendFrame("w", old, "old", ""))
+		if ack := c.NextOf(wire.TypeAck, transporttest.Wait); !ack.Duplicate || ack.Seq != firstAck.Seq {
 			t.Fatalf("old resend ack = %+v, want duplicate seq %d", ack, firstAck.Seq)
 		}
-		c.Send(sendFrame("w", uuid.NewString(), "next", ""))
-		if ack := c.NextOf(wire.TypeAck, wait); ack.Seq != 7 {
+		c.Send(transporttest.SendFrame("w", uuid.NewString(), "next", ""))
+		if ack := c.NextOf(wire.TypeAck, transporttest.Wait); ack.Seq != 7 {
 			t.Fatalf("next ack seq = %d, want 7 (no gap after a store-detected duplicate)", ack.Seq)
 		}
 	})
@@ -222,7 +178,7 @@ func TestSubscribeSinceWhileSending(t *testing.T) {
 				return
 			default:
 			}
-			sender.Send(sendFrame("race", uuid.NewString(), fmt.Sprint(i), ""))
+			sender.Send(transporttest.SendFrame("race", uuid.NewString(), fmt.Sprint(i), ""))
 			if i%20 == 0 {
 				time.Sleep(2 * time.Millisecond)
 			}
@@ -232,7 +188,7 @@ func TestSubscribeSinceWhileSending(t *testing.T) {
 	for round := range 20 {
 		since := charla.Seq(round * 7)
 		c := e.Dial(t, fmt.Sprintf("sub%d", round), charla.RoleAgent)
-		sf := subscribe(t, c, "race", since)
+		sf := c.Subscribe("race", since)
 		// Everything up to the head of the subscribe, then at least 20 live
 		// ones: every seq exactly once, in order, across the switch.
 		n := int(sf.Head-since) + 20
@@ -243,7 +199,7 @@ func TestSubscribeSinceWhileSending(t *testing.T) {
 		if n+int(since) > total {
 			n = total - int(since)
 		}
-		collect(t, c, "race", since, n)
+		c.Collect("race", since, n)
 		c.Close()
 	}
 }
@@ -253,19 +209,19 @@ func TestRestartKeepsAckedMessages(t *testing.T) {
 	e := transporttest.Start(t, transporttest.WithDataDir(dir))
 	c := e.Dial(t, "a", charla.RoleAgent)
 	for i := range 50 {
-		c.Send(sendFrame("r", uuid.NewString(), fmt.Sprint(i), ""))
+		c.Send(transporttest.SendFrame("r", uuid.NewString(), fmt.Sprint(i), ""))
 	}
 	for range 50 {
-		c.NextOf(wire.TypeAck, wait)
+		c.NextOf(wire.TypeAck, transporttest.Wait)
 	}
 	e.Restart()
 	c = e.Dial(t, "a", charla.RoleAgent)
-	if f := subscribe(t, c, "r", 0); f.Head != 50 {
+	if f := c.Subscribe("r", 0); f.Head != 50 {
 		t.Fatalf("head after restart = %d, want 50", f.Head)
 	}
-	collect(t, c, "r", 0, 50)
-	c.Send(sendFrame("r", uuid.NewString(), "after", ""))
-	if ack := c.NextOf(wire.TypeAck, wait); ack.Seq != 51 {
+	c.Collect("r", 0, 50)
+	c.Send(transporttest.SendFrame("r", uuid.NewString(), "after", ""))
+	if ack := c.NextOf(wire.TypeAck, transporttest.Wait); ack.Seq != 51 {
 		t.Fatalf("seq after restart = %d, want 51", ack.Seq)
 	}
 }

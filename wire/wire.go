@@ -115,6 +115,10 @@ type Subscribed struct {
 	Ref  string        `json:"ref,omitempty"`
 	Conv charla.ConvID `json:"conv"`
 	Head charla.Seq    `json:"head"`
+	// Since is where delivery resumes: the since of the subscribe, or the
+	// head when the subscribe asked for more than the conversation holds
+	// (the client then drops what it kept beyond it).
+	Since charla.Seq `json:"since"`
 }
 
 // Unsubscribed answers unsubscribe.

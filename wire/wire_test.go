@@ -54,8 +54,8 @@ func TestMsgRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(f.Body, &body); err != nil || body.Text != "línea\nnueva" {
 		t.Fatalf("body %s: %v", f.Body, err)
 	}
-	// subscribed must carry head even when it is 0
-	if got := string(Encode(Subscribed{Type: TypeSubscribed, Conv: "c"})); got != `{"type":"subscribed","conv":"c","head":0}` {
+	// subscribed must carry head and since even when they are 0
+	if got := string(Encode(Subscribed{Type: TypeSubscribed, Conv: "c"})); got != `{"type":"subscribed","conv":"c","head":0,"since":0}` {
 		t.Fatalf("subscribed = %s", got)
 	}
 }

@@ -7,6 +7,7 @@ package transporttest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -50,7 +51,7 @@ type Engine struct {
 type options struct {
 	actors    actors.Config
 	transport transport.Config
-	hooks     *actors.Hooks
+	newSystem func(actors.Config, actors.Dependencies) (*actors.System, error)
 	dir       string
 	log       zerolog.Logger
 	store     func(testing.TB) store.Store
@@ -66,8 +67,11 @@ func WithActors(f func(*actors.Config)) Option { return func(o *options) { f(&o.
 // WithTransport edits the edge's configuration.
 func WithTransport(f func(*transport.Config)) Option { return func(o *options) { f(&o.transport) } }
 
-// WithHooks installs test hooks in the actor tree.
-func WithHooks(h *actors.Hooks) Option { return func(o *options) { o.hooks = h } }
+// WithSystem builds the actor tree with f instead of actors.NewSystem (the
+// actors package's own tests pass a tree with test hooks).
+func WithSystem(f func(actors.Config, actors.Dependencies) (*actors.System, error)) Option {
+	return func(o *options) { o.newSystem = f }
+}
 
 // WithDataDir keeps the bolt store in dir (to restart on the same data).
 func WithDataDir(dir string) Option { return func(o *options) { o.dir = dir } }
@@ -131,7 +135,11 @@ func (e *Engine) start() error {
 		}
 		e.sp = sp
 	}
-	sys, err := actors.NewSystem(e.opts.actors, actors.Dependencies{Store: e.st, Spool: e.sp, Log: e.opts.log, Hooks: e.opts.hooks})
+	newSystem := actors.NewSystem
+	if e.opts.newSystem != nil {
+		newSystem = e.opts.newSystem
+	}
+	sys, err := newSystem(e.opts.actors, actors.Dependencies{Store: e.st, Spool: e.sp, Log: e.opts.log})
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
@@ -271,6 +279,71 @@ func (c *Client) NextOf(typ string, timeout time.Duration) wire.Frame {
 		f := c.Next(time.Until(deadline))
 		if f.Type == typ {
 			return f
+		}
+	}
+}
+
+// Wait is how long the helpers below wait for a frame that must come: long
+// enough for a loaded 2-core machine running the race detector.
+const Wait = 10 * time.Second
+
+// SendFrame is a send frame with a text body.
+func SendFrame(conv charla.ConvID, cmid, text, ref string) wire.Frame {
+	return wire.Frame{Type: wire.TypeSend, Ref: ref, Conv: conv, ClientMsgID: cmid, Body: json.RawMessage(fmt.Sprintf(`{"text":%q}`, text))}
+}
+
+// Subscribe subscribes to conv from since and returns the subscribed frame.
+func (c *Client) Subscribe(conv charla.ConvID, since charla.Seq) wire.Frame {
+	c.t.Helper()
+	c.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: conv, Since: since, Ref: "sub"})
+	f := c.NextOf(wire.TypeSubscribed, Wait)
+	if f.Conv != conv || f.Ref != "sub" {
+		c.t.Fatalf("subscribed = %+v", f)
+	}
+	return f
+}
+
+// Collect reads the next n messages of conv, failing the test unless they
+// are seqs from+1 … from+n in order (a gap, a duplicate or a reorder) or an
+// error frame arrives meanwhile. Frames of other types are skipped.
+func (c *Client) Collect(conv charla.ConvID, from charla.Seq, n int) []wire.Frame {
+	c.t.Helper()
+	var got []wire.Frame
+	deadline := time.After(30 * time.Second)
+	for len(got) < n {
+		select {
+		case f := <-c.frames:
+			if f.Type == wire.TypeError {
+				c.t.Fatalf("error frame while collecting: %+v", f)
+			}
+			if f.Type != wire.TypeMsg || f.Conv != conv {
+				continue
+			}
+			want := from + charla.Seq(len(got)) + 1
+			if f.Seq != want {
+				c.t.Fatalf("msg seq %d, want %d (gap, duplicate or reorder)", f.Seq, want)
+			}
+			got = append(got, f)
+		case <-deadline:
+			c.t.Fatalf("got %d of %d messages", len(got), n)
+		}
+	}
+	return got
+}
+
+// NoFrame fails the test if a frame of type typ (any type when "") arrives
+// within d.
+func (c *Client) NoFrame(typ string, d time.Duration) {
+	c.t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case f := <-c.frames:
+			if typ == "" || f.Type == typ {
+				c.t.Fatalf("unexpected %+v", f)
+			}
+		case <-timeout:
+			return
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package transport_test
+package actors_test
 
 import (
 	"fmt"
@@ -20,24 +20,24 @@ import (
 func TestPanicInOneConversationIsIsolated(t *testing.T) {
 	var armed atomic.Bool
 	var panics atomic.Int32
-	hooks := &actors.Hooks{ConversationReceive: func(conv charla.ConvID, _ any) {
+	hook := func(conv charla.ConvID, _ any) {
 		if conv == "boom" && armed.CompareAndSwap(true, false) {
 			panics.Add(1)
 			panic("injected by test")
 		}
-	}}
-	e := transporttest.Start(t, transporttest.WithHooks(hooks))
+	}
+	e := transporttest.Start(t, transporttest.WithSystem(actors.NewSystemWithConversationHook(hook)))
 	boomWatcher := e.Dial(t, "w1", charla.RoleAgent)
-	subscribe(t, boomWatcher, "boom", 0)
+	boomWatcher.Subscribe("boom", 0)
 	calmWatcher := e.Dial(t, "w2", charla.RoleAgent)
-	subscribe(t, calmWatcher, "calm", 0)
+	calmWatcher.Subscribe("calm", 0)
 	sender := e.Dial(t, "s", charla.RoleAgent)
 
 	send := func(conv charla.ConvID, cmid string) wire.Frame {
 		t.Helper()
-		sender.Send(sendFrame(conv, cmid, "x", cmid))
+		sender.Send(transporttest.SendFrame(conv, cmid, "x", cmid))
 		for {
-			f := sender.Next(wait)
+			f := sender.Next(transporttest.Wait)
 			if (f.Type == wire.TypeAck || f.Type == wire.TypeError) && f.Ref == cmid {
 				return f
 			}
@@ -75,8 +75,8 @@ func TestPanicInOneConversationIsIsolated(t *testing.T) {
 	}
 	// The boom subscriber stayed subscribed across the restart and got every
 	// seq once; the calm one never saw an error.
-	collect(t, boomWatcher, "boom", 0, 11)
-	collect(t, calmWatcher, "calm", 0, 10)
+	boomWatcher.Collect("boom", 0, 11)
+	calmWatcher.Collect("calm", 0, 10)
 	for _, c := range []*transporttest.Client{boomWatcher, calmWatcher} {
 		timeout := time.After(300 * time.Millisecond)
 	drain:
@@ -102,32 +102,32 @@ func TestPanicInOneConversationIsIsolated(t *testing.T) {
 // every message exactly once all the same.
 func TestPanicWithABatchInFlight(t *testing.T) {
 	var armed atomic.Bool
-	hooks := &actors.Hooks{ConversationReceive: func(conv charla.ConvID, msg any) {
+	hook := func(conv charla.ConvID, msg any) {
 		if conv == "inflight" && fmt.Sprintf("%T", msg) == "actors.appendDone" && armed.CompareAndSwap(true, false) {
 			panic("injected by test: after the store, before the acks")
 		}
-	}}
-	e := transporttest.Start(t, transporttest.WithHooks(hooks))
+	}
+	e := transporttest.Start(t, transporttest.WithSystem(actors.NewSystemWithConversationHook(hook)))
 	watcher := e.Dial(t, "w", charla.RoleAgent)
-	subscribe(t, watcher, "inflight", 0)
+	watcher.Subscribe("inflight", 0)
 	sender := e.Dial(t, "s", charla.RoleAgent)
 
 	armed.Store(true)
 	cmid := uuid.NewString()
-	sender.Send(sendFrame("inflight", cmid, "x", "r1"))
-	f := sender.Next(wait)
+	sender.Send(transporttest.SendFrame("inflight", cmid, "x", "r1"))
+	f := sender.Next(transporttest.Wait)
 	if f.Type != wire.TypeError || f.Code != charla.CodeUnavailable || f.Ref != "r1" {
 		t.Fatalf("in-flight send got %+v, want unavailable", f)
 	}
-	sender.Send(sendFrame("inflight", cmid, "x", "r2"))
-	ack := sender.NextOf(wire.TypeAck, wait)
+	sender.Send(transporttest.SendFrame("inflight", cmid, "x", "r2"))
+	ack := sender.NextOf(wire.TypeAck, transporttest.Wait)
 	if ack.Seq != 1 || !ack.Duplicate || ack.Ref != "r2" {
 		t.Fatalf("resend: %+v, want duplicate of seq 1 (it was stored)", ack)
 	}
-	sender.Send(sendFrame("inflight", uuid.NewString(), "y", "r3"))
-	if ack := sender.NextOf(wire.TypeAck, wait); ack.Seq != 2 {
+	sender.Send(transporttest.SendFrame("inflight", uuid.NewString(), "y", "r3"))
+	if ack := sender.NextOf(wire.TypeAck, transporttest.Wait); ack.Seq != 2 {
 		t.Fatalf("next: %+v, want seq 2", ack)
 	}
-	collect(t, watcher, "inflight", 0, 2)
-	noFrame(t, watcher, wire.TypeMsg, 300*time.Millisecond)
+	watcher.Collect("inflight", 0, 2)
+	watcher.NoFrame(wire.TypeMsg, 300*time.Millisecond)
 }

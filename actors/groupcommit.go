@@ -1,0 +1,161 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"charla"
+	"charla/store"
+)
+
+// groupCommit is the store actor's write lane. Appends queue up while a
+// write is in flight and leave together as the next one: many
+// conversations, one transaction, one fsync, many acks. Its queue is actor
+// state; write runs on an I/O goroutine and only reads what it is given.
+type groupCommit struct {
+	st       store.Store
+	outage   *outageSpool // nil: no outage protection
+	maxBatch int
+	timeout  time.Duration // of one store call; 0 waits for the store
+	life     context.Context
+	log      zerolog.Logger
+
+	queue   []appendReq
+	writing bool
+}
+
+// storeWritten is the write lane's report.
+type storeWritten struct {
+	batch   []appendReq
+	cursors map[cursorKey]charla.Seq // not written: kept for the next time
+	reply   []appendDone
+	dbErr   error // outcome of the store attempt, when one was made
+	tried   bool
+	spooled int
+}
+
+// cut takes the next batch off the queue (at most maxBatch messages, but
+// never splitting a request) and stamps it with the engine's time: the same
+// TS then holds in the ack, in the spool and in the store, whichever path
+// the batch takes.
+func (g *groupCommit) cut() ([]appendReq, []charla.Message) {
+	var batch []appendReq
+	n := 0
+	for len(g.queue) > 0 && (n == 0 || n+len(g.queue[0].msgs) <= g.maxBatch) {
+		batch = append(batch, g.queue[0])
+		n += len(g.queue[0].msgs)
+		g.queue[0] = appendReq{}
+		g.queue = g.queue[1:]
+	}
+	ts := time.Now().UTC().Truncate(time.Microsecond)
+	msgs := make([]charla.Message, 0, n)
+	for _, r := range batch {
+		for i := range r.msgs {
+			r.msgs[i].TS = ts
+		}
+		msgs = append(msgs, r.msgs...)
+	}
+	return batch, msgs
+}
+
+// write stores one batch: in the store when useStore, in the spool when the
+// store is bypassed or down. Cursors ride along when the store is used.
+func (g *groupCommit) write(batch []appendReq, msgs []charla.Message, cursors map[cursorKey]charla.Seq, useStore bool) storeWritten {
+	d := storeWritten{batch: batch}
+	var results []store.AppendResult
+	var err error
+	if len(msgs) > 0 {
+		if useStore {
+			d.tried = true
+			results, err = g.append(msgs)
+			d.dbErr = err
+		}
+		if g.outage != nil && (!useStore || isOutage(g.life, err)) {
+			results, d.spooled, err = g.outage.appendSpool(g.life, batch, msgs)
+		}
+	}
+	var errs []error
+	if err != nil && errors.Is(err, store.ErrInvalid) && len(msgs) > 1 {
+		// One message the store refuses must not fail everyone's: store them
+		// one by one and refuse only that one.
+		results, errs, err = g.appendEach(msgs)
+	}
+	d.reply = split(batch, results, errs, err)
+	if useStore && !isOutage(g.life, d.dbErr) {
+		for k, seq := range cursors {
+			if cerr := g.st.SetReadCursor(g.life, k.conv, k.user, seq); cerr != nil {
+				g.log.Warn().Err(cerr).Str("conv", string(k.conv)).Msg("read cursor not stored")
+			}
+		}
+	} else {
+		d.cursors = cursors
+	}
+	return d
+}
+
+func (g *groupCommit) append(msgs []charla.Message) ([]store.AppendResult, error) {
+	ctx, cancel := callContext(g.life, g.timeout)
+	defer cancel()
+	return g.st.Append(ctx, msgs)
+}
+
+func (g *groupCommit) appendEach(msgs []charla.Message) ([]store.AppendResult, []error, error) {
+	results := make([]store.AppendResult, len(msgs))
+	errs := make([]error, len(msgs))
+	for i := range msgs {
+		r, err := g.append(msgs[i : i+1])
+		if err != nil {
+			if isOutage(g.life, err) {
+				return nil, nil, err
+			}
+			errs[i] = err
+			continue
+		}
+		results[i] = r[0]
+	}
+	return results, errs, nil
+}
+
+// split cuts a write's results into each request's reply.
+func split(batch []appendReq, results []store.AppendResult, errs []error, err error) []appendDone {
+	out := make([]appendDone, len(batch))
+	off := 0
+	for i, r := range batch {
+		n := len(r.msgs)
+		switch {
+		case err != nil:
+			out[i].err = err
+		default:
+			out[i].results = results[off : off+n]
+			if errs != nil {
+				out[i].errs = errs[off : off+n]
+			}
+		}
+		off += n
+	}
+	return out
+}
+
+// callContext bounds one store call: with a spool to fall back to, a call
+// waits timeout at most (past it a write is spooled); without one (timeout
+// 0) it waits for the store.
+func callContext(life context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
+		return context.WithCancel(life)
+	}
+	return context.WithTimeout(life, timeout)
+}
+
+// isOutage reports whether err means "the store is down" (spool, trip the
+// breaker) rather than "the store refuses this". Nothing is an outage once
+// the tree is shutting down (life is done): calls cut short then are not the
+// store's fault.
+func isOutage(life context.Context, err error) bool {
+	if err == nil || life.Err() != nil {
+		return false
+	}
+	return errors.Is(err, store.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded)
+}
