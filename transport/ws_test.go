@@ -2,6 +2,7 @@ package transport_test
 
 import (
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -223,5 +224,37 @@ func TestRestartKeepsAckedMessages(t *testing.T) {
 	c.Send(transporttest.SendFrame("r", uuid.NewString(), "after", ""))
 	if ack := c.NextOf(wire.TypeAck, transporttest.Wait); ack.Seq != 51 {
 		t.Fatalf("seq after restart = %d, want 51", ack.Seq)
+	}
+}
+
+// A since beyond the head is clamped to it, said in subscribed, and the
+// subscription goes live: the next message is delivered (no wrap at 2^64,
+// no retry loop, no skipped seqs).
+func TestSubscribeSinceBeyondHead(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		head  int
+		since charla.Seq
+	}{
+		{"max uint64 on an empty conversation", 0, math.MaxUint64},
+		{"5 on an empty conversation", 0, 5},
+		{"9 on a conversation at 2", 2, 9},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := transporttest.Start(t)
+			s := e.Dial(t, "s", charla.RoleAgent)
+			for i := range tc.head {
+				s.Send(transporttest.SendFrame("c", uuid.NewString(), "x", fmt.Sprint(i)))
+				s.NextOf(wire.TypeAck, transporttest.Wait)
+			}
+			w := e.Dial(t, "w", charla.RoleAgent)
+			f := w.Subscribe("c", tc.since)
+			if f.Head != charla.Seq(tc.head) || f.Since != charla.Seq(tc.head) {
+				t.Fatalf("subscribed %+v, want head and since %d", f, tc.head)
+			}
+			s.Send(transporttest.SendFrame("c", uuid.NewString(), "live", "live"))
+			w.Collect("c", charla.Seq(tc.head), 1)
+			w.NoFrame(wire.TypeError, 200*time.Millisecond)
+		})
 	}
 }
