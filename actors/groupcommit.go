@@ -35,6 +35,9 @@ type storeWritten struct {
 	dbErr   error // outcome of the store attempt, when one was made
 	tried   bool
 	spooled int
+	// err is why the batch (or part of it) was not stored anywhere: the
+	// store's refusal when there is no spool, or the spool's own failure.
+	err error
 }
 
 // cut takes the next batch off the queue (at most maxBatch messages, but
@@ -83,6 +86,7 @@ func (g *groupCommit) write(batch []appendReq, msgs []charla.Message, cursors ma
 		// one by one and refuse only that one.
 		results, errs, err = g.appendEach(msgs)
 	}
+	d.err = err
 	d.reply = split(batch, results, errs, err)
 	if useStore && !isOutage(g.life, d.dbErr) {
 		for k, seq := range cursors {

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -43,7 +44,11 @@ type storeActor struct {
 	selfPID *actor.PID
 
 	draining bool
-	kick     *time.Timer
+	// failedWrites counts the writes of the current episode of write
+	// failures (0: writes succeed), so that a full disk is logged once when
+	// it starts and once when it ends, not once per message.
+	failedWrites int
+	kick         *time.Timer
 	// pending counts the messages of each conversation that are queued or
 	// being written; a load of that conversation waits until it is zero so
 	// that a restarted conversation actor never reads a head that a write in
@@ -243,6 +248,7 @@ func (a *storeActor) onWritten(ctx actor.Context, d storeWritten) {
 			a.log.Warn().Err(d.dbErr).Int("spooled", d.spooled).Str("breaker", a.breaker.state.String()).Msg("store unavailable")
 		}
 	}
+	a.trackFailures(d)
 	for k, seq := range d.cursors {
 		if seq > a.cursors[k] {
 			a.cursors[k] = seq
@@ -263,6 +269,24 @@ func (a *storeActor) onWritten(ctx actor.Context, d storeWritten) {
 		}
 	}
 	a.publish()
+}
+
+// trackFailures logs write failures once per episode, with the cause: a
+// full disk or a refusing database answers every send "unavailable", and the
+// operator must hear of it without reading one line per message.
+func (a *storeActor) trackFailures(d storeWritten) {
+	switch {
+	case len(d.batch) == 0 || isOutage(a.life, d.err) && a.outage != nil:
+		// nothing written, or an outage the spool covers (logged there)
+	case d.err != nil && !errors.Is(d.err, store.ErrInvalid):
+		if a.failedWrites == 0 {
+			a.log.Error().Err(d.err).Int("messages", len(d.reply)).Msg("store writes are failing; senders are answered unavailable until they succeed")
+		}
+		a.failedWrites++
+	case a.failedWrites > 0:
+		a.log.Warn().Int("failed_writes", a.failedWrites).Msg("store writes succeed again")
+		a.failedWrites = 0
+	}
 }
 
 func (a *storeActor) startDrain() {
