@@ -92,6 +92,10 @@ func New(endpoint string, o Options) (*Client, error) {
 // Endpoint returns the service URL the client posts to.
 func (c *Client) Endpoint() string { return c.endpoint }
 
+// CloseIdleConnections closes the keep-alive connections the client holds
+// to the service, for a clean shutdown (or to make the next call dial anew).
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
 // GetStock returns the item sku. An unknown SKU is a client fault matching
 // ErrUnknownSKU.
 func (c *Client) GetStock(ctx context.Context, sku string) (Item, error) {
