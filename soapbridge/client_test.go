@@ -422,3 +422,45 @@ func TestRequestFaultsFromSimulator(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
+
+// TestWSDLOverHTTP checks the bytes that cross the wire against the WSDL's
+// schema: every request the client sends, and the simulator's answers to
+// them (results and faults).
+func TestWSDLOverHTTP(t *testing.T) {
+	s := newSim(t, soapsim.Options{}, soapbridge.Options{})
+	ctx := ctxTimeout(t, 10*time.Second)
+	calls := []struct {
+		op   string
+		call func() error
+		dir  string
+	}{
+		{"GetStock", func() error { _, err := s.client.GetStock(ctx, "SKU-00007"); return err }, "out"},
+		{"GetStock", func() error { _, err := s.client.GetStock(ctx, "nope"); return err }, "fault"},
+		{"SearchProducts", func() error { _, err := s.client.SearchProducts(ctx, "mug", 1); return err }, "out"},
+		{"SearchProducts", func() error { _, err := s.client.SearchProducts(ctx, "", 1); return err }, "out"},
+		{"ReserveItem", func() error { _, err := s.client.ReserveItem(ctx, "SKU-00003", 1, "wsdl-1"); return err }, "out"},
+		{"ReserveItem", func() error { _, err := s.client.ReserveItem(ctx, "SKU-00003", 100000, "wsdl-2"); return err }, "fault"},
+	}
+	for _, c := range calls {
+		err := c.call()
+		if (err != nil) != (c.dir == "fault") {
+			t.Fatalf("%s: %v", c.op, err)
+		}
+		req, _ := s.lastRequest()
+		if err := soapbridge.CheckEnvelopeForTest(t, req, c.op, "in"); err != nil {
+			t.Errorf("%s request breaks the WSDL: %v\n%s", c.op, err, req)
+		}
+		// Replay the request (the reservation answers the same, being
+		// idempotent) to see the answer's bytes.
+		resp, err := http.Post(s.ts.URL+"/", "text/xml; charset=utf-8", bytes.NewReader(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err := soapbridge.CheckEnvelopeForTest(t, body, c.op, c.dir); err != nil {
+			t.Errorf("%s answer breaks the WSDL: %v\n%s", c.op, err, body)
+		}
+	}
+	http.DefaultClient.CloseIdleConnections()
+}

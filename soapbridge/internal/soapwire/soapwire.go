@@ -135,11 +135,26 @@ const (
 	envClose = `</soap:Body></soap:Envelope>`
 )
 
+// faultOut is Fault as written: with the envelope's soap prefix, declared on
+// the Envelope, rather than a default namespace, which would wrongly
+// qualify faultcode, faultstring and detail (SOAP 1.1 leaves them
+// unqualified).
+type faultOut struct {
+	XMLName xml.Name `xml:"soap:Fault"`
+	Code    string   `xml:"faultcode"`
+	String  string   `xml:"faultstring"`
+	Actor   string   `xml:"faultactor,omitempty"`
+	Detail  *Detail  `xml:"detail,omitempty"`
+}
+
 // Marshal wraps payload (one of the element types above) in a SOAP envelope.
 // The envelope is written by hand because encoding/xml cannot give the
 // envelope namespace a prefix; the payload then declares the service
 // namespace as its default, which its unprefixed children inherit.
 func Marshal(payload any) ([]byte, error) {
+	if f, ok := payload.(Fault); ok {
+		payload = faultOut{Code: f.Code, String: f.String, Actor: f.Actor, Detail: f.Detail}
+	}
 	var b bytes.Buffer
 	b.WriteString(envOpen)
 	if err := xml.NewEncoder(&b).Encode(payload); err != nil {
