@@ -241,7 +241,7 @@ func TestStatsAndProbabilities(t *testing.T) {
 	if err := s.SetFaults(Faults{}); err != nil {
 		t.Fatal(err)
 	}
-	do(h, "POST", "/", soapRequest( soapwire.SearchProducts{Page: 1, PageSize: 5}))
+	do(h, "POST", "/", soapRequest(soapwire.SearchProducts{Page: 1, PageSize: 5}))
 	do(h, "POST", "/", "garbage")
 	do(h, "GET", "/?wsdl", "")
 
