@@ -49,15 +49,24 @@ const MaxLatencyMS = 600_000
 //   - Oversized: an HTTP 200 carrying a valid answer padded to
 //     Options.OversizeBytes, without Content-Length (chunked).
 type FaultSet struct {
-	LatencyMS          int     `json:"latency_ms"`
-	JitterMS           int     `json:"jitter_ms"`
+	// LatencyMS is the added delay in milliseconds, 0 to MaxLatencyMS.
+	LatencyMS int `json:"latency_ms"`
+	// JitterMS spreads the delay uniformly by ± this much, at most LatencyMS.
+	JitterMS int `json:"jitter_ms"`
+	// LatencyProbability is the chance a call is delayed; 0 means 1.
 	LatencyProbability float64 `json:"latency_probability"`
-	Hang               float64 `json:"hang"`
-	Reset              float64 `json:"reset"`
-	HTTP500            float64 `json:"http_500"`
-	SOAPFault          float64 `json:"soap_fault"`
-	Malformed          float64 `json:"malformed"`
-	Oversized          float64 `json:"oversized"`
+	// Hang is the chance a call is never answered.
+	Hang float64 `json:"hang"`
+	// Reset is the chance the connection is reset.
+	Reset float64 `json:"reset"`
+	// HTTP500 is the chance of a plain HTTP 500.
+	HTTP500 float64 `json:"http_500"`
+	// SOAPFault is the chance of a soap:Server fault.
+	SOAPFault float64 `json:"soap_fault"`
+	// Malformed is the chance of truncated XML.
+	Malformed float64 `json:"malformed"`
+	// Oversized is the chance of an answer of Options.OversizeBytes.
+	Oversized float64 `json:"oversized"`
 }
 
 // probabilities returns the exclusive modes' probabilities in

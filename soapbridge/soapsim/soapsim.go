@@ -13,6 +13,12 @@
 //	GET  /admin/stats          calls per operation, total, faults injected
 //	POST /admin/reset          zero the counters (faults and stock stay)
 //
+// For example, 200 ms ± 50 ms on every call, one call in ten hanging, and
+// every ReserveItem failing with a plain 500:
+//
+//	curl -X PUT localhost:8089/admin/faults -d '{"latency_ms":200,"jitter_ms":50,
+//	  "hang":0.1,"operations":{"ReserveItem":{"http_500":1}}}'
+//
 // The counters let a test prove that the engine sent nothing while its
 // breaker was open.
 package soapsim
