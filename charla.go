@@ -68,14 +68,43 @@ type Sender struct {
 }
 
 // CanAccess reports whether s may read and write conversation c. Agents and
-// admins serve every conversation; a customer only their own: the conversation
-// named by their user id, or one whose id starts with "<user id>:".
+// admins serve every conversation; a customer only the ones they own (see
+// ConvID.Owner): "<user id>" and "<user id>:<anything>". User ids never
+// contain ':' (ValidateUserID), so no customer's namespace overlaps another's.
 func (s Sender) CanAccess(c ConvID) bool {
 	if s.Role == RoleAgent || s.Role == RoleAdmin {
 		return true
 	}
-	id := string(c)
-	return id == s.ID || strings.HasPrefix(id, s.ID+":")
+	return c.Owner() == s.ID
+}
+
+// Owner is the user id that owns a customer conversation: the id up to its
+// first ':', or the whole id.
+func (c ConvID) Owner() string {
+	owner, _, _ := strings.Cut(string(c), ":")
+	return owner
+}
+
+// MaxUserIDLen bounds a user id: a Supabase subject is a 36-byte UUID, a
+// WhatsApp id a phone number; 128 leaves room for e-mail-like ids.
+const MaxUserIDLen = 128
+
+// ValidateUserID checks a user id (a JWT's sub, a dev-mode user, a WhatsApp
+// id): 1 to MaxUserIDLen bytes of ASCII letters, digits and "-_.@+". That
+// keeps ':' (the conversation namespace separator), whitespace and control
+// characters out of every id a conversation may be named after.
+func ValidateUserID(id string) error {
+	if id == "" || len(id) > MaxUserIDLen {
+		return Errorf(CodeUnauthorized, "user id must be 1 to %d characters (got %d)", MaxUserIDLen, len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		switch b := id[i]; {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9', strings.IndexByte("-_.@+", b) >= 0:
+		default:
+			return Errorf(CodeUnauthorized, "user id %q has %q at byte %d: only letters, digits and -_.@+ are allowed", id, b, i)
+		}
+	}
+	return nil
 }
 
 // Message is one accepted chat message. Once a client has seen it (ack or msg

@@ -53,12 +53,36 @@ func TestValidateIDs(t *testing.T) {
 		}
 	}
 	customer := Sender{ID: "c7", Role: RoleCustomer}
-	for conv, ok := range map[ConvID]bool{"c7": true, "c7:web": true, "c70": false, "c8": false} {
+	for conv, ok := range map[ConvID]bool{"c7": true, "c7:web": true, "c7:web:2": true, "c70": false, "c8": false, "c7x:y": false} {
 		if customer.CanAccess(conv) != ok {
 			t.Errorf("customer c7 on %s: want %v", conv, ok)
 		}
 	}
 	if !(Sender{ID: "a", Role: RoleAgent}).CanAccess("anything") {
 		t.Error("agents serve every conversation")
+	}
+}
+
+func TestValidateUserID(t *testing.T) {
+	for _, tc := range []struct {
+		id string
+		ok bool
+	}{
+		{"0b8e4c1e-3f5a-4e8b-9d1c-2a3b4c5d6e7f", true}, // Supabase subject
+		{"34600111222", true},                          // WhatsApp id
+		{"ana.lopez+soporte@example.com", true},
+		{strings.Repeat("a", MaxUserIDLen), true},
+		{"", false},
+		{"   ", false},
+		{"bob:x", false}, // would own bob:x:*, inside bob's namespace
+		{"bob x", false},
+		{"bob\x00", false},
+		{"bob\n", false},
+		{"ñandú", false},
+		{strings.Repeat("a", MaxUserIDLen+1), false},
+	} {
+		if err := ValidateUserID(tc.id); (err == nil) != tc.ok {
+			t.Errorf("user id %q: %v, want ok=%v", tc.id, err, tc.ok)
+		}
 	}
 }

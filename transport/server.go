@@ -83,6 +83,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
+	if status, err := checkHandshake(r); err != nil {
+		if status == http.StatusUpgradeRequired {
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		}
+		writeError(w, status, err)
+		return
+	}
 	if !s.cfg.Origins.Allowed(r) {
 		writeError(w, http.StatusForbidden, charla.Errorf(charla.CodeForbidden, "origin %q is not allowed", r.Header.Get("Origin")))
 		return
