@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"fmt"
+	"maps"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -23,6 +25,8 @@ type conversations struct {
 	// closing is set by stopAll: requests are refused from then on.
 	closing     bool
 	stopWaiters []*actor.PID
+	// peak is the most conversations alive since the maps were last built.
+	peak int
 }
 
 // routed is implemented by every request a conversation handles.
@@ -79,10 +83,18 @@ func (s *conversations) Receive(ctx actor.Context) {
 			ctx.Send(pid, passivate{})
 		}
 		s.replyWhenEmpty(ctx, ctx.Sender())
-	case *actor.Stopping:
+	case *actor.Stopping, *actor.Restarting:
 		if s.sweep != nil {
 			s.sweep.Stop()
 		}
+		// Conversations are not in protoactor's children set (see spawn), so
+		// protoactor does not stop them with us: stop every one still alive
+		// (none after stopAll) and forget them; a next incarnation starts
+		// empty, and the store holds its loads until their writes are done.
+		for id := range s.byPID {
+			ctx.Stop(actor.NewPID(ctx.ActorSystem().Address(), id))
+		}
+		s.deps.stats.ConversationsActive.Add(-int64(len(s.byPID)))
 	}
 }
 
@@ -112,10 +124,25 @@ func (s *conversations) route(ctx actor.Context, m routed) {
 func (s *conversations) spawn(ctx actor.Context, conv charla.ConvID) *actor.PID {
 	d := s.deps
 	props := actor.PropsFromProducer(func() actor.Actor { return newConversation(conv, d) }, actor.WithDispatcher(d.dispatcher))
-	pid := ctx.Spawn(props)
+	// Not ctx.Spawn: that also records the child in protoactor's children
+	// set (a PIDSet), which at this version keeps memory of stopped children
+	// for good. Its Remove leaves the vacated slot of its slice set, and the
+	// stale *PID there caches the dead actor's process, so up to the peak
+	// number of conversations stay pinned (mailbox, context, dedup LRU, ring,
+	// timer: ~1.7 KB each); and its lookup map never shrinks from its peak.
+	// DefaultSpawner makes the same child (we are its parent: its failures
+	// reach our supervisor strategy, its Terminated reaches us) without that
+	// set. byPID is our set; what protoactor's did besides, stopping the
+	// children when we stop or restart, Receive does on Stopping/Restarting.
+	name := ctx.Self().Id + "/" + ctx.ActorSystem().ProcessRegistry.NextId()
+	pid, err := actor.DefaultSpawner(ctx.ActorSystem(), name, props, ctx)
+	if err != nil {
+		panic(fmt.Sprintf("spawn conversation %s: %v", conv, err)) // as ctx.Spawn does; the name is unique
+	}
 	s.deps.stats.ConversationsActive.Add(1)
 	s.children[conv] = pid
 	s.byPID[pid.Id] = conv
+	s.peak = max(s.peak, len(s.byPID))
 	return pid
 }
 
@@ -126,6 +153,7 @@ func (s *conversations) onTerminated(ctx actor.Context, who *actor.PID) {
 	}
 	delete(s.byPID, who.Id)
 	s.deps.stats.ConversationsActive.Add(-1)
+	s.shrink()
 	if cur := s.children[conv]; cur != nil && cur.Id == who.Id {
 		delete(s.children, conv) // stopped by its supervisor after too many failures
 	}
@@ -145,6 +173,20 @@ func (s *conversations) onTerminated(ctx actor.Context, who *actor.PID) {
 		}
 	}
 	s.notifyIfEmpty(ctx)
+}
+
+// shrink rebuilds the maps once they hold under a quarter of their peak:
+// Go maps never give back the buckets they grew, so a burst of conversations
+// would otherwise keep ~100 bytes per conversation of the peak for good. The
+// copy costs O(len), paid for by the 3·len removals since the peak.
+func (s *conversations) shrink() {
+	if s.peak < 1024 || len(s.byPID) > s.peak/4 {
+		return
+	}
+	s.children = maps.Collect(maps.All(s.children))
+	s.byPID = maps.Collect(maps.All(s.byPID))
+	s.stopping = maps.Collect(maps.All(s.stopping))
+	s.peak = len(s.byPID)
 }
 
 func (s *conversations) armSweep(ctx actor.Context) {

@@ -47,6 +47,7 @@ func (g *gateway) Receive(ctx actor.Context) {
 		g.conns[pid.Id] = pid
 		ctx.Respond(pid)
 	case *actor.Terminated:
+		releaseStoppedChild(ctx) // or the stopped conn stays in memory
 		delete(g.conns, m.Who.Id)
 		g.notify(ctx)
 	case shutdownAll:

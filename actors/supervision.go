@@ -51,3 +51,18 @@ func typeName(v any) string {
 	}
 	return fmt.Sprintf("%T", v)
 }
+
+// releaseStoppedChild runs on every *actor.Terminated of a parent whose
+// children come and go (the gateway's conns). It works around protoactor's
+// PIDSet.Remove (at the version we use), which shrinks the children slice
+// without clearing the slot it vacates: the stale *PID there caches the dead
+// child's process (mailbox, context, actor), so up to the peak number of
+// children stay pinned. (conversations avoids the set altogether: see its
+// spawn.) By the time Receive sees Terminated protoactor has removed the
+// child, so the vacated slot is the one just past the slice's end; Children
+// returns that very slice, which only changes on the parent's goroutine.
+func releaseStoppedChild(ctx actor.Context) {
+	if kids := ctx.Children(); len(kids) < cap(kids) {
+		kids[:len(kids)+1][len(kids)] = nil
+	}
+}
