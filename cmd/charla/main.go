@@ -23,6 +23,7 @@ import (
 
 	"charla"
 	"charla/actors"
+	"charla/store"
 	"charla/store/bolt"
 	"charla/store/postgres"
 	"charla/store/spool"
@@ -170,11 +171,11 @@ func openStore(ctx context.Context, cfg config, log zerolog.Logger) (actors.Depe
 		return dep, nil, fmt.Errorf("open spool: %w", err)
 	}
 	opts := cfg.postgres()
-	st, err := postgres.Open(ctx, opts, log.With().Str("component", "postgres").Logger())
-	if errors.Is(err, postgres.ErrUnavailable) && !opts.AutoMigrate {
+	st, err := postgres.Open(ctx, opts, log)
+	if errors.Is(err, store.ErrUnavailable) && !opts.AutoMigrate {
 		log.Warn().Err(err).Int("spooled", sp.Len()).Msg("database unreachable at startup; serving from the spool until it answers")
 		opts.Lazy = true
-		st, err = postgres.Open(ctx, opts, log.With().Str("component", "postgres").Logger())
+		st, err = postgres.Open(ctx, opts, log)
 	}
 	if err != nil {
 		sp.Close()
