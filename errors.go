@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 )
 
 // Code is a protocol error code: the value of an error frame's "code", a Go
 // error (through Error) and a metric label, all at once.
 type Code string
 
-// The error codes of PROTOCOL.md. Clients may branch on these values; the
+// The error codes of docs/PROTOCOL.md. Clients may branch on these values; the
 // message text that comes with them is for people and may change.
 const (
 	CodeBadRequest   Code = "bad_request"
@@ -28,8 +27,6 @@ const (
 type Error struct {
 	Code    Code
 	Message string
-	// RetryAfter, when non-zero, tells the client when a retry may succeed.
-	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
@@ -63,7 +60,7 @@ func (d Disconnect) Error() string { return fmt.Sprintf("disconnect %d: %s", d.C
 // snake_case ("slow_consumer"), distinct for every value below.
 func (d Disconnect) Label() string { return strings.ReplaceAll(d.Reason, " ", "_") }
 
-// The close codes of PROTOCOL.md. Two of them share 4008: clients handle them
+// The close codes of docs/PROTOCOL.md. Two of them share 4008: clients handle them
 // alike (reconnect), the reason tells people which it was.
 var (
 	DisconnectNormal           = Disconnect{1000, "normal"}

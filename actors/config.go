@@ -1,30 +1,39 @@
 package actors
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"time"
+)
 
 // Config holds what the actor tree needs to know; cmd/charla fills it from
-// flags and validates it (charla.Config) before the tree is built.
+// flags and checks it with Validate before the tree is built.
+//
+// The comment of each field starts with the setting's name as Validate
+// spells it, which is the engine's flag where there is one (README.md's
+// configuration table), so that a problem reads as what the operator typed.
 type Config struct {
-	HeartbeatInterval time.Duration // server ping period
-	HeartbeatTimeout  time.Duration // silence after which a connection is closed (4008)
-	SendQueueFrames   int           // per-connection outbound cap in frames (4008 past it)
-	SendQueueBytes    int           // per-connection outbound cap in bytes (4008 past it)
-	MaxBodyBytes      int           // largest message body accepted (too_large past it)
-	MaxSubscriptions  int           // conversations one connection may follow at once
-	DedupWindow       int           // client_msg_ids remembered per conversation in memory
-	RecentWindow      int           // messages kept per conversation to serve replays from memory
-	ReplayPage        int           // messages read from the store per replay page
-	IdleTimeout       time.Duration // a conversation with no activity and no subscriber stops after this
-	SweepInterval     time.Duration // how often leftovers are checked for idleness
-	StoreBatchMax     int           // most messages in one group commit
-	StoreWriteTimeout time.Duration // with a spool: how long a write waits for the store before it is spooled
-	StoreBreaker      BreakerConfig // with a spool: when the store is considered down
-	DrainBatch        int           // messages per store call when draining the spool
-	DrainTimeout      time.Duration // deadline of one drain call: off the ack path, so far longer than StoreWriteTimeout
-	ShutdownGrace     time.Duration // how long in-flight sends may take to finish on shutdown
+	HeartbeatInterval time.Duration // heartbeat-interval: server ping period
+	HeartbeatTimeout  time.Duration // heartbeat-timeout: silence after which a connection is closed (4008)
+	SendQueueFrames   int           // send-queue-frames: per-connection outbound cap in frames (4008 past it)
+	SendQueueBytes    int           // send-queue-bytes: per-connection outbound cap in bytes (4008 past it)
+	MaxBodyBytes      int           // max-body-bytes: largest message body accepted (too_large past it)
+	MaxSubscriptions  int           // max-subscriptions: conversations one connection may follow at once
+	DedupWindow       int           // dedup-window: client_msg_ids remembered per conversation in memory
+	RecentWindow      int           // recent-window: messages kept per conversation to serve replays from memory
+	ReplayPage        int           // replay-page: messages read from the store per replay page
+	IdleTimeout       time.Duration // session-idle-timeout: a conversation with no activity and no subscriber stops after this
+	SweepInterval     time.Duration // session-sweep-interval: how often leftovers are checked for idleness
+	StoreBatchMax     int           // store-batch-max: most messages in one group commit
+	StoreWriteTimeout time.Duration // store-write-timeout: with a spool, how long a write waits for the store before it is spooled
+	StoreBreaker      BreakerConfig // store-breaker-*: with a spool, when the store is considered down
+	DrainBatch        int           // drain-batch: messages per store call when draining the spool
+	DrainTimeout      time.Duration // drain-timeout: deadline of one drain call; off the ack path, so far longer than StoreWriteTimeout
+	ShutdownGrace     time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
 }
 
-// DefaultConfig returns DESIGN.md's defaults.
+// DefaultConfig returns the engine's defaults, the ones README.md's
+// configuration table lists.
 func DefaultConfig() Config {
 	return Config{
 		HeartbeatInterval: 5 * time.Second,
@@ -43,6 +52,73 @@ func DefaultConfig() Config {
 		StoreBreaker:      BreakerConfig{Failures: 3, Window: 20, Ratio: 0.5, Cooldown: 2 * time.Second},
 		DrainBatch:        1000,
 		DrainTimeout:      10 * time.Second,
-		ShutdownGrace:     5 * time.Second,
+		// The engine's shutdown-timeout: SIGTERM waits this long for
+		// in-flight sends (and Shutdown without a deadline as long).
+		ShutdownGrace: 10 * time.Second,
 	}
+}
+
+// Validate reports every problem of c at once (joined with errors.Join), so
+// that an operator fixes a configuration in one round. Each problem names
+// its setting as the field's comment does. The lower bounds are the ones the
+// engine accepts for serving; a zero window or page would make the tree
+// panic or spin at its first use.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	positive := func(name string, d time.Duration) {
+		if d <= 0 {
+			bad("%s must be positive (got %s)", name, d)
+		}
+	}
+	atLeast := func(name string, v, min int) {
+		if v < min {
+			bad("%s must be at least %d (got %d)", name, min, v)
+		}
+	}
+	positive("heartbeat-interval", c.HeartbeatInterval)
+	positive("heartbeat-timeout", c.HeartbeatTimeout)
+	if c.HeartbeatInterval > 0 && c.HeartbeatTimeout > 0 && c.HeartbeatTimeout <= c.HeartbeatInterval {
+		bad("heartbeat-timeout (%s) must be longer than heartbeat-interval (%s), or a healthy client is closed between two pings", c.HeartbeatTimeout, c.HeartbeatInterval)
+	}
+	atLeast("send-queue-frames", c.SendQueueFrames, 16)
+	atLeast("send-queue-bytes", c.SendQueueBytes, 64<<10)
+	atLeast("max-body-bytes", c.MaxBodyBytes, 64)
+	atLeast("max-subscriptions", c.MaxSubscriptions, 1)
+	atLeast("dedup-window", c.DedupWindow, 1)
+	atLeast("recent-window", c.RecentWindow, 1)
+	atLeast("replay-page", c.ReplayPage, 1)
+	positive("session-idle-timeout", c.IdleTimeout)
+	positive("session-sweep-interval", c.SweepInterval)
+	atLeast("store-batch-max", c.StoreBatchMax, 1)
+	positive("store-write-timeout", c.StoreWriteTimeout)
+	errs = append(errs, c.StoreBreaker.validate("store-breaker-")...)
+	atLeast("drain-batch", c.DrainBatch, 1)
+	positive("drain-timeout", c.DrainTimeout)
+	positive("shutdown-timeout", c.ShutdownGrace)
+	return errors.Join(errs...)
+}
+
+// validate returns every problem of b, each naming its setting as prefix
+// plus the field in the engine's flag words (store-breaker-failures...).
+func (b BreakerConfig) validate(prefix string) []error {
+	var errs []error
+	if b.Failures < 1 {
+		errs = append(errs, fmt.Errorf("%sfailures must be at least 1 (got %d)", prefix, b.Failures))
+	}
+	if b.Window < 0 {
+		errs = append(errs, fmt.Errorf("%swindow must not be negative (got %d)", prefix, b.Window))
+	}
+	switch {
+	case b.Ratio < 0 || b.Ratio > 1:
+		errs = append(errs, fmt.Errorf("%sratio must be between 0 and 1 (got %g)", prefix, b.Ratio))
+	case b.Ratio > 0 && b.Window < 1:
+		// The ratio rule reads the last Window outcomes: without any it
+		// could never trip, which is surely not what was meant.
+		errs = append(errs, fmt.Errorf("%sratio %g needs a %swindow of at least 1 (got %d)", prefix, b.Ratio, prefix, b.Window))
+	}
+	if b.Cooldown <= 0 {
+		errs = append(errs, fmt.Errorf("%scooldown must be positive (got %s)", prefix, b.Cooldown))
+	}
+	return errs
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -19,13 +20,64 @@ import (
 	"charla/actors"
 )
 
-// Config is what the edge needs; cmd/charla validates it.
+// Config is what the edge needs; cmd/charla fills it from flags and checks
+// it with Validate. The comment of each field starts with the setting's name
+// as Validate spells it, the engine's flag (README.md's configuration table).
 type Config struct {
-	Auth             Authenticator
-	Origins          OriginPolicy
-	MaxFrameBytes    int           // larger client frames close the connection with 1009
-	ConnectTimeout   time.Duration // HTTP request headers (the handshake) must arrive within it
-	HeartbeatTimeout time.Duration // also bounds every socket write
+	Auth             Authenticator // auth-mode and jwt-secret
+	Origins          OriginPolicy  // allowed-origins
+	MaxFrameBytes    int           // max-frame-bytes: larger client frames close the connection with 1009
+	ConnectTimeout   time.Duration // connect-timeout: HTTP request headers (the handshake) must arrive within it
+	HeartbeatTimeout time.Duration // heartbeat-timeout: also bounds every socket write; the actors' own, shared
+}
+
+// MinSecretBytes is the shortest HS256 secret Validate accepts in jwt mode:
+// a shorter one can be brute-forced from a single token.
+const MinSecretBytes = 32
+
+// DefaultConfig returns the engine's defaults, the ones README.md's
+// configuration table lists: jwt auth (whose secret the caller must supply),
+// same-origin browsers only, and the actors' heartbeat timeout, since the
+// two must agree.
+func DefaultConfig() Config {
+	return Config{
+		Auth:             Authenticator{Mode: AuthJWT},
+		MaxFrameBytes:    64 << 10,
+		ConnectTimeout:   15 * time.Second,
+		HeartbeatTimeout: actors.DefaultConfig().HeartbeatTimeout,
+	}
+}
+
+// Validate reports every problem of c at once (joined with errors.Join), so
+// that an operator fixes a configuration in one round. Each problem names its
+// setting as the field's comment does.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	switch c.Auth.Mode {
+	case AuthJWT:
+		if len(c.Auth.Secret) < MinSecretBytes {
+			bad("jwt-secret must be at least %d bytes in auth-mode=jwt (got %d); use auth-mode dev for development", MinSecretBytes, len(c.Auth.Secret))
+		}
+	case AuthDev:
+	default:
+		bad("auth-mode %q: must be jwt or dev", c.Auth.Mode)
+	}
+	for _, o := range c.Origins {
+		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+			bad("allowed-origins: %q must be * or start with http:// or https://", o)
+		}
+	}
+	if c.MaxFrameBytes < 1024 {
+		bad("max-frame-bytes must be at least 1024 (got %d)", c.MaxFrameBytes)
+	}
+	if c.ConnectTimeout <= 0 {
+		bad("connect-timeout must be positive (got %s)", c.ConnectTimeout)
+	}
+	if c.HeartbeatTimeout <= 0 {
+		bad("heartbeat-timeout must be positive (got %s)", c.HeartbeatTimeout)
+	}
+	return errors.Join(errs...)
 }
 
 // Server serves protocol v1 over HTTP.
@@ -60,9 +112,6 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger) *Server {
 	}
 	return s
 }
-
-// Handler returns the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.http.Handler }
 
 // Serve accepts connections on ln until Shutdown. It returns nil after a
 // Shutdown.

@@ -171,16 +171,18 @@ type Read struct {
 
 // Error answers a request that failed, or reports a problem with no request.
 type Error struct {
-	Type       string      `json:"type"`
-	Ref        string      `json:"ref,omitempty"`
-	Code       charla.Code `json:"code"`
-	Message    string      `json:"message"`
-	RetryAfter int64       `json:"retry_after_ms,omitempty"`
+	Type    string      `json:"type"`
+	Ref     string      `json:"ref,omitempty"`
+	Code    charla.Code `json:"code"`
+	Message string      `json:"message"`
+	// RetryAfter is the protocol's retry_after_ms. The engine sets it on no
+	// error today; it stays so that the frame keeps the protocol's shape.
+	RetryAfter int64 `json:"retry_after_ms,omitempty"`
 }
 
 // ErrorFrame builds the error frame for err answering the request ref.
 func ErrorFrame(ref string, err *charla.Error) Error {
-	return Error{Type: TypeError, Ref: ref, Code: err.Code, Message: err.Message, RetryAfter: err.RetryAfter.Milliseconds()}
+	return Error{Type: TypeError, Ref: ref, Code: err.Code, Message: err.Message}
 }
 
 // Encode marshals a server frame. The frame types here cannot fail to

@@ -1,5 +1,5 @@
-// Command charla-bench measures a Charla engine against DESIGN.md's
-// performance goals: it drives many protocol v1 clients over real
+// Command charla-bench measures a Charla engine against its performance
+// goals (each scenario's Goals): it drives many protocol v1 clients over real
 // WebSockets through one of the scenarios in charla/bench/scenario, prints
 // a live progress line on stderr and a table on stdout, and writes the
 // result as JSON (--out) and as an HTML plot (--plot).

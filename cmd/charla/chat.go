@@ -23,14 +23,18 @@ import (
 // receives, and sends each line of standard input as a message.
 func chat(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var addr, user, role, tok, conv string
-	vals := map[string]setting{
-		"addr":  {"addr", "", "", strVar(&addr, "127.0.0.1:8080")},
-		"user":  {"user", "", "", strVar(&user, "alice")},
-		"role":  {"role", "", "", strVar(&role, string(charla.RoleAgent))},
-		"token": {"token", "", "", strVar(&tok, "")},
-		"conv":  {"conv", "", "", strVar(&conv, "demo")},
+	fs := flagSet{
+		{name: "addr", usage: "the engine's address (host:port)", value: strVar(&addr, defaultAddr)},
+		{name: "user", usage: "who to chat as (dev auth)", value: strVar(&user, "alice")},
+		{name: "role", usage: "agent, customer or admin (dev auth)", value: strVar(&role, string(charla.RoleAgent))},
+		{name: "token", usage: "a JWT to connect with instead of dev auth", value: strVar(&tok, ""), secret: true},
+		{name: "conv", usage: "the conversation to subscribe and send to", value: strVar(&conv, "demo")},
 	}
-	if err := parseFlags(args, vals); err != nil {
+	err := fs.parse(args, nil, stdout)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "charla chat:\n%s\n", indent(err))
 		return 2
 	}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,97 +19,235 @@ import (
 	"charla/transport"
 )
 
-// config is every setting of `charla serve`. Each is a flag and an
-// environment variable (the flag wins); see settings().
-type config struct {
-	Addr              string
-	DataDir           string
-	AuthMode          string
-	JWTSecret         string
-	AllowedOrigins    string
-	HeartbeatInterval time.Duration
-	HeartbeatTimeout  time.Duration
-	ConnectTimeout    time.Duration
-	MaxFrameBytes     int
-	MaxBodyBytes      int
-	SendQueueFrames   int
-	MaxSubscriptions  int
-	SendQueueBytes    int
-	IdleTimeout       time.Duration
-	SweepInterval     time.Duration
-	ShutdownTimeout   time.Duration
-	LogLevel          string
-	LogFormat         string
+// defaultAddr is where serve listens and chat connects unless told otherwise.
+const defaultAddr = "127.0.0.1:8080"
 
+// config is every setting of `charla serve`. Each is a flag and an
+// environment variable (the flag wins); see settings(). The packages own
+// their settings, defaults and checks (actors.Config, transport.Config,
+// postgres.Options); config only adds what belongs to the process.
+type config struct {
+	Addr      string
+	DataDir   string
+	LogLevel  string
+	LogFormat string
 	DebugAddr string
 
-	DatabaseURL       string
-	Migrate           bool
-	DB                postgres.Options
-	StoreWriteTimeout time.Duration
-	BreakerFailures   int
-	BreakerCooldown   time.Duration
+	Actors    actors.Config
+	Transport transport.Config // HeartbeatTimeout is Actors.HeartbeatTimeout: one flag sets both
+	DB        postgres.Options // URL empty = the embedded store
 }
 
+// setting is one flag of a command, with the environment variable that
+// sets it too (none when env is empty).
 type setting struct {
 	name, env, usage string
 	value            flag.Value
+	// secret hides the value from --help, whose output ends up in terminals
+	// and tickets.
+	secret bool
+	// dbField is the postgres.Options field the setting fills, so that a
+	// postgres.SettingError can be told in the flag's words.
+	dbField string
 }
 
 // settings binds each field of c to its flag and environment variable, with
-// DESIGN.md's defaults.
-func (c *config) settings() []setting {
-	db, a := postgres.DefaultOptions(), actors.DefaultConfig()
-	c.DB = db
-	return []setting{
-		{"addr", "CHARLA_ADDR", "listen address (host:port)", strVar(&c.Addr, "127.0.0.1:8080")},
-		{"data-dir", "CHARLA_DATA_DIR", "directory of the embedded store", strVar(&c.DataDir, "./data")},
-		{"auth-mode", "CHARLA_AUTH_MODE", "jwt, or dev (?user=&role= trusted as given: development only)", strVar(&c.AuthMode, transport.AuthJWT)},
-		{"jwt-secret", "CHARLA_JWT_SECRET", "HS256 secret (Supabase JWT secret); required in jwt mode, 32 bytes or more", strVar(&c.JWTSecret, "")},
-		{"allowed-origins", "CHARLA_ALLOWED_ORIGINS", "comma-separated browser origins allowed to connect; empty = same origin and non-browser clients only; * = any", strVar(&c.AllowedOrigins, "")},
-		{"heartbeat-interval", "CHARLA_HEARTBEAT_INTERVAL", "server ping period", durVar(&c.HeartbeatInterval, 5*time.Second)},
-		{"heartbeat-timeout", "CHARLA_HEARTBEAT_TIMEOUT", "silence after which a connection is closed (4008)", durVar(&c.HeartbeatTimeout, 10*time.Second)},
-		{"connect-timeout", "CHARLA_CONNECT_TIMEOUT", "time allowed for the WebSocket handshake", durVar(&c.ConnectTimeout, 15*time.Second)},
-		{"max-frame-bytes", "CHARLA_MAX_FRAME_BYTES", "largest client frame; larger closes with 1009", intVar(&c.MaxFrameBytes, 65536)},
-		{"max-body-bytes", "CHARLA_MAX_BODY_BYTES", "largest message body; larger is refused with too_large", intVar(&c.MaxBodyBytes, 32768)},
-		{"max-subscriptions", "CHARLA_MAX_SUBSCRIPTIONS", "conversations one connection may subscribe to at once", intVar(&c.MaxSubscriptions, 1000)},
-		{"send-queue-frames", "CHARLA_SEND_QUEUE_FRAMES", "per-connection outbound queue in frames; past it 4008 slow consumer", intVar(&c.SendQueueFrames, 1024)},
-		{"send-queue-bytes", "CHARLA_SEND_QUEUE_BYTES", "per-connection outbound queue in bytes; past it 4008 slow consumer", intVar(&c.SendQueueBytes, 4<<20)},
-		{"session-idle-timeout", "CHARLA_SESSION_IDLE_TIMEOUT", "an idle conversation with no subscriber is unloaded after this", durVar(&c.IdleTimeout, 15*time.Minute)},
-		{"session-sweep-interval", "CHARLA_SESSION_SWEEP_INTERVAL", "how often idle conversations are swept", durVar(&c.SweepInterval, 5*time.Minute)},
-		{"shutdown-timeout", "CHARLA_SHUTDOWN_TIMEOUT", "how long SIGTERM waits for in-flight sends", durVar(&c.ShutdownTimeout, 10*time.Second)},
-		{"log-level", "CHARLA_LOG_LEVEL", "debug, info, warn or error", strVar(&c.LogLevel, "info")},
-		{"log-format", "CHARLA_LOG_FORMAT", "json or console", strVar(&c.LogFormat, "json")},
-		{"debug-addr", "CHARLA_DEBUG_ADDR", "serve Go's pprof profiles on this address (keep it private); empty = off", strVar(&c.DebugAddr, "")},
-		{"database-url", "DATABASE_URL", "PostgreSQL URL (Supabase: add default_query_exec_mode=simple_protocol for the transaction pooler); empty = embedded store", strVar(&c.DatabaseURL, "")},
-		{"migrate", "CHARLA_MIGRATE", "apply pending database migrations before serving", boolVar(&c.Migrate, false)},
-		{"db-max-conns", "CHARLA_DB_MAX_CONNS", "connection pool size", int32Var(&c.DB.MaxConns, db.MaxConns)},
-		{"db-min-conns", "CHARLA_DB_MIN_CONNS", "connections kept open when idle", int32Var(&c.DB.MinConns, db.MinConns)},
-		{"db-query-timeout", "CHARLA_DB_QUERY_TIMEOUT", "deadline of each database attempt", durVar(&c.DB.QueryTimeout, db.QueryTimeout)},
-		{"db-connect-timeout", "CHARLA_DB_CONNECT_TIMEOUT", "deadline of a new database connection", durVar(&c.DB.ConnectTimeout, db.ConnectTimeout)},
-		{"db-retry-attempts", "CHARLA_DB_RETRY_ATTEMPTS", "retries of a retryable database error (backoff with jitter)", intVar(&c.DB.RetryAttempts, db.RetryAttempts)},
-		{"db-retry-base-delay", "CHARLA_DB_RETRY_BASE_DELAY", "first retry backoff", durVar(&c.DB.RetryBaseDelay, db.RetryBaseDelay)},
-		{"db-retry-max-delay", "CHARLA_DB_RETRY_MAX_DELAY", "largest retry backoff", durVar(&c.DB.RetryMaxDelay, db.RetryMaxDelay)},
-		{"db-health-check-period", "CHARLA_DB_HEALTH_CHECK_PERIOD", "how often idle connections are checked", durVar(&c.DB.HealthCheckPeriod, db.HealthCheckPeriod)},
-		{"db-max-conn-lifetime", "CHARLA_DB_MAX_CONN_LIFETIME", "connections are rotated after this", durVar(&c.DB.MaxConnLifetime, db.MaxConnLifetime)},
-		{"db-max-conn-lifetime-jitter", "CHARLA_DB_MAX_CONN_LIFETIME_JITTER", "random spread of rotations", durVar(&c.DB.MaxConnLifetimeJitter, db.MaxConnLifetimeJitter)},
-		{"db-max-conn-idle-time", "CHARLA_DB_MAX_CONN_IDLE_TIME", "idle connections are closed after this", durVar(&c.DB.MaxConnIdleTime, db.MaxConnIdleTime)},
-		{"db-keepalive", "CHARLA_DB_KEEPALIVE", "TCP keep-alive period of database connections (negative disables)", durVar(&c.DB.KeepAlive, db.KeepAlive)},
-		{"store-write-timeout", "CHARLA_STORE_WRITE_TIMEOUT", "with PostgreSQL: how long an ack waits for the database before the message is spooled", durVar(&c.StoreWriteTimeout, a.StoreWriteTimeout)},
-		{"store-breaker-failures", "CHARLA_STORE_BREAKER_FAILURES", "consecutive database failures that open the breaker", intVar(&c.BreakerFailures, a.StoreBreaker.Failures)},
-		{"store-breaker-cooldown", "CHARLA_STORE_BREAKER_COOLDOWN", "how long the open breaker waits before probing the database", durVar(&c.BreakerCooldown, a.StoreBreaker.Cooldown)},
+// the defaults of the package the field belongs to.
+func (c *config) settings() flagSet {
+	a, t, db := actors.DefaultConfig(), transport.DefaultConfig(), postgres.DefaultOptions()
+	c.Actors, c.Transport, c.DB = a, t, db
+	return flagSet{
+		{name: "addr", env: "CHARLA_ADDR", usage: "listen address (host:port)", value: strVar(&c.Addr, defaultAddr)},
+		{name: "data-dir", env: "CHARLA_DATA_DIR", usage: "directory of the embedded store", value: strVar(&c.DataDir, "./data")},
+		{name: "auth-mode", env: "CHARLA_AUTH_MODE", usage: "jwt, or dev (?user=&role= trusted as given: development only)", value: strVar(&c.Transport.Auth.Mode, t.Auth.Mode)},
+		{name: "jwt-secret", env: "CHARLA_JWT_SECRET", usage: "HS256 secret (Supabase JWT secret); required in jwt mode, 32 bytes or more", value: bytesVar(&c.Transport.Auth.Secret, t.Auth.Secret), secret: true},
+		{name: "allowed-origins", env: "CHARLA_ALLOWED_ORIGINS", usage: "comma-separated browser origins allowed to connect; empty = same origin and non-browser clients only; * = any", value: listVar((*[]string)(&c.Transport.Origins), t.Origins)},
+		{name: "heartbeat-interval", env: "CHARLA_HEARTBEAT_INTERVAL", usage: "server ping period", value: durVar(&c.Actors.HeartbeatInterval, a.HeartbeatInterval)},
+		{name: "heartbeat-timeout", env: "CHARLA_HEARTBEAT_TIMEOUT", usage: "silence after which a connection is closed (4008)", value: durVar(&c.Actors.HeartbeatTimeout, a.HeartbeatTimeout)},
+		{name: "connect-timeout", env: "CHARLA_CONNECT_TIMEOUT", usage: "time allowed for the WebSocket handshake", value: durVar(&c.Transport.ConnectTimeout, t.ConnectTimeout)},
+		{name: "max-frame-bytes", env: "CHARLA_MAX_FRAME_BYTES", usage: "largest client frame; larger closes with 1009", value: intVar(&c.Transport.MaxFrameBytes, t.MaxFrameBytes)},
+		{name: "max-body-bytes", env: "CHARLA_MAX_BODY_BYTES", usage: "largest message body; larger is refused with too_large", value: intVar(&c.Actors.MaxBodyBytes, a.MaxBodyBytes)},
+		{name: "max-subscriptions", env: "CHARLA_MAX_SUBSCRIPTIONS", usage: "conversations one connection may subscribe to at once", value: intVar(&c.Actors.MaxSubscriptions, a.MaxSubscriptions)},
+		{name: "send-queue-frames", env: "CHARLA_SEND_QUEUE_FRAMES", usage: "per-connection outbound queue in frames; past it 4008 slow consumer", value: intVar(&c.Actors.SendQueueFrames, a.SendQueueFrames)},
+		{name: "send-queue-bytes", env: "CHARLA_SEND_QUEUE_BYTES", usage: "per-connection outbound queue in bytes; past it 4008 slow consumer", value: intVar(&c.Actors.SendQueueBytes, a.SendQueueBytes)},
+		{name: "session-idle-timeout", env: "CHARLA_SESSION_IDLE_TIMEOUT", usage: "an idle conversation with no subscriber is unloaded after this", value: durVar(&c.Actors.IdleTimeout, a.IdleTimeout)},
+		{name: "session-sweep-interval", env: "CHARLA_SESSION_SWEEP_INTERVAL", usage: "how often idle conversations are swept", value: durVar(&c.Actors.SweepInterval, a.SweepInterval)},
+		{name: "shutdown-timeout", env: "CHARLA_SHUTDOWN_TIMEOUT", usage: "how long SIGTERM waits for in-flight sends", value: durVar(&c.Actors.ShutdownGrace, a.ShutdownGrace)},
+		{name: "log-level", env: "CHARLA_LOG_LEVEL", usage: "debug, info, warn or error", value: strVar(&c.LogLevel, "info")},
+		{name: "log-format", env: "CHARLA_LOG_FORMAT", usage: "json or console", value: strVar(&c.LogFormat, "json")},
+		{name: "debug-addr", env: "CHARLA_DEBUG_ADDR", usage: "serve Go's pprof profiles on this address (keep it private); empty = off", value: strVar(&c.DebugAddr, "")},
+		{name: "database-url", env: "DATABASE_URL", usage: "PostgreSQL URL (Supabase: add default_query_exec_mode=simple_protocol for the transaction pooler); empty = embedded store", value: strVar(&c.DB.URL, db.URL), secret: true, dbField: "URL"},
+		{name: "migrate", env: "CHARLA_MIGRATE", usage: "apply pending database migrations before serving", value: boolVar(&c.DB.AutoMigrate, db.AutoMigrate), dbField: "AutoMigrate"},
+		{name: "db-max-conns", env: "CHARLA_DB_MAX_CONNS", usage: "connection pool size", value: int32Var(&c.DB.MaxConns, db.MaxConns), dbField: "MaxConns"},
+		{name: "db-min-conns", env: "CHARLA_DB_MIN_CONNS", usage: "connections kept open when idle", value: int32Var(&c.DB.MinConns, db.MinConns), dbField: "MinConns"},
+		{name: "db-query-timeout", env: "CHARLA_DB_QUERY_TIMEOUT", usage: "deadline of each database attempt", value: durVar(&c.DB.QueryTimeout, db.QueryTimeout), dbField: "QueryTimeout"},
+		{name: "db-connect-timeout", env: "CHARLA_DB_CONNECT_TIMEOUT", usage: "deadline of a new database connection", value: durVar(&c.DB.ConnectTimeout, db.ConnectTimeout), dbField: "ConnectTimeout"},
+		{name: "db-retry-attempts", env: "CHARLA_DB_RETRY_ATTEMPTS", usage: "retries of a retryable database error (backoff with jitter)", value: intVar(&c.DB.RetryAttempts, db.RetryAttempts), dbField: "RetryAttempts"},
+		{name: "db-retry-base-delay", env: "CHARLA_DB_RETRY_BASE_DELAY", usage: "first retry backoff", value: durVar(&c.DB.RetryBaseDelay, db.RetryBaseDelay), dbField: "RetryBaseDelay"},
+		{name: "db-retry-max-delay", env: "CHARLA_DB_RETRY_MAX_DELAY", usage: "largest retry backoff", value: durVar(&c.DB.RetryMaxDelay, db.RetryMaxDelay), dbField: "RetryMaxDelay"},
+		{name: "db-health-check-period", env: "CHARLA_DB_HEALTH_CHECK_PERIOD", usage: "how often idle connections are checked", value: durVar(&c.DB.HealthCheckPeriod, db.HealthCheckPeriod), dbField: "HealthCheckPeriod"},
+		{name: "db-max-conn-lifetime", env: "CHARLA_DB_MAX_CONN_LIFETIME", usage: "connections are rotated after this", value: durVar(&c.DB.MaxConnLifetime, db.MaxConnLifetime), dbField: "MaxConnLifetime"},
+		{name: "db-max-conn-lifetime-jitter", env: "CHARLA_DB_MAX_CONN_LIFETIME_JITTER", usage: "random spread of rotations", value: durVar(&c.DB.MaxConnLifetimeJitter, db.MaxConnLifetimeJitter), dbField: "MaxConnLifetimeJitter"},
+		{name: "db-max-conn-idle-time", env: "CHARLA_DB_MAX_CONN_IDLE_TIME", usage: "idle connections are closed after this", value: durVar(&c.DB.MaxConnIdleTime, db.MaxConnIdleTime), dbField: "MaxConnIdleTime"},
+		{name: "db-keepalive", env: "CHARLA_DB_KEEPALIVE", usage: "TCP keep-alive period of database connections (negative disables)", value: durVar(&c.DB.KeepAlive, db.KeepAlive), dbField: "KeepAlive"},
+		{name: "store-write-timeout", env: "CHARLA_STORE_WRITE_TIMEOUT", usage: "with PostgreSQL: how long an ack waits for the database before the message is spooled", value: durVar(&c.Actors.StoreWriteTimeout, a.StoreWriteTimeout)},
+		{name: "store-breaker-failures", env: "CHARLA_STORE_BREAKER_FAILURES", usage: "consecutive database failures that open the breaker", value: intVar(&c.Actors.StoreBreaker.Failures, a.StoreBreaker.Failures)},
+		{name: "store-breaker-cooldown", env: "CHARLA_STORE_BREAKER_COOLDOWN", usage: "how long the open breaker waits before probing the database", value: durVar(&c.Actors.StoreBreaker.Cooldown, a.StoreBreaker.Cooldown)},
 	}
 }
 
 // parseConfig reads the environment, then args, and validates the result.
 // Every problem is reported at once, so an operator fixes them in one go.
-func parseConfig(args []string, getenv func(string) string, usage io.Writer, serving bool) (config, error) {
+// serving is false for `migrate`, which needs a database URL and nothing
+// else.
+func parseConfig(args []string, getenv func(string) string, help io.Writer, serving bool) (config, error) {
 	var c config
-	ss := c.settings()
+	err := c.settings().parse(args, getenv, help)
+	if errors.Is(err, errHelp) {
+		return c, err
+	}
+	// One heartbeat-timeout: the actors close a silent connection after it,
+	// the edge bounds its socket writes with it.
+	c.Transport.HeartbeatTimeout = c.Actors.HeartbeatTimeout
+	return c, errors.Join(err, c.validate(serving))
+}
+
+// validate checks the process's own settings and has each package check its
+// own. serving adds what only serve needs (a listen address, credentials),
+// so that `migrate` runs with a URL alone.
+func (c config) validate(serving bool) error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if !serving {
+		if c.DB.URL == "" {
+			bad("database-url (or DATABASE_URL) is required")
+		} else {
+			errs = append(errs, c.dbProblems()...)
+		}
+		return errors.Join(errs...)
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		bad("addr %q: %v", c.Addr, err)
+	}
+	if c.DebugAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
+			bad("debug-addr %q: %v", c.DebugAddr, err)
+		}
+	}
+	if c.DataDir == "" {
+		bad("data-dir must not be empty")
+	}
+	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
+		bad("log-level %q: must be debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		bad("log-format %q: must be json or console", c.LogFormat)
+	}
+	// The one check across two packages: a body travels inside a frame.
+	if c.Actors.MaxBodyBytes > c.Transport.MaxFrameBytes {
+		bad("max-body-bytes (%d) must not exceed max-frame-bytes (%d)", c.Actors.MaxBodyBytes, c.Transport.MaxFrameBytes)
+	}
+	errs = append(errs, flatten(c.Actors.Validate())...)
+	errs = append(errs, flatten(c.Transport.Validate())...)
+	if c.DB.URL != "" {
+		errs = append(errs, c.dbProblems()...)
+	} else if c.DB.AutoMigrate {
+		bad("migrate needs database-url")
+	}
+	return errors.Join(dedup(errs)...)
+}
+
+// dbProblems is postgres.Options.Validate's verdict in the flags' words:
+// each postgres.SettingError names an Options field, which becomes the flag
+// that sets it, in the problem's text too ("db-min-conns must not exceed
+// db-max-conns (50), got 60").
+func (c config) dbProblems() []error {
+	var scratch config // settings() resets what it binds: not c's own values
+	names := map[string]string{}
+	var fields []string
+	for _, s := range scratch.settings() {
+		if s.dbField != "" {
+			names[s.dbField] = s.name
+			if s.dbField != "URL" { // too common a word to rewrite in a parse error
+				fields = append(fields, s.dbField)
+			}
+		}
+	}
+	// Longest first, so that MaxConnLifetimeJitter is not read as
+	// MaxConnLifetime followed by Jitter.
+	slices.SortFunc(fields, func(a, b string) int { return cmp.Compare(len(b), len(a)) })
+	var pairs []string
+	for _, f := range fields {
+		pairs = append(pairs, f, names[f])
+	}
+	words := strings.NewReplacer(pairs...)
+	var out []error
+	for _, err := range flatten(c.DB.Validate()) {
+		var se *postgres.SettingError
+		if !errors.As(err, &se) {
+			out = append(out, fmt.Errorf("database: %w", err))
+			continue
+		}
+		name, ok := names[se.Setting]
+		if !ok {
+			name = se.Setting
+		}
+		out = append(out, fmt.Errorf("%s %s", name, words.Replace(se.Problem)))
+	}
+	return out
+}
+
+// flatten undoes errors.Join, so each problem gets its own line.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// dedup drops a problem already listed: a setting two packages share (the
+// heartbeat timeout) may be refused by both in the same words.
+func dedup(errs []error) []error {
+	seen := map[string]bool{}
+	out := errs[:0]
+	for _, err := range errs {
+		if !seen[err.Error()] {
+			seen[err.Error()] = true
+			out = append(out, err)
+		}
+	}
+	return out
+}
+
+func (c config) logger(w io.Writer) zerolog.Logger {
+	level, _ := zerolog.ParseLevel(c.LogLevel)
+	if c.LogFormat == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+}
+
+// flagSet is the settings of one command and the one parser every command
+// uses: --name value, --name=value (one dash will do), bare --name for a
+// bool, environment variables first and flags over them; anything else is
+// an unknown argument, and every problem is reported at once.
+type flagSet []setting
+
+var errHelp = errors.New("help requested")
+
+// parse sets the values from getenv (nil: no environment), then from args.
+// On -h or --help it prints the settings to help and returns errHelp.
+func (fs flagSet) parse(args []string, getenv func(string) string, help io.Writer) error {
 	byName := map[string]setting{}
 	var errs []error
-	for _, s := range ss {
+	for _, s := range fs {
 		byName[s.name] = s
+		if s.env == "" || getenv == nil {
+			continue
+		}
 		if v := getenv(s.env); v != "" {
 			if err := s.value.Set(v); err != nil {
 				errs = append(errs, fmt.Errorf("%s=%q: %v", s.env, v, err))
@@ -117,8 +257,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer, ser
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "-h" || a == "--help" || a == "-help" {
-			printUsage(usage, ss)
-			return c, errHelp
+			fs.printUsage(help)
+			return errHelp
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		s, ok := byName[name]
@@ -143,179 +283,50 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer, ser
 			errs = append(errs, fmt.Errorf("--%s=%q: %v", name, val, err))
 		}
 	}
-	errs = append(errs, c.validate(serving)...)
-	return c, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
-var errHelp = errors.New("help requested")
-
-// validate checks the settings; serving adds what only serve needs (a
-// listen address, credentials), so that `migrate` runs with a URL alone.
-func (c config) validate(serving bool) []error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if !serving {
-		if c.DatabaseURL == "" {
-			bad("database-url (or DATABASE_URL) is required")
-		} else if err := c.postgres().Validate(); err != nil {
-			for _, e := range flatten(err) {
-				bad("database: %v", e)
-			}
-		}
-		return errs
-	}
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
-		bad("addr %q: %v", c.Addr, err)
-	}
-	if c.DebugAddr != "" {
-		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
-			bad("debug-addr %q: %v", c.DebugAddr, err)
-		}
-	}
-	if c.DataDir == "" {
-		bad("data-dir must not be empty")
-	}
-	switch c.AuthMode {
-	case transport.AuthJWT:
-		if len(c.JWTSecret) < 32 {
-			bad("jwt-secret must be at least 32 bytes in auth-mode=jwt (got %d); set CHARLA_JWT_SECRET or use --auth-mode dev for development", len(c.JWTSecret))
-		}
-	case transport.AuthDev:
-	default:
-		bad("auth-mode %q: must be jwt or dev", c.AuthMode)
-	}
-	for _, o := range c.origins() {
-		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
-			bad("allowed-origins: %q must be * or start with http:// or https://", o)
-		}
-	}
-	positive := func(name string, d time.Duration) {
-		if d <= 0 {
-			bad("%s must be positive (got %s)", name, d)
-		}
-	}
-	positive("heartbeat-interval", c.HeartbeatInterval)
-	positive("heartbeat-timeout", c.HeartbeatTimeout)
-	positive("connect-timeout", c.ConnectTimeout)
-	positive("session-idle-timeout", c.IdleTimeout)
-	positive("session-sweep-interval", c.SweepInterval)
-	positive("shutdown-timeout", c.ShutdownTimeout)
-	if c.HeartbeatInterval > 0 && c.HeartbeatTimeout <= c.HeartbeatInterval {
-		bad("heartbeat-timeout (%s) must be longer than heartbeat-interval (%s), or a healthy client is closed between two pings", c.HeartbeatTimeout, c.HeartbeatInterval)
-	}
-	atLeast := func(name string, v, min int) {
-		if v < min {
-			bad("%s must be at least %d (got %d)", name, min, v)
-		}
-	}
-	atLeast("max-frame-bytes", c.MaxFrameBytes, 1024)
-	atLeast("max-body-bytes", c.MaxBodyBytes, 64)
-	atLeast("send-queue-frames", c.SendQueueFrames, 16)
-	atLeast("max-subscriptions", c.MaxSubscriptions, 1)
-	atLeast("send-queue-bytes", c.SendQueueBytes, 64<<10)
-	if c.MaxBodyBytes > c.MaxFrameBytes {
-		bad("max-body-bytes (%d) must not exceed max-frame-bytes (%d)", c.MaxBodyBytes, c.MaxFrameBytes)
-	}
-	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
-		bad("log-level %q: must be debug, info, warn or error", c.LogLevel)
-	}
-	if c.LogFormat != "json" && c.LogFormat != "console" {
-		bad("log-format %q: must be json or console", c.LogFormat)
-	}
-	if c.DatabaseURL != "" {
-		if err := c.postgres().Validate(); err != nil {
-			for _, e := range flatten(err) {
-				bad("database: %v", e)
-			}
-		}
-		positive("store-write-timeout", c.StoreWriteTimeout)
-		positive("store-breaker-cooldown", c.BreakerCooldown)
-		atLeast("store-breaker-failures", c.BreakerFailures, 1)
-	} else if c.Migrate {
-		bad("migrate needs database-url")
-	}
-	return errs
-}
-
-// flatten undoes errors.Join, so each problem gets its own line.
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
-
-func (c config) postgres() postgres.Options {
-	o := c.DB
-	o.URL, o.AutoMigrate, o.ApplicationName = c.DatabaseURL, c.Migrate, "charla"
-	return o
-}
-
-func (c config) origins() []string {
-	var out []string
-	for _, o := range strings.Split(c.AllowedOrigins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
-func (c config) actors() actors.Config {
-	a := actors.DefaultConfig()
-	a.HeartbeatInterval, a.HeartbeatTimeout = c.HeartbeatInterval, c.HeartbeatTimeout
-	a.SendQueueFrames, a.SendQueueBytes = c.SendQueueFrames, c.SendQueueBytes
-	a.MaxBodyBytes, a.MaxSubscriptions = c.MaxBodyBytes, c.MaxSubscriptions
-	a.IdleTimeout, a.SweepInterval = c.IdleTimeout, c.SweepInterval
-	a.ShutdownGrace = c.ShutdownTimeout
-	a.StoreWriteTimeout = c.StoreWriteTimeout
-	a.StoreBreaker.Failures, a.StoreBreaker.Cooldown = c.BreakerFailures, c.BreakerCooldown
-	return a
-}
-
-func (c config) transport() transport.Config {
-	return transport.Config{
-		Auth:             transport.Authenticator{Mode: c.AuthMode, Secret: []byte(c.JWTSecret)},
-		Origins:          c.origins(),
-		MaxFrameBytes:    c.MaxFrameBytes,
-		ConnectTimeout:   c.ConnectTimeout,
-		HeartbeatTimeout: c.HeartbeatTimeout,
-	}
-}
-
-func (c config) logger(w io.Writer) zerolog.Logger {
-	level, _ := zerolog.ParseLevel(c.LogLevel)
-	if c.LogFormat == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
-	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger()
-}
-
-func printUsage(w io.Writer, ss []setting) {
+func (fs flagSet) printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Settings (flag, environment variable, current value):")
-	for _, s := range ss {
+	for _, s := range fs {
 		v := s.value.String()
-		if (s.name == "jwt-secret" || s.name == "database-url") && v != "" {
-			v = "(set; not shown)" // help output ends up in terminals and tickets
+		if s.secret && v != "" {
+			v = "(set; not shown)"
 		}
-		fmt.Fprintf(w, "  --%-28s %-34s %q\n      %s\n", s.name, s.env, v, s.usage)
+		env := s.env
+		if env == "" {
+			env = "-"
+		}
+		fmt.Fprintf(w, "  --%-28s %-34s %q\n      %s\n", s.name, env, v, s.usage)
 	}
 }
 
 // value is a flag.Value over a typed setting: parse turns text into it,
-// and its problem is what an operator reads when the text is wrong.
+// format back, and problem is what an operator reads when the text is wrong
+// ("" passes the parser's own error on).
 type value[T any] struct {
 	p       *T
 	parse   func(string) (T, error)
+	format  func(T) string
 	problem string
 	isBool  bool
 }
 
-func (v value[T]) String() string   { return fmt.Sprint(*v.p) }
+func (v value[T]) String() string {
+	if v.format != nil {
+		return v.format(*v.p)
+	}
+	return fmt.Sprint(*v.p)
+}
+
 func (v value[T]) IsBoolFlag() bool { return v.isBool }
+
 func (v value[T]) Set(s string) error {
 	x, err := v.parse(s)
 	if err != nil {
+		if v.problem == "" {
+			return err
+		}
 		return errors.New(v.problem)
 	}
 	*v.p = x
@@ -329,6 +340,28 @@ func newVar[T any](p *T, def T, parse func(string) (T, error), problem string) v
 
 func strVar(p *string, def string) flag.Value {
 	return newVar(p, def, func(s string) (string, error) { return s, nil }, "")
+}
+
+func bytesVar(p *[]byte, def []byte) flag.Value {
+	v := newVar(p, def, func(s string) ([]byte, error) { return []byte(s), nil }, "")
+	v.format = func(b []byte) string { return string(b) }
+	return v
+}
+
+// listVar is a comma-separated list; blanks around and between items are
+// dropped.
+func listVar(p *[]string, def []string) flag.Value {
+	v := newVar(p, def, func(s string) ([]string, error) {
+		var out []string
+		for item := range strings.SplitSeq(s, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				out = append(out, item)
+			}
+		}
+		return out, nil
+	}, "")
+	v.format = func(l []string) string { return strings.Join(l, ",") }
+	return v
 }
 
 func durVar(p *time.Duration, def time.Duration) flag.Value {

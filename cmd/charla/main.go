@@ -1,6 +1,8 @@
 // Command charla is the Charla engine: `charla serve` runs it; `check-config`
-// validates a configuration without starting; `token` mints a development
-// JWT; `version` prints the build.
+// validates a configuration without starting; `migrate` applies pending
+// PostgreSQL migrations; `chat` is a line client for a first session; `token`
+// mints a development JWT; `version` prints the build. Every command takes
+// --help.
 package main
 
 import (
@@ -23,6 +25,7 @@ import (
 
 	"charla"
 	"charla/actors"
+	"charla/store"
 	"charla/store/bolt"
 	"charla/store/postgres"
 	"charla/store/spool"
@@ -107,19 +110,19 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeStore()
-	sys, err := actors.NewSystem(cfg.actors(), dep)
+	sys, err := actors.NewSystem(cfg.Actors, dep)
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
-	srv := transport.NewServer(cfg.transport(), sys, log)
+	srv := transport.NewServer(cfg.Transport, sys, log)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		_ = sys.Shutdown(context.Background())
 		return fmt.Errorf("listen: %w", err)
 	}
-	log.Info().Str("addr", ln.Addr().String()).Str("auth_mode", cfg.AuthMode).Str("data_dir", cfg.DataDir).Str("version", version()).Msg("charla serving")
+	log.Info().Str("addr", ln.Addr().String()).Str("auth_mode", cfg.Transport.Auth.Mode).Str("data_dir", cfg.DataDir).Str("version", version()).Msg("charla serving")
 	fmt.Fprintf(stdout, "Charla is listening on http://%s  (WebSocket: ws://%s/v1/ws)\n", ln.Addr(), ln.Addr())
-	if cfg.AuthMode == transport.AuthDev {
+	if cfg.Transport.Auth.Mode == transport.AuthDev {
 		fmt.Fprintf(stdout, "dev auth: connect to ws://%s/v1/ws?user=alice&role=agent\n", ln.Addr())
 		fmt.Fprintf(stdout, "or chat from another terminal: go run ./cmd/charla chat --addr %s --user alice --conv demo\n", ln.Addr())
 	}
@@ -141,7 +144,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	case <-ctx.Done():
 	}
 	log.Info().Msg("shutting down: draining connections")
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Actors.ShutdownGrace)
 	defer cancel()
 	err = srv.Shutdown(sctx)
 	<-served
@@ -157,7 +160,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 // stop the engine: it starts lazily and spools until the database answers.
 func openStore(ctx context.Context, cfg config, log zerolog.Logger) (actors.Dependencies, func(), error) {
 	dep := actors.Dependencies{Log: log}
-	if cfg.DatabaseURL == "" {
+	if cfg.DB.URL == "" {
 		st, err := bolt.Open(filepath.Join(cfg.DataDir, "charla.db"))
 		if err != nil {
 			return dep, nil, fmt.Errorf("open store: %w", err)
@@ -169,12 +172,13 @@ func openStore(ctx context.Context, cfg config, log zerolog.Logger) (actors.Depe
 	if err != nil {
 		return dep, nil, fmt.Errorf("open spool: %w", err)
 	}
-	opts := cfg.postgres()
-	st, err := postgres.Open(ctx, opts, log.With().Str("component", "postgres").Logger())
-	if errors.Is(err, postgres.ErrUnavailable) && !opts.AutoMigrate {
+	opts := cfg.DB
+	// postgres.Open adds its own component key to the logger.
+	st, err := postgres.Open(ctx, opts, log)
+	if errors.Is(err, store.ErrUnavailable) && !opts.AutoMigrate {
 		log.Warn().Err(err).Int("spooled", sp.Len()).Msg("database unreachable at startup; serving from the spool until it answers")
 		opts.Lazy = true
-		st, err = postgres.Open(ctx, opts, log.With().Str("component", "postgres").Logger())
+		st, err = postgres.Open(ctx, opts, log)
 	}
 	if err != nil {
 		sp.Close()
@@ -188,7 +192,7 @@ func openStore(ctx context.Context, cfg config, log zerolog.Logger) (actors.Depe
 }
 
 func migrate(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
-	applied, err := postgres.MigrateURL(ctx, cfg.DatabaseURL)
+	applied, err := postgres.MigrateURL(ctx, cfg.DB.URL)
 	if err != nil {
 		fmt.Fprintf(stderr, "charla migrate: %v\n", err)
 		return 1
@@ -222,16 +226,17 @@ func serveDebug(addr string, log zerolog.Logger) (func(), error) {
 func token(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	var secret, user, role string
 	var ttl time.Duration
-	vals := map[string]setting{
-		"secret": {"secret", "CHARLA_JWT_SECRET", "", strVar(&secret, getenv("CHARLA_JWT_SECRET"))},
-		"user":   {"user", "", "", strVar(&user, "")},
-		"role":   {"role", "", "", strVar(&role, string(charla.RoleAgent))},
-		"ttl":    {"ttl", "", "", durVar(&ttl, 24*time.Hour)},
+	fs := flagSet{
+		{name: "secret", env: "CHARLA_JWT_SECRET", usage: "HS256 secret the engine checks tokens with", value: strVar(&secret, ""), secret: true},
+		{name: "user", usage: "the token's subject (required)", value: strVar(&user, "")},
+		{name: "role", usage: "agent, customer or admin", value: strVar(&role, string(charla.RoleAgent))},
+		{name: "ttl", usage: "how long the token is valid", value: durVar(&ttl, 24*time.Hour)},
 	}
-	var errs []error
-	if err := parseFlags(args, vals); err != nil {
-		errs = append(errs, err)
+	err := fs.parse(args, getenv, stdout)
+	if errors.Is(err, errHelp) {
+		return 0
 	}
+	errs := flatten(err)
 	if secret == "" {
 		errs = append(errs, errors.New("--secret (or CHARLA_JWT_SECRET) is required"))
 	}
@@ -255,28 +260,6 @@ func token(args []string, stdout, stderr io.Writer, getenv func(string) string) 
 	}
 	fmt.Fprintln(stdout, tok)
 	return 0
-}
-
-// parseFlags sets the named values from --name value or --name=value, and
-// reports every problem at once.
-func parseFlags(args []string, vals map[string]setting) error {
-	var errs []error
-	for i := 0; i < len(args); i++ {
-		name, val, has := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
-		s, ok := vals[name]
-		if !ok {
-			errs = append(errs, fmt.Errorf("unknown argument %q", args[i]))
-			continue
-		}
-		if !has && i+1 < len(args) {
-			i++
-			val = args[i]
-		}
-		if err := s.value.Set(val); err != nil {
-			errs = append(errs, fmt.Errorf("--%s: %v", name, err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 func version() string {

@@ -1,9 +1,9 @@
 // Package bolt is the embedded store.Store: one bbolt file under the data
 // dir. It exists so that the engine runs on a fresh machine with no database
-// server (`make run`), and serves as the store actor's durable spool, with the
-// same guarantees as postgres for a single process: one transaction and one
-// fsync per Append call, whatever the number of messages and conversations in
-// it.
+// server (`make run`), with the same guarantees as postgres for a single
+// process: one transaction and one fsync per Append call, whatever the number
+// of messages and conversations in it. (The outage spool in front of
+// PostgreSQL is another package, store/spool.)
 //
 // Layout (schema version 1):
 //
@@ -23,16 +23,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
 
 	"charla"
 	"charla/store"
+	"charla/store/internal/boltfile"
 )
 
 // schemaVersion is bumped on any incompatible layout change, so that an old
@@ -51,12 +49,13 @@ var (
 // DefaultLockTimeout is how long Open waits for the file lock. bbolt's own
 // default is to wait forever, which turns a second engine started on the same
 // data dir into a silent hang; a short wait turns it into ErrLocked.
-const DefaultLockTimeout = time.Second
+const DefaultLockTimeout = boltfile.DefaultLockTimeout
 
 // ErrLocked is returned by Open when another process (or another Open in this
 // one) holds the file, so that the caller can say "is charla already
-// running?" rather than print a bare timeout.
-var ErrLocked = errors.New("bolt: store file locked by another process")
+// running?" rather than print a bare timeout. It is the same sentinel as
+// spool.ErrLocked: both files are opened by store/internal/boltfile.
+var ErrLocked = boltfile.ErrLocked
 
 // Option adjusts Open; options exist so that tests and tools can change the
 // rare knob without Open growing parameters.
@@ -97,23 +96,9 @@ func Open(path string, opts ...Option) (*Store, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
-	}
-	timeout := max(o.lockTimeout, 0)
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
-		Timeout: timeout,
-		// The map freelist stays fast as the file grows and fragments.
-		FreelistType: bbolt.FreelistMapType,
-		// Not writing the freelist at every commit saves a good part of each
-		// group commit's writes; Open rebuilds it by scanning the file.
-		NoFreelistSync: true,
-	})
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("%w: %s (waited %v; is another charla using this data dir?): %w", ErrLocked, path, timeout, err)
-	}
+	db, err := boltfile.Open(path, o.lockTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("bolt: open %s: %w", path, err)
+		return nil, fmt.Errorf("bolt: %w", err)
 	}
 	if err := db.Update(initSchema); err != nil {
 		_ = db.Close()

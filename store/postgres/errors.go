@@ -14,10 +14,11 @@ import (
 	"charla/store"
 )
 
-// Kind sorts failures by what the caller should do about them, which is all
-// the engine's store actor needs to branch on: spool and trip the breaker
-// (Unavailable), reject the request (Invalid), repair the sequence (Conflict),
-// give up quietly (Canceled, Closed), or log loudly (Internal).
+// Kind sorts failures by what the caller should do about them: spool and trip
+// the breaker (Unavailable), reject the request (Invalid), repair the sequence
+// (Conflict), give up quietly (Canceled, Closed), or log loudly (Internal).
+// The engine's store actor does not read it: it branches with errors.Is on
+// store.ErrUnavailable and store.ErrInvalid, which *Error matches by Kind.
 type Kind uint8
 
 // The kinds of Error.
@@ -61,12 +62,10 @@ func (k Kind) String() string {
 }
 
 // Sentinels for errors.Is, matched by every *Error of the corresponding
-// Kind; callers need not know the Error type at all.
+// Kind; callers need not know the Error type at all. KindUnavailable and
+// KindInvalid match store.ErrUnavailable and store.ErrInvalid, which every
+// store shares.
 var (
-	// ErrUnavailable: the database is unreachable or cannot serve now.
-	ErrUnavailable = errors.New("postgres: database unavailable")
-	// ErrInvalid: the request is bad and will never succeed as it is.
-	ErrInvalid = errors.New("postgres: invalid request")
 	// ErrConflict: a sequenced message collides with a different stored one.
 	ErrConflict = errors.New("postgres: sequence conflict")
 	// ErrSchemaOutdated: the database's schema is older than this binary;
@@ -117,12 +116,13 @@ func (e *Error) Error() string {
 // store.ErrClosed, ...).
 func (e *Error) Unwrap() error { return e.Err }
 
-// Is makes errors.Is(err, ErrUnavailable) and friends work on any *Error.
+// Is makes errors.Is(err, store.ErrUnavailable) and friends work on any
+// *Error.
 func (e *Error) Is(target error) bool {
 	switch target {
-	case ErrUnavailable, store.ErrUnavailable:
+	case store.ErrUnavailable:
 		return e.Kind == KindUnavailable
-	case ErrInvalid, store.ErrInvalid:
+	case store.ErrInvalid:
 		return e.Kind == KindInvalid
 	case ErrConflict:
 		return e.Kind == KindConflict
@@ -141,7 +141,7 @@ func IsRetryable(err error) bool {
 // IsUnavailable reports whether err means the database could not serve the
 // request (as opposed to the request being bad): the store actor's signal to
 // open its breaker and spool.
-func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
+func IsUnavailable(err error) bool { return errors.Is(err, store.ErrUnavailable) }
 
 // retryHint wraps an error an operation knows to be retryable although its
 // SQLSTATE alone would not say so (a unique-key race in Append).

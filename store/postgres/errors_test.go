@@ -59,7 +59,7 @@ func TestClassify(t *testing.T) {
 
 func TestErrorMatching(t *testing.T) {
 	e := fmt.Errorf("store actor: %w", &Error{Op: "append", Kind: KindUnavailable, Retryable: true, Attempts: 6, Err: io.EOF})
-	if !errors.Is(e, ErrUnavailable) || errors.Is(e, ErrInvalid) || !IsRetryable(e) || !IsUnavailable(e) || !errors.Is(e, io.EOF) {
+	if !errors.Is(e, store.ErrUnavailable) || errors.Is(e, store.ErrInvalid) || !IsRetryable(e) || !IsUnavailable(e) || !errors.Is(e, io.EOF) {
 		t.Errorf("matching of %v", e)
 	}
 	if got, want := errors.Unwrap(e).Error(), "postgres: append: unavailable after 6 attempts: EOF"; got != want {

@@ -93,9 +93,10 @@ type Options struct {
 	Lazy bool
 }
 
-// DefaultOptions returns the engine's defaults: the seed's numbers raised as
-// DESIGN.md says (pool 50, 10 s per operation, 5 retries with backoff and
-// jitter, health checks, rotation and keep-alive), with no URL.
+// DefaultOptions returns the engine's defaults: the seed's numbers raised
+// (pool 50, 10 s per operation, 5 retries with backoff and jitter, health
+// checks, rotation and keep-alive), with no URL. README.md's configuration
+// table lists them as the engine's flags.
 func DefaultOptions() Options {
 	return Options{
 		MaxConns:              50,

@@ -12,6 +12,7 @@ import (
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 
 	"charla"
+	"charla/store"
 )
 
 // proxied puts a TCP proxy between the store and the test database.
@@ -44,7 +45,7 @@ func TestUnavailable(t *testing.T) {
 	start := time.Now()
 	_, err := s.Append(ctx, []charla.Message{tmsg("c", "b", "during")})
 	took := time.Since(start)
-	if !IsUnavailable(err) || !IsRetryable(err) || errors.Is(err, ErrInvalid) {
+	if !IsUnavailable(err) || !IsRetryable(err) || errors.Is(err, store.ErrInvalid) {
 		t.Fatalf("Append with the database cut off = %v; want unavailable and retryable", err)
 	}
 	var e *Error

@@ -6,9 +6,10 @@
 // weeds out duplicates and inserts the rest in one round trip and one
 // transaction. Every operation runs with its own deadline per attempt and is
 // retried, with exponential backoff and full jitter, only when the failure is
-// of a transient kind; the error it returns says which kind it was (see Kind,
-// IsUnavailable, IsRetryable) so that the engine's store actor knows whether
-// to spool (database down) or reject (bad request).
+// of a transient kind; the error it returns says which kind it was (see Kind
+// and IsRetryable) and matches store.ErrUnavailable or store.ErrInvalid, which
+// the engine's store actor tests with errors.Is to know whether to spool
+// (database down) or reject (bad request).
 package postgres
 
 import (
@@ -46,7 +47,7 @@ var _ store.Store = (*Store)(nil)
 // Open validates opts, builds the pool and, unless opts.Lazy, checks that the
 // server answers (with the usual retries, bounded by ctx) and that the schema
 // is current, applying migrations first when opts.AutoMigrate is set. An
-// unreachable server makes Open fail with an error matching ErrUnavailable,
+// unreachable server makes Open fail with an error matching store.ErrUnavailable,
 // an outdated schema with one matching ErrSchemaOutdated.
 func Open(ctx context.Context, opts Options, logger zerolog.Logger) (*Store, error) {
 	if err := opts.Validate(); err != nil {
@@ -162,11 +163,6 @@ func (s *Store) Migrate(ctx context.Context) ([]int, error) {
 func (s *Store) Ping(ctx context.Context) error {
 	return s.do(ctx, opPing, func(ctx context.Context) error { return s.pool.Ping(ctx) })
 }
-
-// Pool exposes the pgx pool for what the Store interface does not cover yet
-// (conversation metadata, chatbot sessions, outbox), so that later code uses
-// the same configured pool rather than opening another.
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Close closes the pool, waiting for operations in flight to release their
 // connections. Later calls, Close included, fail with store.ErrClosed.

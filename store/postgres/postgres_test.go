@@ -257,7 +257,7 @@ func TestAppendInvalidNotRetried(t *testing.T) {
 			before := s.Stats().Ops["append"]
 			_, err := s.Append(t.Context(), []charla.Message{tmsg("c", "ok-"+tc.name, "fine"), tc.msg})
 			after := s.Stats().Ops["append"]
-			if !errors.Is(err, ErrInvalid) || IsRetryable(err) || IsUnavailable(err) {
+			if !errors.Is(err, store.ErrInvalid) || IsRetryable(err) || IsUnavailable(err) {
 				t.Fatalf("Append = %v; want ErrInvalid, not retryable, not unavailable", err)
 			}
 			var e *Error
@@ -455,7 +455,7 @@ func TestAppendSequenced(t *testing.T) {
 
 	t.Run("ZeroSeqInvalid", func(t *testing.T) {
 		_, err := s.AppendSequenced(ctx, []charla.Message{tmsg("c", "zero", "")})
-		if !errors.Is(err, ErrInvalid) {
+		if !errors.Is(err, store.ErrInvalid) {
 			t.Fatalf("seq 0 = %v, want ErrInvalid", err)
 		}
 	})

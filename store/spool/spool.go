@@ -25,16 +25,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"charla"
+	"charla/store/internal/boltfile"
 )
 
 // Key orders spooled messages by arrival: Peek returns keys, Remove takes the
@@ -57,6 +55,9 @@ var (
 	// message of its conversation, or a client_msg_id already spooled at
 	// another seq. Nothing of the Put was written.
 	ErrConflict = errors.New("spool: conflict")
+	// ErrLocked: Open found the file held by another process (or another
+	// Open in this one). It is the same sentinel as bolt.ErrLocked.
+	ErrLocked = boltfile.ErrLocked
 )
 
 var (
@@ -75,16 +76,11 @@ type Spool struct {
 
 // Open opens (creating if needed) the spool file at path, and its directory.
 // A second process opening the same file waits up to a second for the file
-// lock and then fails, rather than hanging.
+// lock and then fails with ErrLocked, rather than hanging.
 func Open(path string) (*Spool, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("spool: open: %w", err)
-	}
-	// NoFreelistSync: a spool write is on the ack path during an outage;
-	// skipping the freelist at each commit makes it cheaper.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	db, err := boltfile.Open(path, boltfile.DefaultLockTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("spool: open %s: %w", path, err)
+		return nil, fmt.Errorf("spool: %w", err)
 	}
 	s := &Spool{db: db}
 	err = db.Update(func(tx *bolt.Tx) error {

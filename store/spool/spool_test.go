@@ -242,9 +242,13 @@ func TestClosedAndCanceled(t *testing.T) {
 func TestSecondOpenFails(t *testing.T) {
 	_, path := open(t)
 	start := time.Now()
-	if s2, err := Open(path); err == nil {
+	s2, err := Open(path)
+	if err == nil {
 		s2.Close()
 		t.Fatal("a second Open of a spool in use succeeded")
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Errorf("second Open: %v, want ErrLocked", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("second Open took %v to fail", d)

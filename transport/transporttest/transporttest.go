@@ -89,23 +89,18 @@ func WithSpool() Option { return func(o *options) { o.spool = true } }
 // WithLogger routes the engine's logs (discarded by default).
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
 
-// Start runs an engine with dev auth and test-friendly defaults, and stops it
-// when the test ends.
+// Start runs an engine with dev auth and the engine's defaults
+// (actors.DefaultConfig, transport.DefaultConfig) as the options leave them,
+// and stops it when the test ends. The configuration is not validated, so
+// that a test may set what an operator may not (a tiny send queue).
 func Start(t testing.TB, opts ...Option) *Engine {
 	t.Helper()
-	o := options{
-		actors: actors.DefaultConfig(),
-		transport: transport.Config{
-			Auth:             transport.Authenticator{Mode: transport.AuthDev},
-			MaxFrameBytes:    65536,
-			ConnectTimeout:   5 * time.Second,
-			HeartbeatTimeout: 10 * time.Second,
-		},
-		log: zerolog.Nop(),
-	}
+	o := options{actors: actors.DefaultConfig(), transport: transport.DefaultConfig(), log: zerolog.Nop()}
+	o.transport.Auth = transport.Authenticator{Mode: transport.AuthDev}
 	for _, f := range opts {
 		f(&o)
 	}
+	// One heartbeat timeout for both, as the engine's single flag sets it.
 	o.transport.HeartbeatTimeout = o.actors.HeartbeatTimeout
 	if o.dir == "" {
 		o.dir = t.TempDir()

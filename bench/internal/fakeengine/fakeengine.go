@@ -23,15 +23,18 @@ import (
 	"github.com/lxzan/gws"
 
 	"charla"
+	"charla/actors"
+	"charla/transport"
 	"charla/wire"
 )
 
-// Options tune the fake. Zero values pick the defaults noted.
+// Options tune the fake. Zero values pick the engine's defaults
+// (actors.DefaultConfig), so that the fake behaves as the engine would.
 type Options struct {
-	// Heartbeat is the ping interval (default 5 s); Timeout the silence
-	// that closes a connection (default 10 s).
+	// Heartbeat is the ping interval (the engine's heartbeat-interval);
+	// Timeout the silence that closes a connection (heartbeat-timeout).
 	Heartbeat, Timeout time.Duration
-	// QueueFrames caps each connection's outbound queue (default 1024).
+	// QueueFrames caps each connection's outbound queue (send-queue-frames).
 	QueueFrames int
 	// DropEvery > 0 skips delivering every Nth msg frame (a loss).
 	DropEvery int
@@ -84,14 +87,15 @@ type conn struct {
 
 // Start serves a fake engine on 127.0.0.1 at a free port.
 func Start(opts Options) (*Engine, error) {
+	def := actors.DefaultConfig()
 	if opts.Heartbeat <= 0 {
-		opts.Heartbeat = 5 * time.Second
+		opts.Heartbeat = def.HeartbeatInterval
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = 10 * time.Second
+		opts.Timeout = def.HeartbeatTimeout
 	}
 	if opts.QueueFrames <= 0 {
-		opts.QueueFrames = 1024
+		opts.QueueFrames = def.SendQueueFrames
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -102,7 +106,7 @@ func Start(opts Options) (*Engine, error) {
 	e.up = gws.NewUpgrader(e, &gws.ServerOption{Recovery: gws.Recovery})
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/ws", e.serveWS)
-	e.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	e.srv = &http.Server{Handler: mux, ReadHeaderTimeout: transport.DefaultConfig().ConnectTimeout}
 	e.wg.Go(func() { _ = e.srv.Serve(ln) })
 	return e, nil
 }
