@@ -19,39 +19,43 @@ type Config struct {
 	SendQueueBytes    int           // send-queue-bytes: per-connection outbound cap in bytes (4008 past it)
 	MaxBodyBytes      int           // max-body-bytes: largest message body accepted (too_large past it)
 	MaxSubscriptions  int           // max-subscriptions: conversations one connection may follow at once
-	DedupWindow       int           // dedup-window: client_msg_ids remembered per conversation in memory
-	RecentWindow      int           // recent-window: messages kept per conversation to serve replays from memory
-	ReplayPage        int           // replay-page: messages read from the store per replay page
-	IdleTimeout       time.Duration // session-idle-timeout: a conversation with no activity and no subscriber stops after this
-	SweepInterval     time.Duration // session-sweep-interval: how often leftovers are checked for idleness
-	StoreBatchMax     int           // store-batch-max: most messages in one group commit
-	StoreWriteTimeout time.Duration // store-write-timeout: with a spool, how long a write waits for the store before it is spooled
-	StoreBreaker      BreakerConfig // store-breaker-*: with a spool, when the store is considered down
-	DrainBatch        int           // drain-batch: messages per store call when draining the spool
-	DrainTimeout      time.Duration // drain-timeout: deadline of one drain call; off the ack path, so far longer than StoreWriteTimeout
-	ShutdownGrace     time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
+	// max-customer-conversations: conversations one customer may have loaded
+	// at once (each costs memory until it idles out); staff are not bound.
+	MaxCustomerConversations int
+	DedupWindow              int           // dedup-window: client_msg_ids remembered per conversation in memory
+	RecentWindow             int           // recent-window: messages kept per conversation to serve replays from memory
+	ReplayPage               int           // replay-page: messages read from the store per replay page
+	IdleTimeout              time.Duration // session-idle-timeout: a conversation with no activity and no subscriber stops after this
+	SweepInterval            time.Duration // session-sweep-interval: how often leftovers are checked for idleness
+	StoreBatchMax            int           // store-batch-max: most messages in one group commit
+	StoreWriteTimeout        time.Duration // store-write-timeout: with a spool, how long a write waits for the store before it is spooled
+	StoreBreaker             BreakerConfig // store-breaker-*: with a spool, when the store is considered down
+	DrainBatch               int           // drain-batch: messages per store call when draining the spool
+	DrainTimeout             time.Duration // drain-timeout: deadline of one drain call; off the ack path, so far longer than StoreWriteTimeout
+	ShutdownGrace            time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
 }
 
 // DefaultConfig returns the engine's defaults, the ones README.md's
 // configuration table lists.
 func DefaultConfig() Config {
 	return Config{
-		HeartbeatInterval: 5 * time.Second,
-		HeartbeatTimeout:  10 * time.Second,
-		SendQueueFrames:   1024,
-		SendQueueBytes:    4 << 20,
-		MaxBodyBytes:      32 << 10,
-		MaxSubscriptions:  1000,
-		DedupWindow:       1024,
-		RecentWindow:      256,
-		ReplayPage:        256,
-		IdleTimeout:       15 * time.Minute,
-		SweepInterval:     5 * time.Minute,
-		StoreBatchMax:     2000,
-		StoreWriteTimeout: time.Second,
-		StoreBreaker:      BreakerConfig{Failures: 3, Window: 20, Ratio: 0.5, Cooldown: 2 * time.Second},
-		DrainBatch:        1000,
-		DrainTimeout:      10 * time.Second,
+		HeartbeatInterval:        5 * time.Second,
+		HeartbeatTimeout:         10 * time.Second,
+		SendQueueFrames:          1024,
+		SendQueueBytes:           4 << 20,
+		MaxBodyBytes:             32 << 10,
+		MaxSubscriptions:         1000,
+		MaxCustomerConversations: 50,
+		DedupWindow:              1024,
+		RecentWindow:             256,
+		ReplayPage:               256,
+		IdleTimeout:              15 * time.Minute,
+		SweepInterval:            5 * time.Minute,
+		StoreBatchMax:            2000,
+		StoreWriteTimeout:        time.Second,
+		StoreBreaker:             BreakerConfig{Failures: 3, Window: 20, Ratio: 0.5, Cooldown: 2 * time.Second},
+		DrainBatch:               1000,
+		DrainTimeout:             10 * time.Second,
 		// The engine's shutdown-timeout: SIGTERM waits this long for
 		// in-flight sends (and Shutdown without a deadline as long).
 		ShutdownGrace: 10 * time.Second,
@@ -76,6 +80,7 @@ func (c Config) Validate() error {
 			bad("%s must be at least %d (got %d)", name, min, v)
 		}
 	}
+	atLeast("max-customer-conversations", c.MaxCustomerConversations, 1)
 	positive("heartbeat-interval", c.HeartbeatInterval)
 	positive("heartbeat-timeout", c.HeartbeatTimeout)
 	if c.HeartbeatInterval > 0 && c.HeartbeatTimeout > 0 && c.HeartbeatTimeout <= c.HeartbeatInterval {

@@ -178,7 +178,7 @@ func (c *conn) Receive(ctx actor.Context) {
 	case convReset:
 		if s := c.subs[m.conv]; s != nil {
 			s.state = subPending
-			ctx.Send(c.deps.conversations, subscribeReq{conv: m.conv, conn: ctx.Self(), since: s.next - 1, resume: true})
+			ctx.Send(c.deps.conversations, subscribeReq{conv: m.conv, conn: ctx.Self(), by: c.user, since: s.next - 1, resume: true})
 		}
 	case rangeDone:
 		c.onRange(ctx, m)
@@ -228,7 +228,7 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 		// next is set from the conversation's answer, which clamps a since
 		// beyond its head (since+1 would overflow at 2^64-1).
 		c.subs[f.Conv] = &subscription{}
-		ctx.Send(c.deps.conversations, subscribeReq{conv: f.Conv, conn: ctx.Self(), ref: f.Ref, since: f.Since})
+		ctx.Send(c.deps.conversations, subscribeReq{conv: f.Conv, conn: ctx.Self(), by: c.user, ref: f.Ref, since: f.Since})
 	case wire.TypeUnsubscribe:
 		if err := f.Conv.Validate(); err != nil {
 			c.reply(ctx, f.Ref, err)
@@ -257,7 +257,7 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 			c.reply(ctx, f.Ref, charla.Errorf(charla.CodeBadRequest, `typing state must be "on" or "off"`))
 			return
 		}
-		ctx.Send(c.deps.conversations, typingReq{conv: f.Conv, conn: ctx.Self(), user: c.user.ID, state: f.State})
+		ctx.Send(c.deps.conversations, typingReq{conv: f.Conv, conn: ctx.Self(), by: c.user, state: f.State})
 	case wire.TypeRead:
 		if err := c.checkConv(f.Conv); err != nil {
 			c.reply(ctx, f.Ref, err)
@@ -267,7 +267,7 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 			c.reply(ctx, f.Ref, charla.Errorf(charla.CodeBadRequest, "read needs a seq of 1 or more"))
 			return
 		}
-		ctx.Send(c.deps.conversations, readReq{conv: f.Conv, conn: ctx.Self(), ref: f.Ref, user: c.user.ID, seq: f.Seq})
+		ctx.Send(c.deps.conversations, readReq{conv: f.Conv, conn: ctx.Self(), ref: f.Ref, by: c.user, seq: f.Seq})
 	case wire.TypeInventory:
 		c.reply(ctx, f.Ref, charla.Errorf(charla.CodeUnavailable, "the inventory service is not configured on this server"))
 	default:

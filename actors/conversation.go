@@ -63,6 +63,7 @@ type (
 	subscribeReq struct {
 		conv   charla.ConvID
 		conn   *actor.PID
+		by     charla.Sender
 		ref    string
 		since  charla.Seq
 		resume bool
@@ -79,14 +80,14 @@ type (
 	typingReq struct {
 		conv  charla.ConvID
 		conn  *actor.PID
-		user  string
+		by    charla.Sender
 		state string
 	}
 	readReq struct {
 		conv charla.ConvID
 		conn *actor.PID
 		ref  string
-		user string
+		by   charla.Sender
 		seq  charla.Seq
 	}
 )
@@ -96,6 +97,12 @@ func (m unsubscribeReq) target() charla.ConvID { return m.conv }
 func (m sendReq) target() charla.ConvID        { return m.msg.Conv }
 func (m typingReq) target() charla.ConvID      { return m.conv }
 func (m readReq) target() charla.ConvID        { return m.conv }
+
+func (m subscribeReq) requester() charla.Sender   { return m.by }
+func (m unsubscribeReq) requester() charla.Sender { return charla.Sender{} }
+func (m sendReq) requester() charla.Sender        { return m.msg.Sender }
+func (m typingReq) requester() charla.Sender      { return m.by }
+func (m readReq) requester() charla.Sender        { return m.by }
 
 // Replies and events from a conversation to a conn.
 type (
@@ -217,14 +224,14 @@ func (c *conversation) handle(ctx actor.Context, msg any) {
 	case sendReq:
 		c.send(ctx, m)
 	case typingReq:
-		c.broadcast(ctx, m.conn, wire.Encode(wire.Typing{Type: wire.TypeTyping, Conv: c.id, User: m.user, State: m.state}))
+		c.broadcast(ctx, m.conn, wire.Encode(wire.Typing{Type: wire.TypeTyping, Conv: c.id, User: m.by.ID, State: m.state}))
 	case readReq:
 		if m.seq > c.head {
 			ctx.Send(m.conn, requestFailed{ref: m.ref, err: charla.Errorf(charla.CodeBadRequest, "read seq %d is beyond the head %d", m.seq, c.head)})
 			break
 		}
-		ctx.Send(c.deps.store, readCursorReq{conv: c.id, user: m.user, seq: m.seq})
-		c.broadcast(ctx, m.conn, wire.Encode(wire.Read{Type: wire.TypeRead, Conv: c.id, User: m.user, Seq: m.seq}))
+		ctx.Send(c.deps.store, readCursorReq{conv: c.id, user: m.by.ID, seq: m.seq})
+		c.broadcast(ctx, m.conn, wire.Encode(wire.Read{Type: wire.TypeRead, Conv: c.id, User: m.by.ID, Seq: m.seq}))
 	}
 }
 

@@ -27,10 +27,19 @@ type conversations struct {
 	stopWaiters []*actor.PID
 	// peak is the most conversations alive since the maps were last built.
 	peak int
+	// owned counts the live conversations a customer's requests loaded, by
+	// customer; ownerOf is the customer of each (by PID id).
+	owned   map[string]int
+	ownerOf map[string]string
 }
 
-// routed is implemented by every request a conversation handles.
-type routed interface{ target() charla.ConvID }
+// routed is implemented by every request a conversation handles: target is
+// the conversation, requester who asks (zero for requests that never load a
+// conversation).
+type routed interface {
+	target() charla.ConvID
+	requester() charla.Sender
+}
 
 type routedEnvelope struct {
 	msg    any
@@ -50,6 +59,8 @@ func newConversations(d *deps) *conversations {
 		children: map[charla.ConvID]*actor.PID{},
 		byPID:    map[string]charla.ConvID{},
 		stopping: map[charla.ConvID][]routedEnvelope{},
+		owned:    map[string]int{},
+		ownerOf:  map[string]string{},
 	}
 }
 
@@ -116,7 +127,21 @@ func (s *conversations) route(ctx actor.Context, m routed) {
 		if _, unsub := m.(unsubscribeReq); unsub {
 			return // nothing to leave: do not load a conversation for that
 		}
+		by := m.requester()
+		if by.Role == charla.RoleCustomer && s.owned[by.ID] >= s.deps.cfg.MaxCustomerConversations {
+			// Each loaded conversation costs memory until it idles out:
+			// one customer must not be able to make the engine hold
+			// thousands (the HTTP edge's rate limits come on top).
+			failRequest(ctx, m, charla.Errorf(charla.CodeRateLimited,
+				"%s has %d conversations open, the most one customer may; use one of them or retry when one has been idle for %s",
+				by.ID, s.owned[by.ID], s.deps.cfg.IdleTimeout))
+			return
+		}
 		pid = s.spawn(ctx, conv)
+		if by.Role == charla.RoleCustomer {
+			s.owned[by.ID]++
+			s.ownerOf[pid.Id] = by.ID
+		}
 	}
 	ctx.Forward(pid)
 }
@@ -153,6 +178,12 @@ func (s *conversations) onTerminated(ctx actor.Context, who *actor.PID) {
 	}
 	delete(s.byPID, who.Id)
 	s.deps.stats.ConversationsActive.Add(-1)
+	if owner, ok := s.ownerOf[who.Id]; ok {
+		delete(s.ownerOf, who.Id)
+		if s.owned[owner]--; s.owned[owner] <= 0 {
+			delete(s.owned, owner)
+		}
+	}
 	s.shrink()
 	if cur := s.children[conv]; cur != nil && cur.Id == who.Id {
 		delete(s.children, conv) // stopped by its supervisor after too many failures
@@ -186,6 +217,8 @@ func (s *conversations) shrink() {
 	s.children = maps.Collect(maps.All(s.children))
 	s.byPID = maps.Collect(maps.All(s.byPID))
 	s.stopping = maps.Collect(maps.All(s.stopping))
+	s.owned = maps.Collect(maps.All(s.owned))
+	s.ownerOf = maps.Collect(maps.All(s.ownerOf))
 	s.peak = len(s.byPID)
 }
 

@@ -67,6 +67,7 @@ func (c *config) settings() flagSet {
 		{name: "connect-timeout", env: "CHARLA_CONNECT_TIMEOUT", usage: "time allowed for the WebSocket handshake", value: durVar(&c.Transport.ConnectTimeout, t.ConnectTimeout)},
 		{name: "max-frame-bytes", env: "CHARLA_MAX_FRAME_BYTES", usage: "largest client frame; larger closes with 1009", value: intVar(&c.Transport.MaxFrameBytes, t.MaxFrameBytes)},
 		{name: "max-body-bytes", env: "CHARLA_MAX_BODY_BYTES", usage: "largest message body; larger is refused with too_large", value: intVar(&c.Actors.MaxBodyBytes, a.MaxBodyBytes)},
+		{name: "max-customer-conversations", env: "CHARLA_MAX_CUSTOMER_CONVERSATIONS", usage: "conversations one customer may have loaded at once (rate_limited past it); staff are not bound", value: intVar(&c.Actors.MaxCustomerConversations, a.MaxCustomerConversations)},
 		{name: "max-subscriptions", env: "CHARLA_MAX_SUBSCRIPTIONS", usage: "conversations one connection may subscribe to at once", value: intVar(&c.Actors.MaxSubscriptions, a.MaxSubscriptions)},
 		{name: "send-queue-frames", env: "CHARLA_SEND_QUEUE_FRAMES", usage: "per-connection outbound queue in frames; past it 4008 slow consumer", value: intVar(&c.Actors.SendQueueFrames, a.SendQueueFrames)},
 		{name: "send-queue-bytes", env: "CHARLA_SEND_QUEUE_BYTES", usage: "per-connection outbound queue in bytes; past it 4008 slow consumer", value: intVar(&c.Actors.SendQueueBytes, a.SendQueueBytes)},
