@@ -1,0 +1,5 @@
+package pebble
+
+const crashChildEnv = "CHARLA_PEBBLE_CRASH_CHILD"
+
+func crashChild() int { return 0 }
