@@ -161,7 +161,9 @@ func decodeRecord(conv charla.ConvID, seq charla.Seq, rec []byte) (charla.Messag
 }
 
 // u64 is the 8-byte big-endian form of a seq value.
-func u64(seq charla.Seq) []byte { return binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(seq)) }
+func u64(seq charla.Seq) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(seq))
+}
 
 // beUint64 reads an 8-byte big-endian value.
 func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
