@@ -59,6 +59,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"os"
 	"slices"
 	"sync"
@@ -159,8 +160,13 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// pebbleOptions turns o into pebble's options for a store in dir.
-func (o Options) pebbleOptions(lock *pebbledb.Lock, log zerolog.Logger) *pebbledb.Options {
+// diskSlowThreshold is how long one write or sync may take before it is
+// logged as a slow disk: far above a healthy fdatasync (well under 10 ms), far
+// below the store actor's write timeout.
+const diskSlowThreshold = 2 * time.Second
+
+// pebbleOptions turns o into pebble's options for a store on fs.
+func (o Options) pebbleOptions(fs vfs.FS, lock *pebbledb.Lock, log zerolog.Logger) *pebbledb.Options {
 	po := &pebbledb.Options{
 		FormatMajorVersion: formatVersion,
 		Lock:               lock,
@@ -170,7 +176,7 @@ func (o Options) pebbleOptions(lock *pebbledb.Lock, log zerolog.Logger) *pebbled
 		WALBytesPerSync:    o.WALBytesPerSync,
 		// WALMinSyncInterval stays 0: the store actor batches already, and
 		// an artificial delay before each fsync would be added to every ack.
-		FS: o.fs,
+		FS: fs,
 	}
 	for i := range po.Levels {
 		// Most dedup lookups are for new client ids, that is misses: a
@@ -215,6 +221,8 @@ type Store struct {
 	closed bool
 	db     *pebbledb.DB
 	lock   *pebbledb.Lock
+	// fsCloser stops the disk health checker of the store's file system.
+	fsCloser io.Closer
 
 	// convsMu guards convs, the writer state of every conversation written
 	// since Open.
@@ -262,13 +270,23 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := pebbledb.Open(dir, opts.pebbleOptions(lock, log))
+	// The disk health checker is pebble's default file system middleware;
+	// the store builds it itself so that it can stop its goroutine when
+	// pebble's Open fails (pebble only does on DB.Close) and log slow disks
+	// through zerolog.
+	hfs, fsCloser := vfs.WithDiskHealthChecks(fs, diskSlowThreshold, nil, func(info vfs.DiskSlowInfo) {
+		log.Warn().Str("path", info.Path).Str("op", info.OpType.String()).Int("bytes", info.WriteSize).
+			Dur("elapsed", info.Duration).Msg("disk slow")
+	})
+	db, err := pebbledb.Open(dir, opts.pebbleOptions(hfs, lock, log))
 	if err != nil {
+		_ = fsCloser.Close()
 		_ = lock.Close()
 		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
 	}
 	if err := checkSchema(db); err != nil {
 		_ = db.Close()
+		_ = fsCloser.Close()
 		_ = lock.Close()
 		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
 	}
@@ -277,6 +295,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		log:        log,
 		db:         db,
 		lock:       lock,
+		fsCloser:   fsCloser,
 		convs:      map[charla.ConvID]*convState{},
 		cursorSeed: maphash.MakeSeed(),
 	}
@@ -313,7 +332,15 @@ func checkSchema(db *pebbledb.DB) error {
 	v, closer, err := db.Get(keyVersion)
 	switch {
 	case errors.Is(err, pebbledb.ErrNotFound):
-		return db.Set(keyVersion, []byte(schemaVersion), pebbledb.Sync)
+		if err := db.Set(keyVersion, []byte(schemaVersion), pebbledb.Sync); err != nil {
+			return err
+		}
+		// Pebble creates a new store at its oldest format and opens its
+		// first WAL before it ratchets the format to formatVersion, so that
+		// WAL lacks sync offsets: corruption in it would be replayed as a
+		// torn tail, silently dropping every record after it. A flush
+		// switches to a WAL written at formatVersion.
+		return db.Flush()
 	case err != nil:
 		return err
 	}
@@ -658,6 +685,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	err := s.db.Close()
+	_ = s.fsCloser.Close() // only stops a ticker
 	if lerr := s.lock.Close(); err == nil {
 		err = lerr
 	}
