@@ -628,4 +628,3 @@ func checkAcked(t *testing.T, s *Store, acked []ack) {
 		}
 	}
 }
-
