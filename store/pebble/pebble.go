@@ -528,12 +528,21 @@ func (s *Store) Range(ctx context.Context, id charla.ConvID, after charla.Seq, l
 		return nil, fmt.Errorf("pebble: range %s: %w", id, err)
 	}
 	defer end()
+	out, err := s.rangeMsgs(ctx, id, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: range %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// rangeMsgs scans conv's messages after after; the caller holds s.mu.
+func (s *Store) rangeMsgs(ctx context.Context, id charla.ConvID, after charla.Seq, limit int) ([]charla.Message, error) {
 	if limit <= 0 || after == charla.Seq(^uint64(0)) {
 		return nil, nil
 	}
 	it, err := s.db.NewIterWithContext(ctx, msgBounds(id, after))
 	if err != nil {
-		return nil, fmt.Errorf("pebble: range %s: %w", id, err)
+		return nil, err
 	}
 	defer it.Close()
 	prefix := convPrefix(nil, kindMsg, id)
@@ -541,22 +550,19 @@ func (s *Store) Range(ctx context.Context, id charla.ConvID, after charla.Seq, l
 	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
 		seq, err := seqOf(prefix, it.Key())
 		if err != nil {
-			return nil, fmt.Errorf("pebble: range %s: %w", id, err)
+			return nil, err
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return nil, fmt.Errorf("pebble: range %s: seq %d: %w", id, seq, err)
+			return nil, fmt.Errorf("seq %d: %w", seq, err)
 		}
 		m, err := decodeRecord(id, seq, v)
 		if err != nil {
-			return nil, fmt.Errorf("pebble: range %s: %w", id, err)
+			return nil, err
 		}
 		out = append(out, m)
 	}
-	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("pebble: range %s: %w", id, err)
-	}
-	return out, nil
+	return out, it.Error()
 }
 
 // Head implements store.Store: one reverse seek to the end of the
@@ -605,21 +611,30 @@ func (s *Store) SetReadCursor(ctx context.Context, id charla.ConvID, user string
 	if id == "" || user == "" {
 		return fmt.Errorf("pebble: set read cursor %q user %q: %w: conv and user are required", id, user, store.ErrInvalid)
 	}
+	if _, err := s.raiseCursor(id, user, seq, pebbledb.Sync); err != nil {
+		return fmt.Errorf("pebble: set read cursor %s: %w", id, err)
+	}
+	return nil
+}
+
+// raiseCursor sets user's cursor in conv to seq unless it is already there
+// or beyond, and reports whether it moved; the caller holds s.mu.
+func (s *Store) raiseCursor(id charla.ConvID, user string, seq charla.Seq, sync *pebbledb.WriteOptions) (bool, error) {
 	key := readKey(id, user)
 	mu := s.cursorLock(key)
 	mu.Lock()
 	defer mu.Unlock()
 	cur, err := s.getSeq(key)
 	if err != nil {
-		return fmt.Errorf("pebble: set read cursor %s: %w", id, err)
+		return false, err
 	}
 	if cur >= seq {
-		return nil
+		return false, nil
 	}
-	if err := s.db.Set(key, u64(seq), pebbledb.Sync); err != nil {
-		return fmt.Errorf("pebble: set read cursor %s: %w: %w", id, store.ErrUnavailable, err)
+	if err := s.db.Set(key, u64(seq), sync); err != nil {
+		return false, fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 	}
-	return nil
+	return true, nil
 }
 
 // getSeq reads an 8-byte seq value, 0 when key is absent.
