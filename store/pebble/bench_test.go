@@ -77,7 +77,16 @@ var benchEngines = []struct {
 		}
 		return s
 	}},
-	{"pebble", func(b *testing.B) store.Store { return open(b, b.TempDir()) }},
+	{"pebble", func(b *testing.B) store.Store {
+		// Production options (DefaultOptions), not the tests' small ones.
+		o := DefaultOptions()
+		o.Logger = testOptions(b).Logger
+		s, err := Open(b.Context(), b.TempDir(), o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}},
 }
 
 func BenchmarkAppend(b *testing.B) {
