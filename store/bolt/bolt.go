@@ -357,6 +357,29 @@ func (s *Store) Head(ctx context.Context, id charla.ConvID) (charla.Seq, error) 
 	return head, nil
 }
 
+// Conversations lists every conversation the store holds (with messages, or
+// with read cursors only), in byte order of their IDs, so that a tool can
+// walk the whole store through the Store API: the pebble store's importer
+// does.
+func (s *Store) Conversations(ctx context.Context) ([]charla.ConvID, error) {
+	end, err := s.begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bolt: conversations: %w", err)
+	}
+	defer end()
+	out := []charla.ConvID{}
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketConvs).ForEachBucket(func(k []byte) error {
+			out = append(out, charla.ConvID(k))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bolt: conversations: %w", err)
+	}
+	return out, nil
+}
+
 // errUnchanged rolls back a cursor update that would not move the cursor, so
 // that a repeated or late read frame costs no fsync.
 var errUnchanged = errors.New("unchanged")

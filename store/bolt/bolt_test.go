@@ -115,6 +115,43 @@ func TestOpenRejectsForeignFiles(t *testing.T) {
 	}
 }
 
+func TestConversations(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "charla.db"))
+	ctx := t.Context()
+	body := []byte(`{"text":"x"}`)
+	steps := []struct {
+		name string
+		do   func() error
+		want []charla.ConvID
+	}{
+		{"Empty", func() error { return nil }, []charla.ConvID{}},
+		{"Messages", func() error {
+			_, err := s.Append(ctx, []charla.Message{{Conv: "b", ClientMsgID: "1", Body: body}, {Conv: "a:1", ClientMsgID: "1", Body: body}})
+			return err
+		}, []charla.ConvID{"a:1", "b"}},
+		{"CursorOnly", func() error { return s.SetReadCursor(ctx, "a", "alice", 3) }, []charla.ConvID{"a", "a:1", "b"}},
+		{"MoreMessages", func() error {
+			_, err := s.Append(ctx, []charla.Message{{Conv: "b", ClientMsgID: "2", Body: body}})
+			return err
+		}, []charla.ConvID{"a", "a:1", "b"}},
+	}
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		got, err := s.Conversations(ctx)
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(st.want) || got == nil {
+			t.Errorf("%s: Conversations = %#v, %v; want %#v", st.name, got, err, st.want)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Conversations(ctx); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Conversations after Close: %v, want ErrClosed", err)
+	}
+}
+
 // TestErrorsNameTheConversation checks that errors say which conversation
 // failed: a group commit carries many, and the log line must tell which.
 func TestErrorsNameTheConversation(t *testing.T) {
