@@ -26,7 +26,6 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/store"
-	"charla/store/bolt"
 	"charla/store/postgres"
 	"charla/store/spool"
 	"charla/transport"
@@ -38,6 +37,8 @@ Commands:
   serve         run the engine (see "charla serve --help" for every setting)
   check-config  validate the settings, print every problem, exit 2 if any
   migrate       apply pending PostgreSQL migrations (--database-url or DATABASE_URL)
+  migrate-store import the bbolt store of an earlier version (DIR/charla.db) into the
+                append-only log: --data-dir DIR (serve also does it at start)
   chat          a line client: --addr HOST:PORT --user ID --role ROLE [--token JWT] --conv ID;
                 prints every frame, sends each line typed as a message
   token         mint an HS256 JWT: --secret S --user ID [--role agent|customer|admin] [--ttl 24h]
@@ -77,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			return 1
 		}
 		return 0
+	case "migrate-store":
+		return migrateStore(ctx, args[1:], stdout, stderr, getenv)
 	case "token":
 		return token(args[1:], stdout, stderr, getenv)
 	case "chat":
@@ -161,9 +164,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 func openStore(ctx context.Context, cfg config, log zerolog.Logger) (actors.Dependencies, func(), error) {
 	dep := actors.Dependencies{Log: log}
 	if cfg.DB.URL == "" {
-		st, err := bolt.Open(filepath.Join(cfg.DataDir, "charla.db"))
+		st, err := openEmbedded(ctx, cfg.DataDir, log)
 		if err != nil {
-			return dep, nil, fmt.Errorf("open store: %w", err)
+			return dep, nil, err
 		}
 		dep.Store = st
 		return dep, func() { st.Close() }, nil

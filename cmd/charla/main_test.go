@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"charla"
+	"charla/store/bolt"
 	"charla/store/postgres"
 	"charla/store/postgres/pgtest"
 	"charla/transport/transporttest"
@@ -328,5 +329,57 @@ func TestREADMEListsEverySetting(t *testing.T) {
 		if row := fmt.Sprintf("| `--%s` | `%s` |", s.name, s.env); !strings.Contains(string(readme), row) {
 			t.Errorf("README.md has no row %q", row)
 		}
+	}
+}
+
+// An earlier version's bbolt store is imported into the append-only log once,
+// by `serve` at start or by `migrate-store`, and then renamed: history,
+// seqs and idempotency carry over.
+func TestLegacyStoreIsImported(t *testing.T) {
+	for _, how := range []string{"serve", "migrate-store"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			old, err := bolt.Open(filepath.Join(dir, "charla.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var msgs []charla.Message
+			for i := range 30 {
+				msgs = append(msgs, charla.Message{Conv: "legacy", ClientMsgID: uuid.NewString(), Sender: charla.Sender{ID: "a", Role: charla.RoleAgent},
+					Body: json.RawMessage(fmt.Sprintf(`{"text":"old %d"}`, i)), TS: time.Now().UTC().Truncate(time.Microsecond)})
+			}
+			if _, err := old.Append(context.Background(), msgs); err != nil {
+				t.Fatal(err)
+			}
+			old.Close()
+			if how == "migrate-store" {
+				out, err := exec.Command(binary, "migrate-store", "--data-dir", dir).CombinedOutput()
+				if err != nil {
+					t.Fatalf("migrate-store: %v\n%s", err, out)
+				}
+			}
+			addr := freeAddr(t)
+			p := startEngine(t, addr, dir)
+			if _, err := os.Stat(filepath.Join(dir, "charla.db.imported")); err != nil {
+				t.Fatalf("charla.db not marked imported: %v\n%s", err, p.logs.String())
+			}
+			c := dial(t, addr, "b")
+			c.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: "legacy"})
+			if f := c.Next(10 * time.Second); f.Type != wire.TypeSubscribed || f.Head != 30 {
+				t.Fatalf("after import: %+v, want head 30", f)
+			}
+			for i, m := range msgs {
+				if f := c.Next(10 * time.Second); f.Type != wire.TypeMsg || f.Seq != charla.Seq(i+1) || f.ClientMsgID != m.ClientMsgID {
+					t.Fatalf("message %d after import: %+v", i+1, f)
+				}
+			}
+			c.Send(wire.Frame{Type: wire.TypeSend, Conv: "legacy", ClientMsgID: msgs[3].ClientMsgID, Body: json.RawMessage(`{"text":"again"}`)})
+			if f := c.NextOf(wire.TypeAck, 10*time.Second); f.Seq != 4 || !f.Duplicate {
+				t.Fatalf("resend of an imported message: %+v, want duplicate of seq 4", f)
+			}
+			if more := sendN(t, c, "legacy", 1); more[0].Seq != 31 {
+				t.Fatalf("next seq %d, want 31", more[0].Seq)
+			}
+		})
 	}
 }
