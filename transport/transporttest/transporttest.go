@@ -1,4 +1,4 @@
-// Package transporttest runs a real engine in-process for tests: the bolt
+// Package transporttest runs a real engine in-process for tests: the embedded
 // store in a temporary directory, the actor tree, and the HTTP/WebSocket
 // edge on a loopback port, plus a WebSocket client that speaks protocol v1.
 // Tests of every package above transport (and the bench) use it, so that
@@ -25,7 +25,7 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/store"
-	"charla/store/bolt"
+	"charla/store/pebble"
 	"charla/store/spool"
 	"charla/transport"
 	"charla/wire"
@@ -73,7 +73,7 @@ func WithSystem(f func(actors.Config, actors.Dependencies) (*actors.System, erro
 	return func(o *options) { o.newSystem = f }
 }
 
-// WithDataDir keeps the bolt store in dir (to restart on the same data).
+// WithDataDir keeps the embedded store in dir (to restart on the same data).
 func WithDataDir(dir string) Option { return func(o *options) { o.dir = dir } }
 
 // WithStore runs the engine over a store of the caller's (e.g. PostgreSQL);
@@ -117,7 +117,11 @@ func (e *Engine) start() error {
 	if e.opts.store != nil {
 		e.st = e.opts.store(e.t)
 	} else {
-		st, err := bolt.Open(filepath.Join(e.dir, "charla.db"))
+		// The engine's embedded store, with a small memtable: a test
+		// writes little, and many engines may run in one test binary.
+		o := pebble.DefaultOptions()
+		o.MemTableSize, o.CacheSize = 4<<20, 8<<20
+		st, err := pebble.Open(context.Background(), filepath.Join(e.dir, "charla.pebble"), o)
 		if err != nil {
 			return fmt.Errorf("open store: %w", err)
 		}
