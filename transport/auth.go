@@ -19,19 +19,29 @@ const (
 	AuthDev = "dev" // ?user=&role= trusted as given: development only
 )
 
+// ClockSkew is how long after its exp a token is still honoured, at the
+// upgrade and during the session alike (one rule): the issuer's clock and
+// ours may disagree by a few seconds.
+const ClockSkew = 5 * time.Second
+
 // Identity is who a request authenticated as.
 type Identity struct {
 	User charla.Sender
-	// Expires is the token's expiry; a connection is closed with 4001 then.
-	// Zero in dev mode.
+	// Expires is when the session ends: the token's exp plus ClockSkew, or
+	// the authenticator's MaxSession from now if that comes first (always
+	// the latter in dev mode). The connection is closed with 4001 then.
 	Expires time.Time
 }
 
 // Authenticator checks a request's credentials: the Authorization header,
 // then the access_token query parameter, then (dev mode only) user and role.
 type Authenticator struct {
-	Mode   string
-	Secret []byte
+	Mode   string // auth-mode
+	Secret []byte // jwt-secret
+	// MaxSession (max-session) bounds a connection's life even when its
+	// token's exp is years away: past it the client reconnects with a
+	// fresh token. Zero means no bound beyond the token's.
+	MaxSession time.Duration
 }
 
 // claims are the JWT claims Charla reads: Supabase puts the application
@@ -56,19 +66,34 @@ func (a Authenticator) Authenticate(r *http.Request) (Identity, error) {
 	} else {
 		token = r.URL.Query().Get("access_token")
 	}
-	if token != "" {
-		return a.parse(token)
+	var id Identity
+	var err error
+	switch {
+	case token != "":
+		id, err = a.parse(token)
+	case a.Mode == AuthDev:
+		id, err = devIdentity(r.URL.Query())
+	default:
+		return Identity{}, charla.Errorf(charla.CodeUnauthorized, "missing token: send Authorization: Bearer <JWT> or ?access_token=<JWT>")
 	}
-	if a.Mode == AuthDev {
-		return devIdentity(r.URL.Query())
+	if err != nil {
+		return Identity{}, err
 	}
-	return Identity{}, charla.Errorf(charla.CodeUnauthorized, "missing token: send Authorization: Bearer <JWT> or ?access_token=<JWT>")
+	if err := charla.ValidateUserID(id.User.ID); err != nil {
+		return Identity{}, err
+	}
+	if a.MaxSession > 0 {
+		if limit := time.Now().Add(a.MaxSession); id.Expires.IsZero() || limit.Before(id.Expires) {
+			id.Expires = limit
+		}
+	}
+	return id, nil
 }
 
 func (a Authenticator) parse(token string) (Identity, error) {
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.Secret, nil },
-		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithLeeway(5*time.Second))
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithLeeway(ClockSkew))
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Identity{}, charla.Errorf(charla.CodeUnauthorized, "token expired")
@@ -86,7 +111,7 @@ func (a Authenticator) parse(token string) (Identity, error) {
 		// privilege there is.
 		role = charla.RoleCustomer
 	}
-	return Identity{User: charla.Sender{ID: c.Subject, Role: role}, Expires: c.ExpiresAt.Time}, nil
+	return Identity{User: charla.Sender{ID: c.Subject, Role: role}, Expires: c.ExpiresAt.Add(ClockSkew)}, nil
 }
 
 func devIdentity(q url.Values) (Identity, error) {

@@ -3,6 +3,7 @@ package transport_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -135,13 +136,14 @@ func TestUpgradeIsRefusedBeforeUpgrading(t *testing.T) {
 		c.Auth = transport.Authenticator{Mode: transport.AuthJWT, Secret: secret}
 		c.Origins = transport.OriginPolicy{"https://panel.example"}
 	}))
-	mint := func(secret []byte, ttl time.Duration) string {
-		tok, err := transport.MintToken(secret, "ana", charla.RoleAgent, ttl)
+	mintFor := func(secret []byte, user string, ttl time.Duration) string {
+		tok, err := transport.MintToken(secret, user, charla.RoleAgent, ttl)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tok
 	}
+	mint := func(secret []byte, ttl time.Duration) string { return mintFor(secret, "ana", ttl) }
 	good := mint(secret, time.Hour)
 	cases := []struct {
 		name   string
@@ -157,6 +159,10 @@ func TestUpgradeIsRefusedBeforeUpgrading(t *testing.T) {
 		{"garbage token", "?access_token=not.a.jwt", nil, 401},
 		{"wrong secret", "?access_token=" + mint([]byte("another-secret-another-secret-xx"), time.Hour), nil, 401},
 		{"expired token", "?access_token=" + mint(secret, -time.Minute), nil, 401},
+		{"sub with ':' (another customer's namespace)", "?access_token=" + mintFor(secret, "bob:x", time.Hour), nil, 401},
+		{"whitespace-only sub", "?access_token=" + mintFor(secret, "   ", time.Hour), nil, 401},
+		{"sub with a control character", "?access_token=" + mintFor(secret, "bob\x01", time.Hour), nil, 401},
+		{"sub over 128 bytes", "?access_token=" + mintFor(secret, strings.Repeat("b", 129), time.Hour), nil, 401},
 		{"malformed Authorization", "", http.Header{"Authorization": {"Token " + good}}, 401},
 		{"wrong origin", "?access_token=" + good, http.Header{"Origin": {"https://evil.example"}}, 403},
 	}
@@ -188,6 +194,68 @@ func TestUpgradeIsRefusedBeforeUpgrading(t *testing.T) {
 			want := map[int]charla.Code{401: charla.CodeUnauthorized, 403: charla.CodeForbidden}[tc.status]
 			if charla.Code(body.Code) != want {
 				t.Fatalf("code %q, want %q", body.Code, want)
+			}
+		})
+	}
+}
+
+// Dev mode holds user ids to the same alphabet as tokens.
+func TestDevUserIDs(t *testing.T) {
+	e := transporttest.Start(t)
+	for _, tc := range []struct {
+		user string
+		ok   bool
+	}{{"34600111222", true}, {"bob", true}, {"bob:x", false}, {"bob x", false}, {" ", false}, {"", false}} {
+		_, err := transporttest.DialURL(t, "ws://"+e.Addr+"/v1/ws?role=customer&user="+url.QueryEscape(tc.user), nil)
+		if (err == nil) != tc.ok {
+			t.Errorf("user %q: %v, want ok=%v", tc.user, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "401") {
+			t.Errorf("user %q refused with %v, want HTTP 401", tc.user, err)
+		}
+	}
+}
+
+// One rule for expiry, at the upgrade and during the session: a token is
+// honoured until exp + ClockSkew, and --max-session bounds a session whose
+// token lasts for years (and every dev-mode session).
+func TestSessionEnds(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	for _, tc := range []struct {
+		name       string
+		mode       string
+		ttl        time.Duration
+		maxSession time.Duration
+		openFor    time.Duration // at least this long before the 4001
+	}{
+		{"a token within the skew is honoured until exp+skew, not closed at once", transport.AuthJWT, -3 * time.Second, 0, 500 * time.Millisecond},
+		{"max-session ends a year-long token's session", transport.AuthJWT, 365 * 24 * time.Hour, 1500 * time.Millisecond, time.Second},
+		{"max-session ends a dev session", transport.AuthDev, 0, 1500 * time.Millisecond, time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := transporttest.Start(t, transporttest.WithTransport(func(c *transport.Config) {
+				c.Auth = transport.Authenticator{Mode: tc.mode, Secret: secret, MaxSession: tc.maxSession}
+			}))
+			u := e.URL("ana", charla.RoleAgent)
+			if tc.mode == transport.AuthJWT {
+				tok, _ := transport.MintToken(secret, "ana", charla.RoleAgent, tc.ttl)
+				u = "ws://" + e.Addr + "/v1/ws?access_token=" + tok
+			}
+			start := time.Now()
+			c, err := transporttest.DialURL(t, u, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f := c.Next(transporttest.Wait); f.Type != wire.TypeWelcome {
+				t.Fatalf("first frame %+v", f)
+			}
+			select {
+			case <-c.Done():
+			case <-time.After(transporttest.Wait):
+				t.Fatal("session not ended")
+			}
+			if code, open := c.CloseCode(), time.Since(start); code != 4001 || open < tc.openFor {
+				t.Fatalf("closed with %d after %s, want 4001 after at least %s", code, open, tc.openFor)
 			}
 		})
 	}

@@ -41,7 +41,7 @@ const MinSecretBytes = 32
 // two must agree.
 func DefaultConfig() Config {
 	return Config{
-		Auth:             Authenticator{Mode: AuthJWT},
+		Auth:             Authenticator{Mode: AuthJWT, MaxSession: 24 * time.Hour},
 		MaxFrameBytes:    64 << 10,
 		ConnectTimeout:   15 * time.Second,
 		HeartbeatTimeout: actors.DefaultConfig().HeartbeatTimeout,
@@ -62,6 +62,9 @@ func (c Config) Validate() error {
 	case AuthDev:
 	default:
 		bad("auth-mode %q: must be jwt or dev", c.Auth.Mode)
+	}
+	if c.Auth.MaxSession < 0 {
+		bad("max-session must not be negative (got %s)", c.Auth.MaxSession)
 	}
 	for _, o := range c.Origins {
 		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {

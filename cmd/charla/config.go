@@ -59,6 +59,7 @@ func (c *config) settings() flagSet {
 	return flagSet{
 		{name: "addr", env: "CHARLA_ADDR", usage: "listen address (host:port)", value: strVar(&c.Addr, defaultAddr)},
 		{name: "data-dir", env: "CHARLA_DATA_DIR", usage: "directory of the embedded store", value: strVar(&c.DataDir, "./data")},
+		{name: "max-session", env: "CHARLA_MAX_SESSION", usage: "longest a connection lives, whatever its token's exp; then 4001 and the client reconnects (0 = the token's exp alone)", value: durVar(&c.Transport.Auth.MaxSession, t.Auth.MaxSession)},
 		{name: "auth-mode", env: "CHARLA_AUTH_MODE", usage: "jwt, or dev (?user=&role= trusted as given: development only)", value: strVar(&c.Transport.Auth.Mode, t.Auth.Mode)},
 		{name: "jwt-secret", env: "CHARLA_JWT_SECRET", usage: "HS256 secret (Supabase JWT secret); required in jwt mode, 32 bytes or more", value: bytesVar(&c.Transport.Auth.Secret, t.Auth.Secret), secret: true},
 		{name: "allowed-origins", env: "CHARLA_ALLOWED_ORIGINS", usage: "comma-separated browser origins allowed to connect; empty = same origin and non-browser clients only; * = any", value: listVar((*[]string)(&c.Transport.Origins), t.Origins)},
