@@ -484,7 +484,7 @@ func TestReadyzDuringOutage(t *testing.T) {
 	e := engineOverPG(t, proxied)
 	ready := func() map[string]any {
 		t.Helper()
-		resp, err := http.Get("http://" + e.Addr + "/readyz")
+		resp, err := http.Get("http://" + e.Addr + "/readyz?user=ops&role=admin") // details are for admins
 		if err != nil {
 			t.Fatal(err)
 		}

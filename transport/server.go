@@ -156,23 +156,40 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 	s.upgrade(ctx, w, r, id)
 }
 
-// readiness is /readyz's answer. A store that is down leaves the engine
-// ready but degraded: chat goes on from the spool.
-type readiness struct {
-	Status      string `json:"status"`      // "ready" or "degraded"
+// Readiness is /readyz's answer. A store that is down leaves the engine
+// ready but degraded: chat goes on from the spool. Anyone gets Status; the
+// details (load and dependency states an attacker should not read) go to
+// admins and to the debug listener only.
+type Readiness struct {
+	Status string `json:"status"` // "ready" or "degraded"
+	*ReadinessDetails
+}
+
+// ReadinessDetails are the figures behind a Readiness status.
+type ReadinessDetails struct {
 	Store       string `json:"store"`       // the store breaker: closed, open or half_open
 	SpoolDepth  int64  `json:"spool_depth"` // messages acked from the spool, not yet in the store
 	Connections int64  `json:"connections"` // open client connections
 }
 
-func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
+// Readiness reports the engine's state with its details.
+func (s *Server) Readiness() Readiness {
 	st := s.sys.Stats()
-	r := readiness{Status: "ready", Store: actors.BreakerState(st.StoreBreaker.Load()).String(),
+	d := &ReadinessDetails{Store: actors.BreakerState(st.StoreBreaker.Load()).String(),
 		SpoolDepth: st.SpoolDepth.Load(), Connections: st.ConnsActive.Load()}
-	if r.Store != actors.BreakerClosed.String() || r.SpoolDepth > 0 {
+	r := Readiness{Status: "ready", ReadinessDetails: d}
+	if d.Store != actors.BreakerClosed.String() || d.SpoolDepth > 0 {
 		r.Status = "degraded"
 	}
-	writeJSON(w, http.StatusOK, r)
+	return r
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ready := s.Readiness()
+	if id, err := s.cfg.Auth.Authenticate(r); err != nil || id.User.Role != charla.RoleAdmin {
+		ready.ReadinessDetails = nil
+	}
+	writeJSON(w, http.StatusOK, ready)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

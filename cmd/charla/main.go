@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -131,7 +132,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 
 	if cfg.DebugAddr != "" {
-		stopDebug, err := serveDebug(cfg.DebugAddr, log)
+		stopDebug, err := serveDebug(cfg.DebugAddr, srv, log)
 		if err != nil {
 			_ = sys.Shutdown(context.Background())
 			return err
@@ -208,9 +209,10 @@ func migrate(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// serveDebug serves net/http/pprof on its own listener, never on the public
-// one, so that profiles are reachable only where the operator chose.
-func serveDebug(addr string, log zerolog.Logger) (func(), error) {
+// serveDebug serves net/http/pprof and the detailed readiness on their own
+// listener, never on the public one, so that profiles and load figures are
+// reachable only where the operator chose.
+func serveDebug(addr string, srv *transport.Server, log zerolog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("debug listener: %w", err)
@@ -220,10 +222,14 @@ func serveDebug(addr string, log zerolog.Logger) (func(), error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	log.Info().Str("addr", ln.Addr().String()).Msg("pprof on the debug address")
-	return func() { _ = srv.Close() }, nil
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(srv.Readiness())
+	})
+	dbg := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = dbg.Serve(ln) }()
+	log.Info().Str("addr", ln.Addr().String()).Msg("pprof and the detailed /readyz on the debug address")
+	return func() { _ = dbg.Close() }, nil
 }
 
 func token(args []string, stdout, stderr io.Writer, getenv func(string) string) int {
