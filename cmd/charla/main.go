@@ -67,6 +67,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 			fmt.Fprintf(stderr, "charla: invalid configuration:\n%s\n", indent(err))
 			return 2
 		}
+		if args[0] != "migrate" {
+			for _, w := range cfg.warnings() {
+				fmt.Fprintf(stderr, "charla: WARNING: %s\n", w)
+			}
+		}
 		switch args[0] {
 		case "check-config":
 			fmt.Fprintln(stdout, "configuration ok")
@@ -123,6 +128,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		_ = sys.Shutdown(context.Background())
 		return fmt.Errorf("listen: %w", err)
+	}
+	for _, w := range cfg.warnings() {
+		log.Warn().Msg(w)
 	}
 	log.Info().Str("addr", ln.Addr().String()).Str("auth_mode", cfg.Transport.Auth.Mode).Str("data_dir", cfg.DataDir).Str("version", version()).Msg("charla serving")
 	fmt.Fprintf(stdout, "Charla is listening on http://%s  (WebSocket: ws://%s/v1/ws)\n", ln.Addr(), ln.Addr())
