@@ -68,6 +68,9 @@ type System struct {
 func NewSystem(cfg Config, dep Dependencies) (*System, error) { return newSystem(cfg, dep, nil) }
 
 func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("actors config: %w", err)
+	}
 	st, log := dep.Store, dep.Log
 	if _, ok := st.(sequencedAppender); dep.Spool != nil && !ok {
 		return nil, fmt.Errorf("a spool needs a store that can take its drain; %T cannot", st)
