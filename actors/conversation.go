@@ -258,6 +258,7 @@ func (c *conversation) onLoaded(ctx actor.Context, m loaded) {
 	for _, w := range waiting {
 		c.handle(ctx, w)
 	}
+	c.stopIfDone(ctx) // asked to stop while loading
 }
 
 func (c *conversation) subscribe(ctx actor.Context, m subscribeReq) {
@@ -383,7 +384,11 @@ func (c *conversation) armIdle(ctx actor.Context, d time.Duration) {
 	c.idleTimer = sendAfter(c.deps.root, d, ctx.Self(), idleCheck{})
 }
 
-func (c *conversation) busy() bool { return len(c.pending) > 0 || len(c.inflight) > 0 }
+// busy: something is owed to a client. A load slower than the idle timeout
+// counts, or the requests waiting on it would be failed by the unload.
+func (c *conversation) busy() bool {
+	return !c.loaded || len(c.waiting) > 0 || len(c.pending) > 0 || len(c.inflight) > 0
+}
 
 func (c *conversation) stopIfDone(ctx actor.Context) {
 	if c.passivating && !c.busy() {

@@ -16,7 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"charla"
-	"charla/store/bolt"
+	"charla/store/pebble"
 )
 
 // TestUnloadedConversationsFreeTheirMemory is issue 8, item 3: once idle
@@ -40,7 +40,9 @@ func TestUnloadedConversationsFreeTheirMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads 100,000 conversations")
 	}
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "charla.db"))
+	o := pebble.DefaultOptions()
+	o.MemTableSize, o.CacheSize = 4<<20, 8<<20
+	st, err := pebble.Open(context.Background(), filepath.Join(t.TempDir(), "charla.pebble"), o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,12 +1,10 @@
 package transport_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -35,29 +33,11 @@ func (f *fullDisk) Append(ctx context.Context, msgs []charla.Message) ([]store.A
 	return f.Store.Append(ctx, msgs)
 }
 
-// syncBuffer is a log sink that tests read while the engine writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) count(substr string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Count(s.b.String(), substr)
-}
-
 // A full disk answers sends unavailable and is logged once when it starts
 // (with its cause) and once when writes succeed again; chat then recovers.
 func TestStoreWriteFailuresAreLoggedOncePerEpisode(t *testing.T) {
 	disk := &fullDisk{}
-	logs := &syncBuffer{}
+	logs := &transporttest.LogBuffer{}
 	e := transporttest.Start(t,
 		transporttest.WithLogger(zerolog.New(logs).Level(zerolog.InfoLevel)),
 		transporttest.WithStore(func(tb testing.TB) store.Store {
@@ -84,17 +64,17 @@ func TestStoreWriteFailuresAreLoggedOncePerEpisode(t *testing.T) {
 			t.Fatalf("send on a full disk: %+v, want unavailable", f)
 		}
 	}
-	if n := logs.count("store writes are failing"); n != 1 {
-		t.Fatalf("%d failure lines for one episode, want 1; log:\n%s", n, logs.b.String())
+	if n := strings.Count(logs.String(), "store writes are failing"); n != 1 {
+		t.Fatalf("%d failure lines for one episode, want 1; log:\n%s", n, logs.String())
 	}
-	if logs.count("no space left on device") != 1 {
-		t.Fatalf("the failure line does not name the cause; log:\n%s", logs.b.String())
+	if strings.Count(logs.String(), "no space left on device") != 1 {
+		t.Fatalf("the failure line does not name the cause; log:\n%s", logs.String())
 	}
 	disk.full.Store(false)
 	if f := send("ok"); f.Type != wire.TypeAck || f.Seq != 1 {
 		t.Fatalf("send after space returned: %+v, want ack seq 1", f)
 	}
-	if n := logs.count("store writes succeed again"); n != 1 {
-		t.Fatalf("%d recovery lines, want 1; log:\n%s", n, logs.b.String())
+	if n := strings.Count(logs.String(), "store writes succeed again"); n != 1 {
+		t.Fatalf("%d recovery lines, want 1; log:\n%s", n, logs.String())
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -100,25 +99,7 @@ func TestCheckConfigAndToken(t *testing.T) {
 type engineProc struct {
 	cmd  *exec.Cmd
 	addr string
-	logs *syncBuffer
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *transporttest.LogBuffer
 }
 
 func freeAddr(t *testing.T) string {
@@ -132,7 +113,7 @@ func freeAddr(t *testing.T) string {
 
 func startEngine(t *testing.T, addr, dataDir string, extra ...string) *engineProc {
 	t.Helper()
-	var logs syncBuffer
+	var logs transporttest.LogBuffer
 	cmd := exec.Command(binary, append([]string{"serve", "--addr", addr, "--data-dir", dataDir, "--auth-mode", "dev"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

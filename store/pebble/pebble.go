@@ -58,6 +58,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"hash/maphash"
 	"io"
 	"os"
@@ -224,10 +225,15 @@ type Store struct {
 	// fsCloser stops the disk health checker of the store's file system.
 	fsCloser io.Closer
 
-	// convsMu guards convs, the writer state of every conversation written
-	// since Open.
+	// convsMu guards convs, the writer state of the conversations an Append
+	// holds now; a state leaves the map with its last holder, so memory
+	// follows the conversations in flight, not every one ever written.
 	convsMu sync.Mutex
 	convs   map[charla.ConvID]*convState
+	// heads remembers the heads of recently written conversations, so that
+	// a busy conversation's next Append needs no reverse seek; bounded, so
+	// that 100,000 conversations written once cost nothing for good.
+	heads *lru.Cache[charla.ConvID, charla.Seq]
 
 	// cursorLocks serialise the read-modify-write of a read cursor (striped
 	// by key), so that concurrent read frames cannot move a cursor back.
@@ -244,7 +250,14 @@ type convState struct {
 	// head is the conversation's highest committed seq, valid when loaded.
 	head   charla.Seq
 	loaded bool
+	// refs counts the Appends holding or waiting for mu; guarded by convsMu.
+	refs int
 }
+
+// headCacheSize bounds Store.heads: the conversations written within the
+// last few group commits, which is what a warm head saves a seek for; a miss
+// costs one reverse seek, mostly in the memtable.
+const headCacheSize = 4096
 
 var _ store.Store = (*Store)(nil)
 
@@ -290,6 +303,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		_ = lock.Close()
 		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
 	}
+	heads, _ := lru.New[charla.ConvID, charla.Seq](headCacheSize) // the size is a positive constant
 	s := &Store{
 		dir:        dir,
 		log:        log,
@@ -297,6 +311,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		lock:       lock,
 		fsCloser:   fsCloser,
 		convs:      map[charla.ConvID]*convState{},
+		heads:      heads,
 		cursorSeed: maphash.MakeSeed(),
 	}
 	log.Info().Str("dir", dir).Int64("cache_bytes", opts.CacheSize).
@@ -382,15 +397,33 @@ func (s *Store) lockConvs(ids []charla.ConvID) (map[charla.ConvID]*convState, fu
 		c, ok := s.convs[id]
 		if !ok {
 			c = &convState{}
+			c.head, c.loaded = s.heads.Get(id)
 			s.convs[id] = c
 		}
+		c.refs++
 		states[id] = c
 	}
 	s.convsMu.Unlock()
-	unlock := func() {
-		for _, id := range ids {
-			states[id].mu.Unlock()
+	// release unlocks the first n states, keeping what they know of their
+	// heads for the next writer, and forgets the states nobody else holds.
+	release := func(n int) {
+		for _, id := range ids[:n] {
+			c := states[id]
+			if c.loaded {
+				s.heads.Add(id, c.head)
+			} else {
+				s.heads.Remove(id)
+			}
+			c.mu.Unlock()
 		}
+		s.convsMu.Lock()
+		for _, id := range ids {
+			c := states[id]
+			if c.refs--; c.refs == 0 {
+				delete(s.convs, id)
+			}
+		}
+		s.convsMu.Unlock()
 	}
 	for i, id := range ids {
 		c := states[id]
@@ -400,14 +433,12 @@ func (s *Store) lockConvs(ids []charla.ConvID) (map[charla.ConvID]*convState, fu
 		}
 		h, err := s.head(context.Background(), id)
 		if err != nil {
-			for _, id := range ids[:i+1] {
-				states[id].mu.Unlock()
-			}
+			release(i + 1)
 			return nil, nil, fmt.Errorf("%s: load head: %w", id, err)
 		}
 		c.head, c.loaded = h, true
 	}
-	return states, unlock, nil
+	return states, func() { release(len(ids)) }, nil
 }
 
 // lookupID returns the dedup entry of (conv, id), ok false when there is none.

@@ -6,6 +6,7 @@
 package transporttest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -402,4 +403,25 @@ func (c *Client) OnMessage(_ *gws.Conn, m *gws.Message) {
 // It is not ours to stop; everything else must be gone.
 func LeakOptions() []goleak.Option {
 	return []goleak.Option{goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1")}
+}
+
+// LogBuffer collects what an engine (in-process or a child process) writes,
+// for a test that reads it meanwhile.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p; it is safe for concurrent use.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
