@@ -160,13 +160,16 @@ type readiness struct {
 	Store       string `json:"store"`       // the store breaker: closed, open or half_open
 	SpoolDepth  int64  `json:"spool_depth"` // messages acked from the spool, not yet in the store
 	Connections int64  `json:"connections"` // open client connections
+	// SOAP is the inventory bridge: "off" when no --soap-url is set, else
+	// its breaker (closed, open, half_open); chat is unaffected either way.
+	SOAP string `json:"soap"`
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
 	st := s.sys.Stats()
 	r := readiness{Status: "ready", Store: actors.BreakerState(st.StoreBreaker.Load()).String(),
-		SpoolDepth: st.SpoolDepth.Load(), Connections: st.ConnsActive.Load()}
-	if r.Store != actors.BreakerClosed.String() || r.SpoolDepth > 0 {
+		SpoolDepth: st.SpoolDepth.Load(), Connections: st.ConnsActive.Load(), SOAP: s.sys.SOAPState()}
+	if r.Store != actors.BreakerClosed.String() || r.SpoolDepth > 0 || (r.SOAP != "off" && r.SOAP != actors.BreakerClosed.String()) {
 		r.Status = "degraded"
 	}
 	writeJSON(w, http.StatusOK, r)
