@@ -509,10 +509,20 @@ func (a *soapActor) finish(ctx actor.Context, c *soapCall, cause error, problem 
 				return
 			}
 			j.state = wire.JobDone
+			// The result is the answer frame the request would have had,
+			// without its type and ref.
 			if j.op == wire.TypeReserve {
-				j.result = wire.Encode(wire.Reserved{SKU: c.sku, Reservation: resv})
+				j.result = wire.Encode(struct {
+					SKU         string                 `json:"sku"`
+					Reservation soapbridge.Reservation `json:"reservation"`
+				}{c.sku, resv})
 			} else {
-				j.result = wire.Encode(wire.Inventory{SKU: c.sku, Item: item, Stale: stale, AgeMS: age.Milliseconds()})
+				j.result = wire.Encode(struct {
+					SKU   string          `json:"sku"`
+					Item  soapbridge.Item `json:"item"`
+					Stale bool            `json:"stale"`
+					AgeMS int64           `json:"age_ms"`
+				}{c.sku, item, stale, age.Milliseconds()})
 			}
 		})
 		if !ok || j.announced {
