@@ -473,6 +473,9 @@ func (a *soapActor) onProbe(ctx actor.Context) {
 		return
 	}
 	if _, busy := a.calls[probeKey]; busy || a.inflight >= a.cfg.MaxInflight {
+		// No slot now: look again a little later rather than leave the
+		// breaker open until a request happens by.
+		a.probe = sendAfter(a.d.root, min(a.cfg.Breaker.Cooldown, time.Second), a.self, breakerProbe{gen: a.gen})
 		return
 	}
 	if !a.canTry(time.Now()) {

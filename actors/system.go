@@ -1,8 +1,8 @@
 // Package actors is the engine's actor tree (DESIGN.md): a gateway with one
 // conn actor per client, a conversations supervisor with one conversation
 // actor per active conversation, and the dependency actors (the store actor
-// today; SOAP and WhatsApp next). Each actor owns its state; they talk only
-// by messages.
+// and the soap actor today; WhatsApp next). Each actor owns its state; they
+// talk only by messages.
 package actors
 
 import (
