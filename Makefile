@@ -2,12 +2,20 @@
 GO ?= go
 ADDR ?= 127.0.0.1:8080
 DATA ?= ./data
+SOAP_ADDR ?= 127.0.0.1:8081
 
 .PHONY: run test test-pg-restart build vet bench clean
 
-## run: start the engine on $(ADDR) with the embedded store under $(DATA), dev auth
+## run: start the engine on $(ADDR) with the embedded store under $(DATA), dev auth, and
+## the inventory simulator on $(SOAP_ADDR) beside it (stopped when the engine exits).
+## One binary is built first: `go run` would not pass signals on to the simulator.
 run:
-	$(GO) run ./cmd/charla serve --addr $(ADDR) --data-dir $(DATA) --auth-mode dev --log-format console
+	@set -e; sim=; dir=$$(mktemp -d); \
+	trap 'if [ -n "$$sim" ]; then kill $$sim 2>/dev/null || true; wait $$sim 2>/dev/null || true; fi; rm -rf "$$dir"' EXIT; \
+	trap 'exit 130' INT TERM; \
+	$(GO) build -o "$$dir/charla" ./cmd/charla; \
+	"$$dir/charla" soapsim --addr $(SOAP_ADDR) & sim=$$!; \
+	"$$dir/charla" serve --addr $(ADDR) --data-dir $(DATA) --auth-mode dev --log-format console --soap-url http://$(SOAP_ADDR)
 
 ## test: go vet, then every test with the race detector
 test: vet

@@ -33,6 +33,7 @@ type Config struct {
 	DrainBatch               int           // drain-batch: messages per store call when draining the spool
 	DrainTimeout             time.Duration // drain-timeout: deadline of one drain call; off the ack path, so far longer than StoreWriteTimeout
 	ShutdownGrace            time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
+	SOAP                     SOAPConfig    // soap-*, inventory-*, job-*: the inventory bridge (soapconfig.go)
 }
 
 // DefaultConfig returns the engine's defaults, the ones README.md's
@@ -59,6 +60,7 @@ func DefaultConfig() Config {
 		// The engine's shutdown-timeout: SIGTERM waits this long for
 		// in-flight sends (and Shutdown without a deadline as long).
 		ShutdownGrace: 10 * time.Second,
+		SOAP:          DefaultSOAPConfig(),
 	}
 }
 
@@ -101,6 +103,7 @@ func (c Config) Validate() error {
 	atLeast("drain-batch", c.DrainBatch, 1)
 	positive("drain-timeout", c.DrainTimeout)
 	positive("shutdown-timeout", c.ShutdownGrace)
+	errs = append(errs, c.SOAP.problems()...)
 	return errors.Join(errs...)
 }
 

@@ -169,6 +169,11 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.maybeFinishShutdown()
 	case requestFailed:
 		c.reply(ctx, m.ref, m.err)
+	case soapFrame:
+		if m.code != "" {
+			c.deps.stats.errorSent(m.code)
+		}
+		c.enqueue(m.frame)
 	case delivery:
 		c.onDelivery(ctx, m.conv, m.seq, m.frame)
 	case relay:
@@ -268,8 +273,8 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 			return
 		}
 		ctx.Send(c.deps.conversations, readReq{conv: f.Conv, conn: ctx.Self(), ref: f.Ref, by: c.user, seq: f.Seq})
-	case wire.TypeInventory:
-		c.reply(ctx, f.Ref, charla.Errorf(charla.CodeUnavailable, "the inventory service is not configured on this server"))
+	case wire.TypeInventory, wire.TypeReserve, wire.TypeJob, wire.TypeInvalidate:
+		c.onInventoryFrame(ctx, f) // conn_inventory.go
 	default:
 		c.reply(ctx, f.Ref, charla.Errorf(charla.CodeBadRequest, "unknown frame type %q", f.Type))
 	}

@@ -30,6 +30,8 @@ type Stats struct {
 	Spooled      atomic.Int64 // messages ever acked from the spool
 	Drained      atomic.Int64 // messages moved from the spool to the store
 
+	SOAP SOAPStats // the inventory bridge (soap.go)
+
 	mu          sync.Mutex
 	disconnects map[string]int64 // by Disconnect.Label()
 	errors      map[charla.Code]int64

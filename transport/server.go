@@ -170,15 +170,18 @@ type ReadinessDetails struct {
 	Store       string `json:"store"`       // the store breaker: closed, open or half_open
 	SpoolDepth  int64  `json:"spool_depth"` // messages acked from the spool, not yet in the store
 	Connections int64  `json:"connections"` // open client connections
+	// SOAP is the inventory bridge: "off" when no --soap-url is set, else
+	// its breaker (closed, open, half_open); chat is unaffected either way.
+	SOAP string `json:"soap"`
 }
 
 // Readiness reports the engine's state with its details.
 func (s *Server) Readiness() Readiness {
 	st := s.sys.Stats()
 	d := &ReadinessDetails{Store: actors.BreakerState(st.StoreBreaker.Load()).String(),
-		SpoolDepth: st.SpoolDepth.Load(), Connections: st.ConnsActive.Load()}
+		SpoolDepth: st.SpoolDepth.Load(), Connections: st.ConnsActive.Load(), SOAP: s.sys.SOAPState()}
 	r := Readiness{Status: "ready", ReadinessDetails: d}
-	if d.Store != actors.BreakerClosed.String() || d.SpoolDepth > 0 {
+	if d.Store != actors.BreakerClosed.String() || d.SpoolDepth > 0 || (d.SOAP != "off" && d.SOAP != actors.BreakerClosed.String()) {
 		r.Status = "degraded"
 	}
 	return r

@@ -95,6 +95,22 @@ func (c *config) settings() flagSet {
 		{name: "store-write-timeout", env: "CHARLA_STORE_WRITE_TIMEOUT", usage: "with PostgreSQL: how long an ack waits for the database before the message is spooled", value: durVar(&c.Actors.StoreWriteTimeout, a.StoreWriteTimeout)},
 		{name: "store-breaker-failures", env: "CHARLA_STORE_BREAKER_FAILURES", usage: "consecutive database failures that open the breaker", value: intVar(&c.Actors.StoreBreaker.Failures, a.StoreBreaker.Failures)},
 		{name: "store-breaker-cooldown", env: "CHARLA_STORE_BREAKER_COOLDOWN", usage: "how long the open breaker waits before probing the database", value: durVar(&c.Actors.StoreBreaker.Cooldown, a.StoreBreaker.Cooldown)},
+		{name: "soap-url", env: "CHARLA_SOAP_URL", usage: "the inventory service's SOAP endpoint (the simulator: http://127.0.0.1:8081); empty = bridge off, inventory answers unavailable", value: strVar(&c.Actors.SOAP.URL, a.SOAP.URL)},
+		{name: "soap-timeout", env: "CHARLA_SOAP_TIMEOUT", usage: "deadline of one SOAP call", value: durVar(&c.Actors.SOAP.Timeout, a.SOAP.Timeout)},
+		{name: "soap-get-stock-timeout", env: "CHARLA_SOAP_GET_STOCK_TIMEOUT", usage: "deadline of one GetStock call; 0 = soap-timeout", value: durVar(&c.Actors.SOAP.GetStockTimeout, a.SOAP.GetStockTimeout)},
+		{name: "soap-reserve-timeout", env: "CHARLA_SOAP_RESERVE_TIMEOUT", usage: "deadline of one ReserveItem call; 0 = soap-timeout", value: durVar(&c.Actors.SOAP.ReserveTimeout, a.SOAP.ReserveTimeout)},
+		{name: "soap-retries", env: "CHARLA_SOAP_RETRIES", usage: "retries of a retryable SOAP failure (timeouts, resets, 5xx, server faults)", value: intVar(&c.Actors.SOAP.Retries, a.SOAP.Retries)},
+		{name: "soap-backoff-base", env: "CHARLA_SOAP_BACKOFF_BASE", usage: "first retry backoff (exponential, full jitter)", value: durVar(&c.Actors.SOAP.BackoffBase, a.SOAP.BackoffBase)},
+		{name: "soap-backoff-max", env: "CHARLA_SOAP_BACKOFF_MAX", usage: "largest retry backoff", value: durVar(&c.Actors.SOAP.BackoffMax, a.SOAP.BackoffMax)},
+		{name: "soap-max-inflight", env: "CHARLA_SOAP_MAX_INFLIGHT", usage: "SOAP calls in flight at once (the bulkhead)", value: intVar(&c.Actors.SOAP.MaxInflight, a.SOAP.MaxInflight)},
+		{name: "soap-queue", env: "CHARLA_SOAP_QUEUE", usage: "SOAP calls waiting for a slot; past it requests are refused at once (unavailable)", value: intVar(&c.Actors.SOAP.Queue, a.SOAP.Queue)},
+		{name: "soap-breaker-failures", env: "CHARLA_SOAP_BREAKER_FAILURES", usage: "consecutive SOAP failures that open the breaker", value: intVar(&c.Actors.SOAP.Breaker.Failures, a.SOAP.Breaker.Failures)},
+		{name: "soap-breaker-cooldown", env: "CHARLA_SOAP_BREAKER_COOLDOWN", usage: "how long the open SOAP breaker waits before probing the service", value: durVar(&c.Actors.SOAP.Breaker.Cooldown, a.SOAP.Breaker.Cooldown)},
+		{name: "inventory-answer-budget", env: "CHARLA_INVENTORY_ANSWER_BUDGET", usage: "how long an inventory request waits for the service before it becomes a job", value: durVar(&c.Actors.SOAP.AnswerBudget, a.SOAP.AnswerBudget)},
+		{name: "inventory-cache-ttl", env: "CHARLA_INVENTORY_CACHE_TTL", usage: "how long an inventory item is served fresh from the cache", value: durVar(&c.Actors.SOAP.CacheTTL, a.SOAP.CacheTTL)},
+		{name: "inventory-cache-size", env: "CHARLA_INVENTORY_CACHE_SIZE", usage: "inventory items kept fresh in the cache", value: intVar(&c.Actors.SOAP.CacheSize, a.SOAP.CacheSize)},
+		{name: "job-retention", env: "CHARLA_JOB_RETENTION", usage: "how long a finished inventory job can still be asked for", value: durVar(&c.Actors.SOAP.JobRetention, a.SOAP.JobRetention)},
+		{name: "job-max", env: "CHARLA_JOB_MAX", usage: "inventory jobs kept (oldest finished dropped first)", value: intVar(&c.Actors.SOAP.MaxJobs, a.SOAP.MaxJobs)},
 	}
 }
 

@@ -42,6 +42,8 @@ Commands:
                 append-only log: --data-dir DIR (serve also does it at start)
   chat          a line client: --addr HOST:PORT --user ID --role ROLE [--token JWT] --conv ID;
                 prints every frame, sends each line typed as a message
+  soapsim       the inventory service simulator: --addr HOST:PORT (127.0.0.1:8081) [--catalog FILE];
+                point serve's --soap-url at it
   token         mint an HS256 JWT: --secret S --user ID [--role agent|customer|admin] [--ttl 24h]
   version       print the version
 `
@@ -86,6 +88,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return 0
 	case "migrate-store":
 		return migrateStore(ctx, args[1:], stdout, stderr, getenv)
+	case "soapsim":
+		return soapsimCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "token":
 		return token(args[1:], stdout, stderr, getenv)
 	case "chat":

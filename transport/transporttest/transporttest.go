@@ -25,6 +25,7 @@ import (
 
 	"charla"
 	"charla/actors"
+	"charla/soapbridge"
 	"charla/store"
 	"charla/store/pebble"
 	"charla/store/spool"
@@ -400,9 +401,12 @@ func (c *Client) OnMessage(_ *gws.Conn, m *gws.Message) {
 // LeakOptions are for goleak in packages that run engines: protoactor's
 // dead-letter log throttle starts a goroutine that ends by itself one
 // throttle interval (1 s) after a dead letter, which a test may catch alive.
-// It is not ours to stop; everything else must be gone.
+// It is not ours to stop. Nor is the goroutine of an engine's inventory
+// cache (soapbridge.CacheGoroutine), which golang-lru never stops.
+// Everything else must be gone.
 func LeakOptions() []goleak.Option {
-	return []goleak.Option{goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1")}
+	return []goleak.Option{goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"),
+		goleak.IgnoreAnyFunction(soapbridge.CacheGoroutine)}
 }
 
 // LogBuffer collects what an engine (in-process or a child process) writes,
