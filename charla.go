@@ -21,7 +21,7 @@ type ConvID string
 const MaxConvIDLen = 128
 
 // Validate reports whether c is a well-formed conversation ID.
-func (c ConvID) Validate() *Error {
+func (c ConvID) Validate() error {
 	if c == "" {
 		return Errorf(CodeBadRequest, "conv is required")
 	}
@@ -129,7 +129,7 @@ type Message struct {
 // ValidateClientMsgID checks the idempotency key of a send: required, and a
 // UUID in its canonical textual form (any version), so that keys from
 // different clients cannot collide by accident.
-func ValidateClientMsgID(id string) *Error {
+func ValidateClientMsgID(id string) error {
 	if id == "" {
 		return Errorf(CodeBadRequest, "client_msg_id is required")
 	}
@@ -153,7 +153,7 @@ func ValidateClientMsgID(id string) *Error {
 
 // ValidateBody checks that a message body is a JSON object with a string
 // "text" field, no larger than max bytes.
-func ValidateBody(body json.RawMessage, max int) *Error {
+func ValidateBody(body json.RawMessage, max int) error {
 	if len(body) == 0 {
 		return Errorf(CodeBadRequest, "body is required")
 	}

@@ -29,7 +29,7 @@ func TestValidateBody(t *testing.T) {
 		switch {
 		case tc.code == "" && err != nil:
 			t.Errorf("%s: unexpected %v", tc.body, err)
-		case tc.code != "" && (err == nil || err.Code != tc.code):
+		case tc.code != "" && (err == nil || AsError(err).Code != tc.code):
 			t.Errorf("%s: got %v, want %s", tc.body, err, tc.code)
 		}
 	}

@@ -94,7 +94,7 @@ type (
 	inFrame   struct{ f wire.Frame }
 	inInvalid struct {
 		ref string
-		err *charla.Error
+		err error
 	}
 	inAlive    struct{ pong bool }
 	sockClosed struct{ err error }
@@ -280,7 +280,7 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 	}
 }
 
-func (c *conn) checkConv(conv charla.ConvID) *charla.Error {
+func (c *conn) checkConv(conv charla.ConvID) error {
 	if err := conv.Validate(); err != nil {
 		return err
 	}
@@ -290,7 +290,7 @@ func (c *conn) checkConv(conv charla.ConvID) *charla.Error {
 	return nil
 }
 
-func (c *conn) checkSend(f wire.Frame) *charla.Error {
+func (c *conn) checkSend(f wire.Frame) error {
 	if c.state == connShuttingDown {
 		return charla.Errorf(charla.CodeUnavailable, "server is restarting; resend after reconnecting")
 	}
@@ -306,9 +306,12 @@ func (c *conn) checkSend(f wire.Frame) *charla.Error {
 	return nil
 }
 
-func (c *conn) reply(_ actor.Context, ref string, err *charla.Error) {
-	c.deps.stats.errorSent(err.Code)
-	c.enqueue(wire.Encode(wire.ErrorFrame(ref, err)))
+// reply answers ref with err's error frame (a *charla.Error keeps its code;
+// anything else is internal, so no detail leaks onto the wire).
+func (c *conn) reply(_ actor.Context, ref string, err error) {
+	e := charla.AsError(err)
+	c.deps.stats.errorSent(e.Code)
+	c.enqueue(wire.Encode(wire.ErrorFrame(ref, e)))
 }
 
 func (c *conn) onSubscribed(ctx actor.Context, m subscribeReply) {

@@ -146,7 +146,7 @@ type ConnHandle struct {
 func (h ConnHandle) Frame(f wire.Frame) { h.root.Send(h.pid, inFrame{f}) }
 
 // Invalid reports a frame that could not be decoded; ref answers it when known.
-func (h ConnHandle) Invalid(ref string, err *charla.Error) {
+func (h ConnHandle) Invalid(ref string, err error) {
 	h.root.Send(h.pid, inInvalid{ref: ref, err: err})
 }
 

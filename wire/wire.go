@@ -97,7 +97,7 @@ type Frame struct {
 // Decode parses one client frame. A frame that is not a JSON object, or
 // has no type, is a bad_request; the ref is recovered when possible so that
 // the error can answer the request.
-func Decode(data []byte) (Frame, *charla.Error) {
+func Decode(data []byte) (Frame, error) {
 	var f Frame
 	if err := json.Unmarshal(data, &f); err != nil {
 		return f, charla.Errorf(charla.CodeBadRequest, "frame is not a valid JSON object: %v", err)
