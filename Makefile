@@ -40,7 +40,8 @@ build:
 ## see bench/README.md for the full-size runs
 bench: build
 	./bin/charla-bench suite --addr 127.0.0.1:18080 --out-dir bench-results \
-		--engine-cmd "./bin/charla serve --addr 127.0.0.1:18080 --auth-mode dev --data-dir $$(mktemp -d) --log-level warn"
+		--soap-admin http://127.0.0.1:18081 --soapsim-cmd "./bin/charla soapsim --addr 127.0.0.1:18081" \
+		--engine-cmd "./bin/charla serve --addr 127.0.0.1:18080 --auth-mode dev --data-dir $$(mktemp -d) --log-level warn --soap-url http://127.0.0.1:18081"
 
 clean:
 	rm -rf bin bench-results

@@ -10,6 +10,7 @@
 //	             [--out results.json] [--plot out.html] [--engine-cmd "…" | --engine-pid PID]
 //	             [--token-secret S] [scenario flags]
 //	charla-bench suite [--out-dir DIR] [--engine-cmd "…"]   the default suite, small sizes
+//	             [--soap-admin URL --soapsim-cmd "…"]       (inventory: with the SOAP simulator)
 //	charla-bench plot results.json --plot out.html          re-draw a past run
 //	charla-bench list                                       the scenarios
 //
@@ -25,6 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -53,6 +55,7 @@ type cli struct {
 	restartSignal string
 	stopTimeout   time.Duration
 	cpuProfile    string
+	soapsimCmd    string
 }
 
 func flags(c *cli, stderr io.Writer) *flag.FlagSet {
@@ -87,6 +90,12 @@ func flags(c *cli, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.RunID, "run-id", "", "prefix of users and conversations (default: random)")
 	fs.StringVar(&o.MetricsURL, "metrics-url", "", "engine Prometheus endpoint for Go heap figures (default http://ADDR/metrics, if any)")
 	fs.StringVar(&o.DebugAddr, "engine-debug-addr", "", "the engine's pprof `host:port` (charla --debug-addr): Go heap before/after from runtime.MemStats")
+	fs.StringVar(&o.SOAPAdmin, "soap-admin", "", "inventory: the SOAP simulator's base `URL` (charla soapsim; the engine's --soap-url), for its faults and counters")
+	fs.Float64Var(&o.InventoryRate, "inv-rate", 0, "inventory: total inventory request rate, requests/s")
+	fs.Float64Var(&o.ZipfS, "zipf-s", 0, "inventory: Zipf exponent of the SKU mix over the 10,000-item catalogue (default 1.1)")
+	fs.DurationVar(&o.SOAPLatency, "soap-latency", 0, "inventory: the simulator's latency in the slow phase (default 200ms)")
+	fs.DurationVar(&o.BreakerWait, "breaker-wait", 0, "inventory: bound on waiting for the SOAP breaker to open, then to close (default 90s)")
+	fs.StringVar(&c.soapsimCmd, "soapsim-cmd", "", "inventory: start the simulator with this shell `command` (it must listen at --soap-admin) and stop it at the end")
 	fs.StringVar(&c.out, "out", "", "write the JSON result to this `file`")
 	fs.StringVar(&c.plotPath, "plot", "", "write an HTML plot of the run to this `file`")
 	fs.StringVar(&c.outDir, "out-dir", "bench-results", "suite: directory for NAME.json and NAME.html")
@@ -185,6 +194,9 @@ func withDefaults(d, given scenario.Options, set map[string]bool) scenario.Optio
 	if !set["rate"] {
 		o.Rate = d.Rate
 	}
+	if !set["inv-rate"] {
+		o.InventoryRate = d.InventoryRate
+	}
 	if !set["duration"] {
 		o.Duration = d.Duration
 	}
@@ -221,6 +233,14 @@ func runOne(name string, o scenario.Options, c cli, stdout, stderr io.Writer, ar
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if name == "inventory" && c.soapsimCmd != "" {
+		stopSim, err := startSim(ctx, c, o.SOAPAdmin, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "charla-bench:", err)
+			return 2
+		}
+		defer stopSim()
+	}
 	eng, cleanup, err := startEngine(ctx, c, o.Addr, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "charla-bench:", err)
@@ -302,8 +322,36 @@ func startEngine(ctx context.Context, c cli, addr string, stderr io.Writer) (sce
 	return scenario.ProcessEngine{P: p, Signal: sig, StopTimeout: c.stopTimeout}, cleanup, nil
 }
 
+// startSim starts the SOAP simulator from --soapsim-cmd, the way the engine
+// is started (its own process group, output appended to a log), and waits
+// until it accepts connections at --soap-admin's host:port.
+func startSim(ctx context.Context, c cli, admin string, stderr io.Writer) (func(), error) {
+	u, err := url.Parse(admin)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("--soapsim-cmd needs --soap-admin http://HOST:PORT, the address it listens at (got %q)", admin)
+	}
+	logPath := filepath.Join(os.TempDir(), fmt.Sprintf("charla-bench-soapsim-%d.log", os.Getpid()))
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("simulator log: %w", err)
+	}
+	fmt.Fprintf(stderr, "charla-bench: starting the SOAP simulator: %s (output in %s)\n", c.soapsimCmd, logPath)
+	p, err := engine.Start(ctx, c.soapsimCmd, u.Host, logf)
+	if err != nil {
+		_ = logf.Close()
+		return nil, fmt.Errorf("simulator: %w", err)
+	}
+	return func() {
+		if err := p.Stop(c.stopTimeout); err != nil {
+			fmt.Fprintln(stderr, "charla-bench: simulator:", err)
+		}
+		_ = logf.Close()
+	}, nil
+}
+
 // suite runs every scenario at Quick sizes (make bench). reconnect-storm
-// needs --engine-cmd or --engine-pid and is skipped without them.
+// needs --engine-cmd or --engine-pid and is skipped without them;
+// inventory needs --soap-admin (and an engine with --soap-url at it).
 func suite(c cli, set map[string]bool, stdout, stderr io.Writer, args []string) int {
 	if err := os.MkdirAll(c.outDir, 0o755); err != nil {
 		fmt.Fprintln(stderr, "charla-bench:", err)
@@ -313,6 +361,10 @@ func suite(c cli, set map[string]bool, stdout, stderr io.Writer, args []string) 
 	for _, s := range scenario.List() {
 		if s.Name == "reconnect-storm" && c.engineCmd == "" && c.enginePID == 0 {
 			fmt.Fprintln(stderr, "charla-bench: suite: skipping reconnect-storm (needs --engine-cmd or --engine-pid)")
+			continue
+		}
+		if s.Name == "inventory" && c.o.SOAPAdmin == "" {
+			fmt.Fprintln(stderr, "charla-bench: suite: skipping inventory (needs --soap-admin, and the engine's --soap-url at that simulator)")
 			continue
 		}
 		o := withDefaults(scenario.Quick(s.Name), c.o, set)
