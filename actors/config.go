@@ -40,8 +40,8 @@ type Config struct {
 	// durable ack index, so that a resend is recognised during an outage
 	// even past the in-memory DedupWindow (PROTOCOL.md's idempotency).
 	SpoolDedupWindow time.Duration
-	SpoolDedupMax    int // spool-dedup-max: most acks the spool's ack index keeps (oldest pruned first)
-	ShutdownGrace            time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
+	SpoolDedupMax    int           // spool-dedup-max: most acks the spool's ack index keeps (oldest pruned first)
+	ShutdownGrace    time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
 }
 
 // DefaultConfig returns the engine's defaults, the ones README.md's
