@@ -373,6 +373,7 @@ func (a *storeActor) publish() {
 	a.stats.BreakerTrips.Store(a.breaker.trips)
 	if a.outage != nil {
 		a.stats.SpoolDepth.Store(int64(a.outage.depth()))
+		a.stats.DeadLetters.Store(int64(a.outage.sp.DeadLetterCount()))
 	}
 }
 

@@ -156,16 +156,17 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 // readiness is /readyz's answer. A store that is down leaves the engine
 // ready but degraded: chat goes on from the spool.
 type readiness struct {
-	Status      string `json:"status"`      // "ready" or "degraded"
-	Store       string `json:"store"`       // the store breaker: closed, open or half_open
-	SpoolDepth  int64  `json:"spool_depth"` // messages acked from the spool, not yet in the store
-	Connections int64  `json:"connections"` // open client connections
+	Status      string `json:"status"`       // "ready" or "degraded"
+	Store       string `json:"store"`        // the store breaker: closed, open or half_open
+	SpoolDepth  int64  `json:"spool_depth"`  // messages acked from the spool, not yet in the store
+	DeadLetters int64  `json:"dead_letters"` // spooled messages the store refused, set aside (see the log)
+	Connections int64  `json:"connections"`  // open client connections
 }
 
 func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
 	st := s.sys.Stats()
 	r := readiness{Status: "ready", Store: actors.BreakerState(st.StoreBreaker.Load()).String(),
-		SpoolDepth: st.SpoolDepth.Load(), Connections: st.ConnsActive.Load()}
+		SpoolDepth: st.SpoolDepth.Load(), DeadLetters: st.DeadLetters.Load(), Connections: st.ConnsActive.Load()}
 	if r.Store != actors.BreakerClosed.String() || r.SpoolDepth > 0 {
 		r.Status = "degraded"
 	}
