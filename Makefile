@@ -3,7 +3,7 @@ GO ?= go
 ADDR ?= 127.0.0.1:8080
 DATA ?= ./data
 
-.PHONY: run test test-pg-restart build vet bench clean
+.PHONY: run test test-pg-restart build vet bench bench-pinned clean
 
 ## run: start the engine on $(ADDR) with the embedded store under $(DATA), dev auth
 run:
@@ -34,5 +34,19 @@ bench: build
 	./bin/charla-bench suite --addr 127.0.0.1:18080 --out-dir bench-results \
 		--engine-cmd "./bin/charla serve --addr 127.0.0.1:18080 --auth-mode dev --data-dir $$(mktemp -d) --log-level warn"
 
+## bench-pinned: the steady scenario as the goals are measured (DESIGN.md): the engine on
+## core $(ENGINE_CPUS) with GOMAXPROCS=1, the load on core $(LOAD_CPUS), the embedded store
+## on disk under $(BENCH_DATA) (not tmpfs: a tmpfs fsync costs nothing)
+ENGINE_CPUS ?= 0
+LOAD_CPUS ?= 1
+BENCH_DATA ?= ./bench-data
+bench-pinned: build
+	mkdir -p $(BENCH_DATA) bench-results
+	dir=$$(mktemp -d $(BENCH_DATA)/steady-XXXXXX) && \
+	./bin/charla-bench steady --addr 127.0.0.1:18090 --conns 1000 --convs 100 --rate 2000 --duration 20s \
+		--engine-cpus $(ENGINE_CPUS) --load-cpus $(LOAD_CPUS) \
+		--out bench-results/steady-pinned.json --plot bench-results/steady-pinned.html \
+		--engine-cmd "./bin/charla serve --addr 127.0.0.1:18090 --auth-mode dev --log-level warn --data-dir $$dir"
+
 clean:
-	rm -rf bin bench-results
+	rm -rf bin bench-results bench-data
