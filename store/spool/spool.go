@@ -195,6 +195,12 @@ type Spool struct {
 	// Remove's index cleanup, the pruning of acks against their re-recording.
 	wmu      sync.Mutex
 	next     atomic.Uint64 // the next log key
+	// first is at or below the oldest log key still spooled: Peek and Remove
+	// start there rather than at the start of the log, which would step over
+	// the deletion tombstones of everything drained since the last
+	// compaction (measured: 15 ms per Peek a few thousand messages into a
+	// drain, which then fell behind a 400 msg/s load).
+	first atomic.Uint64
 	n        atomic.Int64  // spooled messages
 	acks     atomic.Int64  // entries of the ack index (by age keys)
 	dead     atomic.Int64  // dead letters
@@ -319,6 +325,7 @@ func (s *Spool) load() error {
 	if len(lastLog) == 9 {
 		s.next.Store(binary.BigEndian.Uint64(lastLog[1:]) + 1)
 	}
+	s.first.Store(0)
 	if n, err = count(kindAge, nil); err != nil {
 		return err
 	}
@@ -477,7 +484,7 @@ func (s *Spool) Peek(ctx context.Context, n int) ([]Entry, error) {
 		return nil, err
 	}
 	defer end()
-	it, err := s.db.NewIterWithContext(ctx, kindBounds(kindLog))
+	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{LowerBound: logKey(Key(s.first.Load())), UpperBound: []byte{kindLog + 1}})
 	if err != nil {
 		return nil, fmt.Errorf("spool: peek: %w", err)
 	}
@@ -508,7 +515,7 @@ func (s *Spool) Remove(ctx context.Context, upTo Key) error {
 	defer end()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{LowerBound: []byte{kindLog}, UpperBound: logKey(upTo + 1)})
+	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{LowerBound: logKey(Key(s.first.Load())), UpperBound: logKey(upTo + 1)})
 	if err != nil {
 		return fmt.Errorf("spool: remove: %w", err)
 	}
@@ -539,6 +546,7 @@ func (s *Spool) Remove(ctx context.Context, upTo Key) error {
 	}
 	s.unsynced.Store(false)
 	s.n.Add(-int64(removed))
+	s.first.Store(max(s.first.Load(), uint64(upTo)+1)) // under wmu: no other writer of first
 	return nil
 }
 
