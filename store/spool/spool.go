@@ -193,18 +193,18 @@ type Spool struct {
 
 	// wmu serializes the read-check-write sequences: Put's conflict checks,
 	// Remove's index cleanup, the pruning of acks against their re-recording.
-	wmu      sync.Mutex
-	next     atomic.Uint64 // the next log key
+	wmu  sync.Mutex
+	next atomic.Uint64 // the next log key
 	// first is at or below the oldest log key still spooled: Peek and Remove
 	// start there rather than at the start of the log, which would step over
 	// the deletion tombstones of everything drained since the last
 	// compaction (measured: 15 ms per Peek a few thousand messages into a
 	// drain, which then fell behind a 400 msg/s load).
-	first atomic.Uint64
-	n        atomic.Int64  // spooled messages
-	acks     atomic.Int64  // entries of the ack index (by age keys)
-	dead     atomic.Int64  // dead letters
-	unsynced atomic.Bool   // acks were recorded without fsync since the last sync
+	first    atomic.Uint64
+	n        atomic.Int64 // spooled messages
+	acks     atomic.Int64 // entries of the ack index (by age keys)
+	dead     atomic.Int64 // dead letters
+	unsynced atomic.Bool  // acks were recorded without fsync since the last sync
 
 	prune chan struct{} // wakes the pruner early (count bound passed)
 	stop  chan struct{}
