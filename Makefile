@@ -4,7 +4,7 @@ ADDR ?= 127.0.0.1:8080
 DATA ?= ./data
 SOAP_ADDR ?= 127.0.0.1:8081
 
-.PHONY: run test test-pg-restart build vet bench clean
+.PHONY: run test test-pg-restart build vet bench bench-pinned clean
 
 ## run: start the engine on $(ADDR) with the embedded store under $(DATA), dev auth, and
 ## the inventory simulator on $(SOAP_ADDR) beside it (stopped when the engine exits).
@@ -43,5 +43,19 @@ bench: build
 		--soap-admin http://127.0.0.1:18081 --soapsim-cmd "./bin/charla soapsim --addr 127.0.0.1:18081" \
 		--engine-cmd "./bin/charla serve --addr 127.0.0.1:18080 --auth-mode dev --data-dir $$(mktemp -d) --log-level warn --soap-url http://127.0.0.1:18081"
 
+## bench-pinned: the steady scenario as the goals are measured (DESIGN.md): the engine on
+## core $(ENGINE_CPUS) with GOMAXPROCS=1, the load on core $(LOAD_CPUS), the embedded store
+## on disk under $(BENCH_DATA) (not tmpfs: a tmpfs fsync costs nothing)
+ENGINE_CPUS ?= 0
+LOAD_CPUS ?= 1
+BENCH_DATA ?= ./bench-data
+bench-pinned: build
+	mkdir -p $(BENCH_DATA) bench-results
+	dir=$$(mktemp -d $(BENCH_DATA)/steady-XXXXXX) && \
+	./bin/charla-bench steady --addr 127.0.0.1:18090 --conns 1000 --convs 100 --rate 2000 --duration 20s \
+		--engine-cpus $(ENGINE_CPUS) --load-cpus $(LOAD_CPUS) \
+		--out bench-results/steady-pinned.json --plot bench-results/steady-pinned.html \
+		--engine-cmd "./bin/charla serve --addr 127.0.0.1:18090 --auth-mode dev --log-level warn --data-dir $$dir"
+
 clean:
-	rm -rf bin bench-results
+	rm -rf bin bench-results bench-data

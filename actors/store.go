@@ -305,8 +305,9 @@ func (a *storeActor) onDrained(d spoolDrained) {
 		a.breaker.Failure(time.Now())
 		a.kickAt(a.breaker.RetryAt())
 	default:
-		// Not an outage: a conflict or a refused message. Retrying cannot
-		// help, and clients are served from the spool meanwhile; say it loud.
+		// Not an outage: a seq conflict (a refused message is set aside by
+		// the drain itself, see drainEach). Retrying cannot help, and
+		// clients are served from the spool meanwhile; say it loud.
 		a.breaker.Failure(time.Now())
 		a.kickAt(a.breaker.RetryAt())
 		a.log.Error().Err(d.err).Int("spool_depth", a.outage.depth()).Msg("spool drain refused by the store; the spool keeps growing")
@@ -373,6 +374,7 @@ func (a *storeActor) publish() {
 	a.stats.BreakerTrips.Store(a.breaker.trips)
 	if a.outage != nil {
 		a.stats.SpoolDepth.Store(int64(a.outage.depth()))
+		a.stats.DeadLetters.Store(int64(a.outage.sp.DeadLetterCount()))
 	}
 }
 

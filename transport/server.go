@@ -167,9 +167,10 @@ type Readiness struct {
 
 // ReadinessDetails are the figures behind a Readiness status.
 type ReadinessDetails struct {
-	Store       string `json:"store"`       // the store breaker: closed, open or half_open
-	SpoolDepth  int64  `json:"spool_depth"` // messages acked from the spool, not yet in the store
-	Connections int64  `json:"connections"` // open client connections
+	Store       string `json:"store"`        // the store breaker: closed, open or half_open
+	SpoolDepth  int64  `json:"spool_depth"`  // messages acked from the spool, not yet in the store
+	DeadLetters int64  `json:"dead_letters"` // spooled messages the store refused, set aside (see the log)
+	Connections int64  `json:"connections"`  // open client connections
 	// SOAP is the inventory bridge: "off" when no --soap-url is set, else
 	// its breaker (closed, open, half_open); chat is unaffected either way.
 	SOAP string `json:"soap"`
@@ -179,7 +180,7 @@ type ReadinessDetails struct {
 func (s *Server) Readiness() Readiness {
 	st := s.sys.Stats()
 	d := &ReadinessDetails{Store: actors.BreakerState(st.StoreBreaker.Load()).String(),
-		SpoolDepth: st.SpoolDepth.Load(), Connections: st.ConnsActive.Load(), SOAP: s.sys.SOAPState()}
+		SpoolDepth: st.SpoolDepth.Load(), DeadLetters: st.DeadLetters.Load(), Connections: st.ConnsActive.Load(), SOAP: s.sys.SOAPState()}
 	r := Readiness{Status: "ready", ReadinessDetails: d}
 	if d.Store != actors.BreakerClosed.String() || d.SpoolDepth > 0 || (d.SOAP != "off" && d.SOAP != actors.BreakerClosed.String()) {
 		r.Status = "degraded"

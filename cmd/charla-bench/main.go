@@ -8,7 +8,7 @@
 //
 //	charla-bench SCENARIO --addr HOST:PORT [--conns C] [--convs M] [--rate R] [--duration D]
 //	             [--out results.json] [--plot out.html] [--engine-cmd "…" | --engine-pid PID]
-//	             [--token-secret S] [scenario flags]
+//	             [--token-secret S] [--engine-cpus 0 --load-cpus 1] [scenario flags]
 //	charla-bench suite [--out-dir DIR] [--engine-cmd "…"]   the default suite, small sizes
 //	             [--soap-admin URL --soapsim-cmd "…"]       (inventory: with the SOAP simulator)
 //	charla-bench plot results.json --plot out.html          re-draw a past run
@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"charla/bench/engine"
+	"charla/bench/pin"
 	"charla/bench/plot"
 	"charla/bench/result"
 	"charla/bench/rlimit"
@@ -56,6 +57,8 @@ type cli struct {
 	stopTimeout   time.Duration
 	cpuProfile    string
 	soapsimCmd    string
+	engineCPUs    string // taskset -c list for the started engine ("" = not pinned)
+	loadCPUs      string // CPU list the bench pins itself to ("" = not pinned)
 }
 
 func flags(c *cli, stderr io.Writer) *flag.FlagSet {
@@ -104,6 +107,8 @@ func flags(c *cli, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.enginePID, "engine-pid", 0, "the engine's `pid`, for memory figures and reconnect-storm's restart signal")
 	fs.StringVar(&c.restartSignal, "restart-signal", "TERM", "reconnect-storm: TERM (graceful restart) or KILL (crash)")
 	fs.DurationVar(&c.stopTimeout, "stop-timeout", 15*time.Second, "how long a signalled engine may take to exit")
+	fs.StringVar(&c.engineCPUs, "engine-cpus", "", "run the --engine-cmd engine on these `cpus` (taskset -c list, e.g. 0) with GOMAXPROCS = their number: the pinned setup the goals are measured in")
+	fs.StringVar(&c.loadCPUs, "load-cpus", "", "pin the bench itself to these `cpus` (e.g. 1), away from the engine's")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the bench's own CPU profile to this `file` (is the load generator the bottleneck?)")
 	fs.Usage = func() { usage(stderr, fs) }
 	return fs
@@ -142,6 +147,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if c.loadCPUs != "" && cmd != "list" && cmd != "help" && cmd != "plot" {
+		cpus, err := pin.ParseCPUs(c.loadCPUs)
+		if err == nil {
+			err = pin.Self(cpus)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "charla-bench: --load-cpus:", err)
+			return 2
+		}
+	}
 
 	switch cmd {
 	case "list":
@@ -293,6 +309,9 @@ func startEngine(ctx context.Context, c cli, addr string, stderr io.Writer) (sce
 	if c.engineCmd != "" && c.enginePID != 0 {
 		return nil, nil, errors.New("give --engine-cmd or --engine-pid, not both")
 	}
+	if c.engineCPUs != "" && c.engineCmd == "" {
+		return nil, nil, errors.New("--engine-cpus pins the engine the bench starts: give --engine-cmd (or start the engine under taskset yourself)")
+	}
 	if c.enginePID != 0 {
 		return &scenario.PIDEngine{Pid: c.enginePID, Addr: addr, Signal: sig, Timeout: engine.ReadyTimeout}, func() {}, nil
 	}
@@ -307,8 +326,19 @@ func startEngine(ctx context.Context, c cli, addr string, stderr io.Writer) (sce
 	if err != nil {
 		return nil, nil, fmt.Errorf("engine log: %w", err)
 	}
-	fmt.Fprintf(stderr, "charla-bench: starting engine: %s (output in %s)\n", c.engineCmd, logPath)
-	p, err := engine.Start(ctx, c.engineCmd, addr, logf)
+	cmdline := c.engineCmd
+	if c.engineCPUs != "" {
+		cpus, err := pin.ParseCPUs(c.engineCPUs)
+		if err == nil {
+			cmdline, err = pin.Command(cmdline, cpus)
+		}
+		if err != nil {
+			_ = logf.Close()
+			return nil, nil, fmt.Errorf("--engine-cpus: %w", err)
+		}
+	}
+	fmt.Fprintf(stderr, "charla-bench: starting engine: %s (output in %s)\n", cmdline, logPath)
+	p, err := engine.Start(ctx, cmdline, addr, logf)
 	if err != nil {
 		_ = logf.Close()
 		return nil, nil, err

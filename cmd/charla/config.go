@@ -94,6 +94,8 @@ func (c *config) settings() flagSet {
 		{name: "db-keepalive", env: "CHARLA_DB_KEEPALIVE", usage: "TCP keep-alive period of database connections (negative disables)", value: durVar(&c.DB.KeepAlive, db.KeepAlive), dbField: "KeepAlive"},
 		{name: "store-write-timeout", env: "CHARLA_STORE_WRITE_TIMEOUT", usage: "with PostgreSQL: how long an ack waits for the database before the message is spooled", value: durVar(&c.Actors.StoreWriteTimeout, a.StoreWriteTimeout)},
 		{name: "store-breaker-failures", env: "CHARLA_STORE_BREAKER_FAILURES", usage: "consecutive database failures that open the breaker", value: intVar(&c.Actors.StoreBreaker.Failures, a.StoreBreaker.Failures)},
+		{name: "spool-dedup-window", env: "CHARLA_SPOOL_DEDUP_WINDOW", usage: "with PostgreSQL: how long the spool remembers every ack, so that a resend is a duplicate even during an outage", value: durVar(&c.Actors.SpoolDedupWindow, a.SpoolDedupWindow)},
+		{name: "spool-dedup-max", env: "CHARLA_SPOOL_DEDUP_MAX", usage: "with PostgreSQL: most acks the spool remembers (oldest forgotten first)", value: intVar(&c.Actors.SpoolDedupMax, a.SpoolDedupMax)},
 		{name: "store-breaker-cooldown", env: "CHARLA_STORE_BREAKER_COOLDOWN", usage: "how long the open breaker waits before probing the database", value: durVar(&c.Actors.StoreBreaker.Cooldown, a.StoreBreaker.Cooldown)},
 		{name: "soap-url", env: "CHARLA_SOAP_URL", usage: "the inventory service's SOAP endpoint (the simulator: http://127.0.0.1:8081); empty = bridge off, inventory answers unavailable", value: strVar(&c.Actors.SOAP.URL, a.SOAP.URL)},
 		{name: "soap-timeout", env: "CHARLA_SOAP_TIMEOUT", usage: "deadline of one SOAP call", value: durVar(&c.Actors.SOAP.Timeout, a.SOAP.Timeout)},

@@ -184,9 +184,17 @@ func openStore(ctx context.Context, cfg config, log zerolog.Logger) (actors.Depe
 		dep.Store = st
 		return dep, func() { st.Close() }, nil
 	}
-	sp, err := spool.Open(filepath.Join(cfg.DataDir, "spool.db"))
+	sp, err := spool.Open(ctx, filepath.Join(cfg.DataDir, "spool"), cfg.Actors.SpoolOptions(log))
 	if err != nil {
 		return dep, nil, fmt.Errorf("open spool: %w", err)
+	}
+	// An engine before the Pebble spool left its messages in spool.db:
+	// acked, so they must drain like the others.
+	if n, err := spool.ImportBolt(ctx, sp, filepath.Join(cfg.DataDir, "spool.db")); err != nil {
+		sp.Close()
+		return dep, nil, fmt.Errorf("import the old spool: %w", err)
+	} else if n > 0 {
+		log.Info().Int("messages", n).Msg("old bbolt spool imported; it drains into the database")
 	}
 	opts := cfg.DB
 	// postgres.Open adds its own component key to the logger.

@@ -130,7 +130,7 @@ func (e *Engine) start() error {
 		e.st = st
 	}
 	if e.opts.spool {
-		sp, err := spool.Open(filepath.Join(e.dir, "spool.db"))
+		sp, err := spool.Open(context.Background(), filepath.Join(e.dir, "spool"), e.opts.actors.SpoolOptions(e.opts.log))
 		if err != nil {
 			return fmt.Errorf("open spool: %w", err)
 		}
