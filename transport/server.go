@@ -108,6 +108,7 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger) *Server {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
+	s.routeHistory(mux) // history.go
 	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: cfg.ConnectTimeout,
