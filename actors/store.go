@@ -59,8 +59,8 @@ type storeActor struct {
 	// writingCursors are the cursors of the write in flight: a read of the
 	// cursors meanwhile must see them, committed or not.
 	writingCursors map[cursorKey]charla.Seq
-	flushWaiters []*actor.PID
-	io           sync.WaitGroup
+	flushWaiters   []*actor.PID
+	io             sync.WaitGroup
 }
 
 // appendReq asks for msgs (all of conv, in order) to be made durable; head
