@@ -90,6 +90,7 @@ type Server struct {
 	log      zerolog.Logger
 	upgrader *gws.Upgrader
 	http     *http.Server
+	polls    *pollRegistry // poll.go
 }
 
 // NewServer builds the edge over a running actor system.
@@ -114,6 +115,7 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger) *Server {
 		ReadHeaderTimeout: cfg.ConnectTimeout,
 		ErrorLog:          nil,
 	}
+	s.routePoll(mux, s.http) // poll.go
 	return s
 }
 
