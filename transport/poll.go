@@ -120,16 +120,18 @@ func pollKey(user charla.Sender, id string) string {
 	return string(user.Role) + "\x00" + user.ID + "\x00" + id
 }
 
-// session finds the caller's session id, or starts it (a new conn actor).
-func (g *pollRegistry) session(ctx context.Context, id Identity, sid string) (*pollSession, *charla.Error) {
+// session finds the caller's session id, or starts it (a new conn actor);
+// created tells which.
+func (g *pollRegistry) session(ctx context.Context, id Identity, sid string) (s *pollSession, created bool, _ *charla.Error) {
 	key := pollKey(id.User, sid)
 	g.mu.Lock()
 	if g.stopped {
 		g.mu.Unlock()
-		return nil, charla.Errorf(charla.CodeUnavailable, "server is restarting; poll again shortly")
+		return nil, false, charla.Errorf(charla.CodeUnavailable, "server is restarting; poll again shortly")
 	}
-	s := g.sessions[key]
+	s = g.sessions[key]
 	if s == nil {
+		created = true
 		s = &pollSession{reg: g, key: key, id: sid, ready: make(chan struct{}), wake: make(chan struct{}, 1), subs: map[charla.ConvID]*pollSub{}}
 		g.sessions[key] = s
 		g.mu.Unlock()
@@ -139,7 +141,7 @@ func (g *pollRegistry) session(ctx context.Context, id Identity, sid string) (*p
 			s.failed = true
 			g.remove(s)
 			close(s.ready)
-			return nil, charla.Errorf(charla.CodeUnavailable, "session could not be started; retry")
+			return nil, false, charla.Errorf(charla.CodeUnavailable, "session could not be started; retry")
 		}
 		s.setHandle(h)
 		close(s.ready)
@@ -149,12 +151,12 @@ func (g *pollRegistry) session(ctx context.Context, id Identity, sid string) (*p
 	select {
 	case <-s.ready:
 	case <-ctx.Done():
-		return nil, charla.Errorf(charla.CodeUnavailable, "session is still starting; retry")
+		return nil, false, charla.Errorf(charla.CodeUnavailable, "session is still starting; retry")
 	}
 	if s.failed {
-		return nil, charla.Errorf(charla.CodeUnavailable, "session could not be started; retry")
+		return nil, false, charla.Errorf(charla.CodeUnavailable, "session could not be started; retry")
 	}
-	return s, nil
+	return s, created, nil
 }
 
 func (g *pollRegistry) remove(s *pollSession) {
@@ -404,11 +406,16 @@ func (s *Server) handlePoll(w http.ResponseWriter, r *http.Request) {
 		req.Session = newConnID()
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
-	sess, serr := s.polls.session(ctx, id, req.Session)
+	sess, created, serr := s.polls.session(ctx, id, req.Session)
 	cancel()
 	if serr != nil {
 		writeProblem(w, serr)
 		return
+	}
+	if created {
+		// The first answer of a session always carries its welcome (the
+		// client learns timeout_ms from it), whatever wait_ms says.
+		wait = max(wait, requestTimeout)
 	}
 	// A newer poll ends the one waiting: the client gave up on it.
 	sess.mu.Lock()
@@ -496,7 +503,7 @@ func (s *Server) handleFrames(w http.ResponseWriter, r *http.Request) {
 		sid = newConnID()
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
-	sess, serr := s.polls.session(ctx, id, sid)
+	sess, _, serr := s.polls.session(ctx, id, sid)
 	cancel()
 	if serr != nil {
 		writeProblem(w, serr)
