@@ -359,7 +359,7 @@ type peekFrame struct {
 }
 
 // admit reports whether a server frame goes into the answer: a msg only if
-// it is the next seq the client lacks. It keeps subs in step.
+// it is the very seq the client needs next. It keeps subs in step.
 func (s *pollSession) admit(obj []byte) bool {
 	var p peekFrame
 	if err := json.Unmarshal(obj, &p); err != nil {
@@ -367,11 +367,15 @@ func (s *pollSession) admit(obj []byte) bool {
 	}
 	switch p.Type {
 	case wire.TypeMsg:
+		// Within a subscription the conn actor delivers every seq in order;
+		// anything else is left over from the subscription a resubscribe
+		// replaced: below expect the client has it, above it the new
+		// subscription's replay brings it in order.
 		sub := s.subs[p.Conv]
-		if sub == nil || p.Seq < sub.expect {
-			return false // unfollowed, or from before a resubscribe: the client has it
+		if sub == nil || p.Seq != sub.expect {
+			return false
 		}
-		sub.expect = p.Seq + 1
+		sub.expect++
 	case wire.TypeSubscribed:
 		// Messages of the previous subscription may have gone out already;
 		// a since beyond the head is clamped to it (the client drops what it
