@@ -90,6 +90,7 @@ type Server struct {
 	log      zerolog.Logger
 	upgrader *gws.Upgrader
 	http     *http.Server
+	polls    *pollRegistry // poll.go
 }
 
 // NewServer builds the edge over a running actor system.
@@ -108,11 +109,13 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger) *Server {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
+	s.routeHistory(mux) // history.go
 	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: cfg.ConnectTimeout,
 		ErrorLog:          nil,
 	}
+	s.routePoll(mux, s.http) // poll.go
 	return s
 }
 
