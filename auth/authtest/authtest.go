@@ -108,10 +108,14 @@ func testDisable(t *testing.T, s auth.AgentStore) {
 
 func testRefresh(t *testing.T, s auth.AgentStore) {
 	ctx := t.Context()
+	a := Agent("dora@example.com", charla.RoleAgent)
+	if err := s.AddAgent(ctx, a); err != nil {
+		t.Fatal(err)
+	}
 	fam, other := uuid.NewString(), uuid.NewString()
 	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Microsecond)
 	for i, f := range []string{fam, fam, other} {
-		if err := s.CreateRefresh(ctx, auth.RefreshToken{Hash: hashOf(fmt.Sprint(i)), Family: f, AgentID: "agent-1", ExpiresAt: exp}); err != nil {
+		if err := s.CreateRefresh(ctx, auth.RefreshToken{Hash: hashOf(fmt.Sprint(i)), Family: f, AgentID: a.ID, ExpiresAt: exp}); err != nil {
 			t.Fatalf("CreateRefresh %d: %v", i, err)
 		}
 	}
@@ -140,16 +144,20 @@ func testRefresh(t *testing.T, s auth.AgentStore) {
 		if err != nil {
 			continue
 		}
-		if rt.Spent != st.spent || rt.AgentID != "agent-1" || !rt.ExpiresAt.Equal(exp) || rt.Family != fam && rt.Family != other || len(rt.Hash) != sha256.Size {
-			t.Fatalf("%s: %+v, want spent=%v agent-1 expiring %s", st.name, rt, st.spent, exp)
+		if rt.Spent != st.spent || rt.AgentID != a.ID || !rt.ExpiresAt.Equal(exp) || rt.Family != fam && rt.Family != other || len(rt.Hash) != sha256.Size {
+			t.Fatalf("%s: %+v, want spent=%v of %s expiring %s", st.name, rt, st.spent, a.ID, exp)
 		}
 	}
 }
 
 func testConcurrentUse(t *testing.T, s auth.AgentStore) {
 	ctx := context.Background()
+	a := Agent("eli@example.com", charla.RoleAgent)
+	if err := s.AddAgent(ctx, a); err != nil {
+		t.Fatal(err)
+	}
 	h := hashOf("race")
-	if err := s.CreateRefresh(ctx, auth.RefreshToken{Hash: h, Family: uuid.NewString(), AgentID: "a", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+	if err := s.CreateRefresh(ctx, auth.RefreshToken{Hash: h, Family: uuid.NewString(), AgentID: a.ID, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	var fresh, spent atomic.Int32
