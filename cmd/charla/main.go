@@ -42,6 +42,8 @@ Commands:
                 append-only log: --data-dir DIR (serve also does it at start)
   chat          a line client: --addr HOST:PORT --user ID --role ROLE [--token JWT] --conv ID;
                 prints every frame, sends each line typed as a message
+  agents        manage agent logins: add --email E --name N [--role agent|admin]
+                (password on stdin or --password-file), list, disable --email E
   token         mint an HS256 JWT: --secret S --user ID [--role agent|customer|admin] [--ttl 24h]
   version       print the version
 `
@@ -88,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return migrateStore(ctx, args[1:], stdout, stderr, getenv)
 	case "token":
 		return token(args[1:], stdout, stderr, getenv)
+	case "agents":
+		return agents(ctx, args[1:], os.Stdin, stdout, stderr, getenv)
 	case "chat":
 		return chat(args[1:], os.Stdin, stdout, stderr)
 	case "version":
@@ -119,6 +123,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeStore()
+	if cfg.Transport.Login, cfg.Transport.Media, err = openLogin(cfg, dep.Store); err != nil {
+		return err
+	}
 	sys, err := actors.NewSystem(cfg.Actors, dep)
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
