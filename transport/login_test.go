@@ -132,7 +132,7 @@ func TestLoginRefusals(t *testing.T) {
 		{"two objects", "/v1/auth/login", []byte(`{"email":"a@b.c","password":"12345678"}{}`), "", http.StatusBadRequest},
 		{"missing password", "/v1/auth/login", []byte(`{"email":"a@b.c"}`), "", http.StatusBadRequest},
 		{"form content type", "/v1/auth/login", []byte(`{}`), "application/x-www-form-urlencoded", http.StatusUnsupportedMediaType},
-		{"huge", "/v1/auth/login", []byte(`{"email":"`+strings.Repeat("a", 9000)+`"}`), "", http.StatusRequestEntityTooLarge},
+		{"huge", "/v1/auth/login", []byte(`{"email":"` + strings.Repeat("a", 9000) + `"}`), "", http.StatusRequestEntityTooLarge},
 		{"empty refresh", "/v1/auth/refresh", []byte(`{}`), "", http.StatusUnauthorized},
 		{"logout of nothing", "/v1/auth/logout", []byte(`{"refresh_token":"nope"}`), "", http.StatusNoContent},
 	} {
