@@ -63,3 +63,9 @@ func writeProblemRetry(w http.ResponseWriter, e *charla.Error, retryAfterMS int6
 	}
 	writeJSON(w, ProblemStatus(e.Code), Problem{Error: ProblemDetail{Code: e.Code, Message: e.Message, RetryAfterMS: retryAfterMS}})
 }
+
+// writeProblemStatus is writeProblem with a status its code does not imply
+// (415 for a media type, for one): the body is the same Problem.
+func writeProblemStatus(w http.ResponseWriter, status int, e *charla.Error) {
+	writeJSON(w, status, Problem{Error: ProblemDetail{Code: e.Code, Message: e.Message}})
+}

@@ -18,6 +18,9 @@ import (
 
 	"charla"
 	"charla/actors"
+	"charla/auth"
+	"charla/docs"
+	"charla/media"
 )
 
 // Config is what the edge needs; cmd/charla fills it from flags and checks
@@ -29,6 +32,8 @@ type Config struct {
 	MaxFrameBytes    int           // max-frame-bytes: larger client frames close the connection with 1009
 	ConnectTimeout   time.Duration // connect-timeout: HTTP request headers (the handshake) must arrive within it
 	HeartbeatTimeout time.Duration // heartbeat-timeout: also bounds every socket write; the actors' own, shared
+	Login            *auth.Service // access-token-ttl, refresh-token-ttl: agent login (/v1/auth/*); nil answers 503 (login.go)
+	Media            *media.Store  // media under data-dir: /v1/media; nil answers 503 (media.go)
 }
 
 // MinSecretBytes is the shortest HS256 secret Validate accepts in jwt mode:
@@ -110,6 +115,12 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger) *Server {
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	s.routeHistory(mux) // history.go
+	mux.HandleFunc("POST /v1/auth/login", s.handleLogin)
+	mux.HandleFunc("POST /v1/auth/refresh", s.handleRefresh)
+	mux.HandleFunc("POST /v1/auth/logout", s.handleLogout)
+	mux.HandleFunc("POST /v1/media", s.handleMediaUpload)
+	mux.HandleFunc("GET /v1/media/{id}", s.handleMediaGet)
+	mux.Handle("GET /v1/openapi.json", docs.OpenAPIHandler())
 	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: cfg.ConnectTimeout,

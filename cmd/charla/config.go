@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"charla/actors"
+	"charla/auth"
 	"charla/store/postgres"
 	"charla/transport"
 )
@@ -36,6 +37,7 @@ type config struct {
 	Actors    actors.Config
 	Transport transport.Config // HeartbeatTimeout is Actors.HeartbeatTimeout: one flag sets both
 	DB        postgres.Options // URL empty = the embedded store
+	Login     auth.Config      // agent login (transport.Config.Login is built from it by serve)
 }
 
 // setting is one flag of a command, with the environment variable that
@@ -54,8 +56,8 @@ type setting struct {
 // settings binds each field of c to its flag and environment variable, with
 // the defaults of the package the field belongs to.
 func (c *config) settings() flagSet {
-	a, t, db := actors.DefaultConfig(), transport.DefaultConfig(), postgres.DefaultOptions()
-	c.Actors, c.Transport, c.DB = a, t, db
+	a, t, db, l := actors.DefaultConfig(), transport.DefaultConfig(), postgres.DefaultOptions(), auth.DefaultConfig()
+	c.Actors, c.Transport, c.DB, c.Login = a, t, db, l
 	return flagSet{
 		{name: "addr", env: "CHARLA_ADDR", usage: "listen address (host:port)", value: strVar(&c.Addr, defaultAddr)},
 		{name: "data-dir", env: "CHARLA_DATA_DIR", usage: "directory of the embedded store", value: strVar(&c.DataDir, "./data")},
@@ -96,6 +98,8 @@ func (c *config) settings() flagSet {
 		{name: "store-breaker-failures", env: "CHARLA_STORE_BREAKER_FAILURES", usage: "consecutive database failures that open the breaker", value: intVar(&c.Actors.StoreBreaker.Failures, a.StoreBreaker.Failures)},
 		{name: "spool-dedup-window", env: "CHARLA_SPOOL_DEDUP_WINDOW", usage: "with PostgreSQL: how long the spool remembers every ack, so that a resend is a duplicate even during an outage", value: durVar(&c.Actors.SpoolDedupWindow, a.SpoolDedupWindow)},
 		{name: "spool-dedup-max", env: "CHARLA_SPOOL_DEDUP_MAX", usage: "with PostgreSQL: most acks the spool remembers (oldest forgotten first)", value: intVar(&c.Actors.SpoolDedupMax, a.SpoolDedupMax)},
+		{name: "access-token-ttl", env: "CHARLA_ACCESS_TOKEN_TTL", usage: "life of the JWT that POST /v1/auth/login and /refresh answer", value: durVar(&c.Login.AccessTTL, l.AccessTTL)},
+		{name: "refresh-token-ttl", env: "CHARLA_REFRESH_TOKEN_TTL", usage: "life of a refresh token (single use: each refresh rotates it)", value: durVar(&c.Login.RefreshTTL, l.RefreshTTL)},
 		{name: "store-breaker-cooldown", env: "CHARLA_STORE_BREAKER_COOLDOWN", usage: "how long the open breaker waits before probing the database", value: durVar(&c.Actors.StoreBreaker.Cooldown, a.StoreBreaker.Cooldown)},
 		{name: "soap-url", env: "CHARLA_SOAP_URL", usage: "the inventory service's SOAP endpoint (the simulator: http://127.0.0.1:8081); empty = bridge off, inventory answers unavailable", value: strVar(&c.Actors.SOAP.URL, a.SOAP.URL)},
 		{name: "soap-timeout", env: "CHARLA_SOAP_TIMEOUT", usage: "deadline of one SOAP call", value: durVar(&c.Actors.SOAP.Timeout, a.SOAP.Timeout)},
@@ -169,6 +173,7 @@ func (c config) validate(serving bool) error {
 	}
 	errs = append(errs, flatten(c.Actors.Validate())...)
 	errs = append(errs, flatten(c.Transport.Validate())...)
+	errs = append(errs, flatten(c.Login.Validate())...)
 	if c.DB.URL != "" {
 		errs = append(errs, c.dbProblems()...)
 	} else if c.DB.AutoMigrate {

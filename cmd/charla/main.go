@@ -44,6 +44,8 @@ Commands:
                 prints every frame, sends each line typed as a message
   soapsim       the inventory service simulator: --addr HOST:PORT (127.0.0.1:8081) [--catalog FILE];
                 point serve's --soap-url at it
+  agents        manage agent logins: add --email E --name N [--role agent|admin]
+                (password on stdin or --password-file), list, disable --email E
   token         mint an HS256 JWT: --secret S --user ID [--role agent|customer|admin] [--ttl 24h]
   version       print the version
 `
@@ -92,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return soapsimCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "token":
 		return token(args[1:], stdout, stderr, getenv)
+	case "agents":
+		return agents(ctx, args[1:], os.Stdin, stdout, stderr, getenv)
 	case "chat":
 		return chat(args[1:], os.Stdin, stdout, stderr)
 	case "version":
@@ -123,6 +127,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer closeStore()
+	if cfg.Transport.Login, cfg.Transport.Media, err = openLogin(cfg, dep.Store); err != nil {
+		return err
+	}
 	sys, err := actors.NewSystem(cfg.Actors, dep)
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)

@@ -22,6 +22,14 @@
 //	'm' <conv> <seq: 8 bytes BE>   the message record (see encodeRecord)
 //	'r' <conv> <user>              seq (8 bytes BE)
 //
+// Login (agents.go) adds four kinds without a conversation, which schema
+// version 1 did not have and older binaries never read:
+//
+//	'a' <agent id>                 the agent (JSON: email, name, password_hash, role, disabled, created_at)
+//	'e' <lower-case e-mail>        agent id
+//	't' <SHA-256 of refresh token> the token (JSON: family, agent_id, expires_at, used)
+//	'f' <refresh family>           "" once the family is revoked
+//
 // Messages sorted by (conv, seq) make Range one bounded forward scan and Head
 // one reverse seek to the end of the conversation's range (Last within
 // bounds): no separate head key, so a head can never disagree with the log,
@@ -238,6 +246,10 @@ type Store struct {
 	// by key), so that concurrent read frames cannot move a cursor back.
 	cursorLocks [64]sync.Mutex
 	cursorSeed  maphash.Seed
+
+	// authMu serialises the read-modify-writes of agents and refresh tokens
+	// (agents.go): logins are rare, one lock is plenty.
+	authMu sync.Mutex
 }
 
 // convState is Append's view of one conversation.

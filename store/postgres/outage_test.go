@@ -15,9 +15,14 @@ import (
 	"charla/store"
 )
 
-// proxied puts a TCP proxy between the store and the test database.
+// proxied puts a TCP proxy between the store and the test database. The
+// schema is migrated first, directly: the outage options' short query
+// timeout bounds a whole Migrate, which a loaded machine may exceed.
 func proxied(t *testing.T, dbURL string) (*toxiproxy.Proxy, string) {
 	t.Helper()
+	if _, err := MigrateURL(t.Context(), dbURL); err != nil {
+		t.Fatal(err)
+	}
 	return pgtest.Proxy(t, dbURL)
 }
 

@@ -17,6 +17,7 @@ const (
 	opReadCursors
 	opPing
 	opMigrate
+	opAuth // agents and refresh tokens (agents.go)
 	numOps
 )
 
@@ -29,6 +30,7 @@ var opNames = [numOps]string{
 	opReadCursors:     "read_cursors",
 	opPing:            "ping",
 	opMigrate:         "migrate",
+	opAuth:            "auth",
 }
 
 func (o op) String() string { return opNames[o] }
