@@ -21,8 +21,9 @@ type conversation struct {
 	id   charla.ConvID
 	deps *deps
 
-	loaded  bool
-	waiting []any // requests that arrived before the load finished
+	loaded     bool
+	loadFailed bool  // the load failed: this incarnation only waits to stop
+	waiting    []any // requests that arrived before the load finished
 
 	head  charla.Seq
 	dedup *lru.Cache[string, ackInfo]
@@ -250,6 +251,7 @@ func (c *conversation) onLoaded(ctx actor.Context, m loaded) {
 			failRequest(ctx, w, charla.Errorf(charla.CodeUnavailable, "conversation could not be loaded; retry"))
 		}
 		c.waiting = nil
+		c.loadFailed = true
 		// Stop through the conversations actor so that nothing routed to us
 		// meanwhile is lost; the next request loads again.
 		ctx.Send(ctx.Parent(), passivateReq{conv: c.id, pid: ctx.Self()})
@@ -395,7 +397,8 @@ func (c *conversation) armIdle(ctx actor.Context, d time.Duration) {
 // busy: something is owed to a client. A load slower than the idle timeout
 // counts, or the requests waiting on it would be failed by the unload.
 func (c *conversation) busy() bool {
-	return !c.loaded || len(c.waiting) > 0 || len(c.pending) > 0 || len(c.inflight) > 0
+	loading := !c.loaded && !c.loadFailed
+	return loading || len(c.waiting) > 0 || len(c.pending) > 0 || len(c.inflight) > 0
 }
 
 func (c *conversation) stopIfDone(ctx actor.Context) {

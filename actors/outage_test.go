@@ -80,7 +80,17 @@ func engineOverPG(t *testing.T, dbURL string, opts ...transporttest.Option) *tra
 			c.StoreBreaker.Cooldown = 500 * time.Millisecond
 		}),
 	}
-	return transporttest.Start(t, append(base, opts...)...)
+	e := transporttest.Start(t, append(base, opts...)...)
+	// Warm the pool: on a loaded machine the first connection through the
+	// proxy can take longer than the short write timeout above, and a
+	// conversation first touched then would be refused as if the database
+	// were down.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := e.Store().Head(ctx, "warm-up"); err != nil {
+		t.Fatalf("warm up the pool: %v", err)
+	}
+	return e
 }
 
 func migrated(t *testing.T) string {

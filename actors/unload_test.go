@@ -16,7 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"charla"
-	"charla/store/pebble"
+	"charla/store/bolt"
 )
 
 // TestUnloadedConversationsFreeTheirMemory is issue 8, item 3: once idle
@@ -40,9 +40,11 @@ func TestUnloadedConversationsFreeTheirMemory(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads 100,000 conversations")
 	}
-	o := pebble.DefaultOptions()
-	o.MemTableSize, o.CacheSize = 4<<20, 8<<20
-	st, err := pebble.Open(context.Background(), filepath.Join(t.TempDir(), "charla.pebble"), o)
+	// bbolt, not the default pebble: this test measures the actors' memory,
+	// and pebble's own (table readers, filters) follows its compactions,
+	// which lag on a loaded machine. The pebble store bounds its share
+	// separately (its head cache).
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "charla.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
