@@ -287,8 +287,9 @@ func startEngine(ctx context.Context, c cli, addr string, stderr io.Writer) (sce
 	if err != nil {
 		return nil, nil, fmt.Errorf("engine log: %w", err)
 	}
-	fmt.Fprintf(stderr, "charla-bench: starting engine: %s (output in %s)\n", c.engineCmd, logPath)
-	p, err := engine.Start(ctx, c.engineCmd, addr, logf)
+	env := engine.AllowLoopbackEnv(os.Getenv)
+	fmt.Fprintf(stderr, "charla-bench: starting engine: %s %s (output in %s)\n", strings.Join(env, " "), c.engineCmd, logPath)
+	p, err := engine.Start(ctx, c.engineCmd, addr, logf, env...)
 	if err != nil {
 		_ = logf.Close()
 		return nil, nil, err
