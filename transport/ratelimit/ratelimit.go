@@ -249,8 +249,16 @@ func (r *Registry) Allow(c Class, key string) (ok bool, retryAfter time.Duration
 		return true, 0
 	}
 	r.refused[c].Add(1)
+	// The wait in whole milliseconds (retry_after_ms), rounded up, and
+	// checked against the bucket itself: float arithmetic may leave it a
+	// hair short of a token at the exact instant, and a client that waits
+	// what it was told must find one.
 	wait := time.Duration((1 - tokens) / float64(r.limits[c]) * float64(time.Second))
-	return false, max(wait, time.Millisecond)
+	wait = (wait + time.Millisecond - 1).Truncate(time.Millisecond)
+	for lim.TokensAt(now.Add(wait)) < 1 {
+		wait += time.Millisecond
+	}
+	return false, wait
 }
 
 // sweepLocked evicts the buckets that are full again: a full bucket is the
