@@ -109,7 +109,9 @@ func TestValidate(t *testing.T) {
 		{"defaults", func(*ratelimit.Config) {}, nil},
 		{"negative", func(c *ratelimit.Config) { c.Chat, c.Upgrade = -1, -2 }, []string{"rate-limit-chat must not be negative", "rate-limit-ws must not be negative"}},
 		{"bad allow", func(c *ratelimit.Config) { c.Allow = []string{"10.0.0.0/8", "nope"} }, []string{`rate-limit-allow: "nope" is neither a CIDR nor an IP address`}},
-		{"bare IPs", func(c *ratelimit.Config) { c.Allow, c.TrustedProxies = []string{"10.1.2.3", "::1"}, []string{"192.0.2.1"} }, nil},
+		{"bare IPs", func(c *ratelimit.Config) {
+			c.Allow, c.TrustedProxies = []string{"10.1.2.3", "::1"}, []string{"192.0.2.1"}
+		}, nil},
 		{"bad proxies", func(c *ratelimit.Config) { c.TrustedProxies = []string{"10.0.0.0/33"} }, []string{"trusted-proxies:"}},
 		{"empty deny", func(c *ratelimit.Config) { c.DenyUserAgents = []string{" "} }, []string{"would deny every request"}},
 	} {
