@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ConvID names a conversation. It is opaque to the engine: 1 to 128 bytes of
@@ -21,7 +22,7 @@ type ConvID string
 const MaxConvIDLen = 128
 
 // Validate reports whether c is a well-formed conversation ID.
-func (c ConvID) Validate() *Error {
+func (c ConvID) Validate() error {
 	if c == "" {
 		return Errorf(CodeBadRequest, "conv is required")
 	}
@@ -129,7 +130,7 @@ type Message struct {
 // ValidateClientMsgID checks the idempotency key of a send: required, and a
 // UUID in its canonical textual form (any version), so that keys from
 // different clients cannot collide by accident.
-func ValidateClientMsgID(id string) *Error {
+func ValidateClientMsgID(id string) error {
 	if id == "" {
 		return Errorf(CodeBadRequest, "client_msg_id is required")
 	}
@@ -153,7 +154,7 @@ func ValidateClientMsgID(id string) *Error {
 
 // ValidateBody checks that a message body is a JSON object with a string
 // "text" field, no larger than max bytes.
-func ValidateBody(body json.RawMessage, max int) *Error {
+func ValidateBody(body json.RawMessage, max int) error {
 	if len(body) == 0 {
 		return Errorf(CodeBadRequest, "body is required")
 	}
@@ -169,31 +170,79 @@ func ValidateBody(body json.RawMessage, max int) *Error {
 	if b.Text == nil {
 		return Errorf(CodeBadRequest, `body must have a "text" string`)
 	}
-	// NUL has no place in chat text, and PostgreSQL's jsonb cannot hold it.
-	if hasEscapedNUL(body) {
-		return Errorf(CodeBadRequest, `body must not contain \u0000`)
+	// The body is stored as PostgreSQL jsonb, which refuses what
+	// encoding/json accepts and passes on: invalid UTF-8, \u0000 and
+	// surrogates outside a pair (SQLSTATE 22P02, 22021). Refused here, the
+	// sender hears bad_request at once, whichever store runs; otherwise a
+	// body accepted during a database outage would be refused at drain time,
+	// long after its ack.
+	if !utf8.Valid(body) {
+		return Errorf(CodeBadRequest, "body must be valid UTF-8")
+	}
+	if bad := badEscape(body); bad != "" {
+		return Errorf(CodeBadRequest, "body must not contain %s", bad)
 	}
 	return nil
 }
 
-// hasEscapedNUL finds a \u0000 escape in valid JSON: one preceded by an odd
-// run of backslashes (an even run is escaped backslashes and literal text).
-func hasEscapedNUL(b []byte) bool {
+// badEscape returns the first \u escape of valid JSON text that jsonb
+// refuses, described for the error message, or "": \u0000, a high surrogate
+// (\ud800-\udbff) not followed by a low one, or a low surrogate
+// (\udc00-\udfff) not preceded by a high one. In valid JSON a backslash
+// only appears inside a string and always starts an escape, so skipping each
+// escape whole keeps the scan aligned (\\u0000 is a backslash and text).
+func badEscape(b []byte) string {
 	for i := 0; ; {
-		j := bytes.Index(b[i:], []byte(`u0000`))
-		if j < 0 {
-			return false
+		j := bytes.IndexByte(b[i:], '\\')
+		if j < 0 || i+j+1 >= len(b) {
+			return ""
 		}
-		j += i
-		run := 0
-		for k := j - 1; k >= 0 && b[k] == '\\'; k-- {
-			run++
+		i += j
+		if b[i+1] != 'u' {
+			i += 2
+			continue
 		}
-		if run%2 == 1 {
-			return true
+		r, ok := hex4(b, i+2)
+		if !ok {
+			return ""
 		}
-		i = j + 1
+		switch {
+		case r == 0:
+			return `\u0000`
+		case r >= 0xdc00 && r <= 0xdfff:
+			return fmt.Sprintf(`a lone surrogate (\u%04x without a high surrogate before it)`, r)
+		case r >= 0xd800 && r <= 0xdbff:
+			if i+7 < len(b) && b[i+6] == '\\' && b[i+7] == 'u' {
+				if r2, ok := hex4(b, i+8); ok && r2 >= 0xdc00 && r2 <= 0xdfff {
+					i += 12 // a pair: one character outside the BMP
+					continue
+				}
+			}
+			return fmt.Sprintf(`a lone surrogate (\u%04x without a low surrogate after it)`, r)
+		}
+		i += 6
 	}
+}
+
+// hex4 reads the four hex digits of a \u escape at b[i:].
+func hex4(b []byte, i int) (rune, bool) {
+	if i+4 > len(b) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[i : i+4] {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
 }
 
 // String makes a Sender readable in logs.

@@ -17,6 +17,21 @@ func TestValidateBody(t *testing.T) {
 		{`{"text":"a\\u0000b"}`, ""}, // an escaped backslash, then literal text
 		{`{"text":"a\u0000b"}`, CodeBadRequest},
 		{`{"text":"ok","meta":{"x":"\\\u0000"}}`, CodeBadRequest},
+		{`{"text":"\\u0000"}`, ""}, // the text \u0000, not NUL
+		{`{"text":"\\\u0000"}`, CodeBadRequest},
+		{`{"text":"\ud800"}`, CodeBadRequest},               // lone high surrogate (SQLSTATE 22P02 in jsonb)
+		{`{"text":"a\uD800b"}`, CodeBadRequest},             // upper-case hex
+		{`{"text":"\ud800\u0041"}`, CodeBadRequest},         // high followed by a non-surrogate
+		{`{"text":"\ud800\ud800"}`, CodeBadRequest},         // two highs
+		{`{"text":"\udc00"}`, CodeBadRequest},               // lone low surrogate
+		{`{"text":"x","k":"\udfff\ud800"}`, CodeBadRequest}, // a pair in the wrong order
+		{`{"text":"\ud83d\ude00"}`, ""},                     // 😀 as a pair
+		{`{"text":"\uD83D\uDE00 ok"}`, ""},
+		{`{"text":"\\ud800"}`, ""}, // the text \ud800
+		{`{"text":"\u00e9\n\"\\"}`, ""},
+		{"{\"text\":\"\xed\xa0\x80\"}", CodeBadRequest}, // a raw surrogate: invalid UTF-8
+		{"{\"text\":\"\xff\"}", CodeBadRequest},
+		{`{"text":"ñ 😀"}`, ""},
 		{`{"img":"x"}`, CodeBadRequest},
 		{`{"text":5}`, CodeBadRequest},
 		{`"text"`, CodeBadRequest},
@@ -29,7 +44,7 @@ func TestValidateBody(t *testing.T) {
 		switch {
 		case tc.code == "" && err != nil:
 			t.Errorf("%s: unexpected %v", tc.body, err)
-		case tc.code != "" && (err == nil || err.Code != tc.code):
+		case tc.code != "" && (err == nil || AsError(err).Code != tc.code):
 			t.Errorf("%s: got %v, want %s", tc.body, err, tc.code)
 		}
 	}

@@ -92,6 +92,11 @@ func (b *breaker) Success() {
 func (b *breaker) Failure(now time.Time) {
 	b.record(true)
 	b.failures++
+	if b.state == BreakerOpen {
+		// A call sent before the trip, failing late (a hang runs into its
+		// timeout): it says nothing new, and must not push the probe back.
+		return
+	}
 	b.probing = false
 	if b.state == BreakerHalfOpen || b.failures >= b.cfg.Failures || b.ratioExceeded() {
 		if b.state != BreakerOpen {

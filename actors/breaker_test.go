@@ -36,6 +36,11 @@ func TestBreaker(t *testing.T) {
 			{4 * time.Second, "allow", false, BreakerOpen, "cool-down restarted at the failed probe"},
 			{5 * time.Second, "allow", true, BreakerHalfOpen, ""},
 		}},
+		{"late failures of calls sent before the trip do not push the probe back", []step{
+			{0, "fail", false, BreakerClosed, ""}, {0, "fail", false, BreakerClosed, ""}, {0, "fail", false, BreakerOpen, ""},
+			{1500 * time.Millisecond, "fail", false, BreakerOpen, "a hung call times out while open"},
+			{2 * time.Second, "allow", true, BreakerHalfOpen, "the cool-down counts from the trip"},
+		}},
 		{"successes in between reset the consecutive count", []step{
 			{0, "fail", false, BreakerClosed, ""}, {0, "fail", false, BreakerClosed, ""},
 			{0, "ok", false, BreakerClosed, ""},

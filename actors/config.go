@@ -4,6 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"charla/store/spool"
 )
 
 // Config holds what the actor tree needs to know; cmd/charla fills it from
@@ -32,7 +36,13 @@ type Config struct {
 	StoreBreaker             BreakerConfig // store-breaker-*: with a spool, when the store is considered down
 	DrainBatch               int           // drain-batch: messages per store call when draining the spool
 	DrainTimeout             time.Duration // drain-timeout: deadline of one drain call; off the ack path, so far longer than StoreWriteTimeout
-	ShutdownGrace            time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
+	// spool-dedup-window: with a spool, how long every ack stays in its
+	// durable ack index, so that a resend is recognised during an outage
+	// even past the in-memory DedupWindow (PROTOCOL.md's idempotency).
+	SpoolDedupWindow time.Duration
+	SpoolDedupMax    int           // spool-dedup-max: most acks the spool's ack index keeps (oldest pruned first)
+	ShutdownGrace    time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
+	SOAP             SOAPConfig    // soap-*, inventory-*, job-*: the inventory bridge (soapconfig.go)
 }
 
 // DefaultConfig returns the engine's defaults, the ones README.md's
@@ -56,9 +66,12 @@ func DefaultConfig() Config {
 		StoreBreaker:             BreakerConfig{Failures: 3, Window: 20, Ratio: 0.5, Cooldown: 2 * time.Second},
 		DrainBatch:               1000,
 		DrainTimeout:             10 * time.Second,
+		SpoolDedupWindow:         24 * time.Hour,
+		SpoolDedupMax:            2_000_000,
 		// The engine's shutdown-timeout: SIGTERM waits this long for
 		// in-flight sends (and Shutdown without a deadline as long).
 		ShutdownGrace: 10 * time.Second,
+		SOAP:          DefaultSOAPConfig(),
 	}
 }
 
@@ -100,8 +113,19 @@ func (c Config) Validate() error {
 	errs = append(errs, c.StoreBreaker.validate("store-breaker-")...)
 	atLeast("drain-batch", c.DrainBatch, 1)
 	positive("drain-timeout", c.DrainTimeout)
+	positive("spool-dedup-window", c.SpoolDedupWindow)
+	atLeast("spool-dedup-max", c.SpoolDedupMax, 1)
 	positive("shutdown-timeout", c.ShutdownGrace)
+	errs = append(errs, c.SOAP.problems()...)
 	return errors.Join(errs...)
+}
+
+// SpoolOptions are the options to open the outage spool with (spool.Open):
+// the ack index's bounds come from c, the rest are the spool's defaults.
+func (c Config) SpoolOptions(log zerolog.Logger) spool.Options {
+	o := spool.DefaultOptions()
+	o.Logger, o.DedupWindow, o.DedupMax = log, c.SpoolDedupWindow, c.SpoolDedupMax
+	return o
 }
 
 // validate returns every problem of b, each naming its setting as prefix

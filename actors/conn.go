@@ -98,7 +98,7 @@ type (
 	inFrame   struct{ f wire.Frame }
 	inInvalid struct {
 		ref string
-		err *charla.Error
+		err error
 	}
 	inAlive    struct{ pong bool }
 	sockClosed struct{ err error }
@@ -177,6 +177,11 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.maybeFinishShutdown()
 	case requestFailed:
 		c.reply(ctx, m.ref, m.err)
+	case soapFrame:
+		if m.code != "" {
+			c.deps.stats.errorSent(m.code)
+		}
+		c.enqueue(m.frame)
 	case delivery:
 		c.onDelivery(ctx, m.conv, m.seq, m.frame)
 	case relay:
@@ -279,14 +284,14 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 			return
 		}
 		ctx.Send(c.deps.conversations, readReq{conv: f.Conv, conn: ctx.Self(), ref: f.Ref, by: c.user, seq: f.Seq})
-	case wire.TypeInventory:
-		c.reply(ctx, f.Ref, charla.Errorf(charla.CodeUnavailable, "the inventory service is not configured on this server"))
+	case wire.TypeInventory, wire.TypeReserve, wire.TypeJob, wire.TypeInvalidate:
+		c.onInventoryFrame(ctx, f) // conn_inventory.go
 	default:
 		c.reply(ctx, f.Ref, charla.Errorf(charla.CodeBadRequest, "unknown frame type %q", f.Type))
 	}
 }
 
-func (c *conn) checkConv(conv charla.ConvID) *charla.Error {
+func (c *conn) checkConv(conv charla.ConvID) error {
 	if err := conv.Validate(); err != nil {
 		return err
 	}
@@ -296,7 +301,7 @@ func (c *conn) checkConv(conv charla.ConvID) *charla.Error {
 	return nil
 }
 
-func (c *conn) checkSend(f wire.Frame) *charla.Error {
+func (c *conn) checkSend(f wire.Frame) error {
 	if c.state == connShuttingDown {
 		return charla.Errorf(charla.CodeUnavailable, "server is restarting; resend after reconnecting")
 	}
@@ -312,9 +317,12 @@ func (c *conn) checkSend(f wire.Frame) *charla.Error {
 	return nil
 }
 
-func (c *conn) reply(_ actor.Context, ref string, err *charla.Error) {
-	c.deps.stats.errorSent(err.Code)
-	c.enqueue(wire.Encode(wire.ErrorFrame(ref, err)))
+// reply answers ref with err's error frame (a *charla.Error keeps its code;
+// anything else is internal, so no detail leaks onto the wire).
+func (c *conn) reply(_ actor.Context, ref string, err error) {
+	e := charla.AsError(err)
+	c.deps.stats.errorSent(e.Code)
+	c.enqueue(wire.Encode(wire.ErrorFrame(ref, e)))
 }
 
 func (c *conn) onSubscribed(ctx actor.Context, m subscribeReply) {

@@ -83,12 +83,15 @@ type (
 		by    charla.Sender
 		state string
 	}
+	// readReq moves by's read cursor; confirm asks for a readDone on
+	// success too (an HTTP caller waits for an answer; a conn does not).
 	readReq struct {
-		conv charla.ConvID
-		conn *actor.PID
-		ref  string
-		by   charla.Sender
-		seq  charla.Seq
+		conv    charla.ConvID
+		conn    *actor.PID
+		ref     string
+		by      charla.Sender
+		seq     charla.Seq
+		confirm bool
 	}
 )
 
@@ -141,6 +144,8 @@ type (
 	// subscriber list (restart or stop): they subscribe again from where
 	// they are, and the seq check makes that seamless.
 	convReset struct{ conv charla.ConvID }
+	// readDone confirms a readReq that asked for it.
+	readDone struct{ head charla.Seq }
 	// requestFailed answers a request that has no reply of its own.
 	requestFailed struct {
 		ref string
@@ -232,6 +237,9 @@ func (c *conversation) handle(ctx actor.Context, msg any) {
 		}
 		ctx.Send(c.deps.store, readCursorReq{conv: c.id, user: m.by.ID, seq: m.seq})
 		c.broadcast(ctx, m.conn, wire.Encode(wire.Read{Type: wire.TypeRead, Conv: c.id, User: m.by.ID, Seq: m.seq}))
+		if m.confirm {
+			ctx.Send(m.conn, readDone{head: c.head})
+		}
 	}
 }
 

@@ -9,3 +9,11 @@ func NewSystemWithConversationHook(hook func(conv charla.ConvID, msg any)) func(
 		return newSystem(cfg, dep, &hooks{conversationReceive: hook})
 	}
 }
+
+// NewSystemWithSOAPHook builds trees whose soap actor calls hook with the
+// type name of each message ("actors.callDone") before handling it.
+func NewSystemWithSOAPHook(hook func(msgType string)) func(Config, Dependencies) (*System, error) {
+	return func(cfg Config, dep Dependencies) (*System, error) {
+		return newSystem(cfg, dep, &hooks{soapReceive: hook})
+	}
+}

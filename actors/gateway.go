@@ -10,11 +10,22 @@ import (
 
 // gateway supervises the conn actors: it spawns one per connection, stops
 // one that panics (its client reconnects; nobody else notices) and, at
-// shutdown, shuts them all down.
+// shutdown, shuts them all down. It also routes frames meant for a user
+// rather than a connection (userFrame: inventory job progress) to all of
+// that user's connections: it sees every conn start and stop, so its
+// user index is never stale, and such frames are few (a handful per job).
 type gateway struct {
 	deps    *deps
 	conns   map[string]*actor.PID
-	waiters []*actor.PID // answered with allClosed once conns is empty
+	users   map[string]map[string]*actor.PID // user id → conn pid id → pid
+	userOf  map[string]string                // conn pid id → user id
+	waiters []*actor.PID                     // answered with allClosed once conns is empty
+}
+
+// userFrame is a frame for every connection of user.
+type userFrame struct {
+	user  string
+	frame []byte
 }
 
 // spawnConn is answered with the new conn actor's *actor.PID.
@@ -36,7 +47,7 @@ type (
 )
 
 func newGateway(d *deps) *gateway {
-	return &gateway{deps: d, conns: map[string]*actor.PID{}}
+	return &gateway{deps: d, conns: map[string]*actor.PID{}, users: map[string]map[string]*actor.PID{}, userOf: map[string]string{}}
 }
 
 func (g *gateway) Receive(ctx actor.Context) {
@@ -46,11 +57,17 @@ func (g *gateway) Receive(ctx actor.Context) {
 		props := actor.PropsFromProducer(func() actor.Actor { return newConn(d, m.id, m.user, m.sock, m.expires, m.opts...) }, actor.WithDispatcher(d.dispatcher))
 		pid := ctx.Spawn(props)
 		g.conns[pid.Id] = pid
+		g.index(m.user.ID, pid)
 		ctx.Respond(pid)
 	case *actor.Terminated:
 		releaseStoppedChild(ctx) // or the stopped conn stays in memory
 		delete(g.conns, m.Who.Id)
+		g.unindex(m.Who.Id)
 		g.notify(ctx)
+	case userFrame:
+		for _, pid := range g.users[m.user] {
+			ctx.Send(pid, soapFrame{frame: m.frame})
+		}
 	case shutdownAll:
 		for _, pid := range g.conns {
 			ctx.Send(pid, shutdownConn{})
@@ -74,4 +91,23 @@ func (g *gateway) notify(ctx actor.Context) {
 		ctx.Send(w, allClosed{})
 	}
 	g.waiters = nil
+}
+
+func (g *gateway) index(user string, pid *actor.PID) {
+	if g.users[user] == nil {
+		g.users[user] = map[string]*actor.PID{}
+	}
+	g.users[user][pid.Id] = pid
+	g.userOf[pid.Id] = user
+}
+
+func (g *gateway) unindex(id string) {
+	user := g.userOf[id]
+	delete(g.userOf, id)
+	if conns := g.users[user]; conns != nil {
+		delete(conns, id)
+		if len(conns) == 0 {
+			delete(g.users, user)
+		}
+	}
 }

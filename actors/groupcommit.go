@@ -87,6 +87,12 @@ func (g *groupCommit) write(batch []appendReq, msgs []charla.Message, cursors ma
 		results, errs, err = g.appendEach(msgs)
 	}
 	d.err = err
+	if g.outage != nil && useStore && err == nil && !isOutage(g.life, d.dbErr) {
+		// Acked by the store: remember them in the spool's ack index in this
+		// same cycle, before the acks leave, so that a resend during a later
+		// outage is still found (see outageSpool.recordAcks).
+		g.outage.recordAcks(g.life, msgs, results, errs)
+	}
 	d.reply = split(batch, results, errs, err)
 	if useStore && !isOutage(g.life, d.dbErr) {
 		for k, seq := range cursors {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"charla/store"
 	"charla/store/postgres"
 	"charla/store/postgres/pgtest"
+	"charla/store/spool"
 	"charla/transport/transporttest"
 	"charla/wire"
 )
@@ -482,19 +484,7 @@ func TestHistoryDuringOutage(t *testing.T) {
 func TestReadyzDuringOutage(t *testing.T) {
 	px, proxied := newProxy(t, migrated(t))
 	e := engineOverPG(t, proxied)
-	ready := func() map[string]any {
-		t.Helper()
-		resp, err := http.Get("http://" + e.Addr + "/readyz?user=ops&role=admin") // details are for admins
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var body map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 {
-			t.Fatalf("readyz: %d %v", resp.StatusCode, err)
-		}
-		return body
-	}
+	ready := func() map[string]any { return readyz(t, e) }
 	if r := ready(); r["status"] != "ready" || r["store"] != "closed" {
 		t.Fatalf("healthy: %v", r)
 	}
@@ -519,4 +509,227 @@ func TestReadyzDuringOutage(t *testing.T) {
 	}
 	px.heal(t)
 	waitFor(t, "ready again", 30*time.Second, func() bool { return ready()["status"] == "ready" })
+}
+
+// sendText sends text as client_msg_id cmid and returns the answer.
+func sendText(t *testing.T, c *transporttest.Client, conv charla.ConvID, cmid, body string) wire.Frame {
+	t.Helper()
+	c.Send(wire.Frame{Type: wire.TypeSend, Ref: cmid, Conv: conv, ClientMsgID: cmid, Body: json.RawMessage(body)})
+	f, ok := replyTo(c, cmid)
+	if !ok {
+		t.Fatalf("no answer to %s", body)
+	}
+	return f
+}
+
+// storedBodies reads a conversation's seq → (client_msg_id, body) straight
+// from PostgreSQL.
+func storedBodies(t *testing.T, dbURL string, conv charla.ConvID) map[charla.Seq][2]string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT seq, client_msg_id, body::text FROM messages WHERE conversation_id = $1`, string(conv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[charla.Seq][2]string{}
+	var (
+		seq        int64
+		cmid, body string
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&seq, &cmid, &body}, func() error {
+		out[charla.Seq(seq)] = [2]string{cmid, body}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// readyz reads /readyz with its details (they are for admins).
+func readyz(t *testing.T, e *transporttest.Engine) map[string]any {
+	t.Helper()
+	resp, err := http.Get("http://" + e.Addr + "/readyz?user=ops&role=admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("readyz: %d %v", resp.StatusCode, err)
+	}
+	return body
+}
+
+// TestDrainSetsRefusedMessageAside: a message acked from the spool during an
+// outage that the database then refuses (a constraint added while it was
+// unreachable: the engine could not know) does not block the drain. It is
+// set aside as a dead letter (counted in /readyz), its seq holds a tombstone
+// with its client_msg_id, the messages after it reach PostgreSQL, and so
+// does the traffic after the drain. A body jsonb would refuse is refused at
+// the edge, outage or not.
+func TestDrainSetsRefusedMessageAside(t *testing.T) {
+	dbURL := migrated(t)
+	px, proxied := newProxy(t, dbURL)
+	e := engineOverPG(t, proxied)
+	c := e.Dial(t, "a", charla.RoleAgent)
+	const conv = "dl"
+	for i := range 2 {
+		if f := sendText(t, c, conv, uuid.NewString(), `{"text":"before"}`); f.Type != wire.TypeAck || f.Seq != charla.Seq(i+1) {
+			t.Fatalf("before the outage: %+v", f)
+		}
+	}
+	px.p.Stop()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, dbURL) // not through the proxy
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `ALTER TABLE messages ADD CONSTRAINT no_forbidden CHECK (body->>'text' <> 'forbidden')`); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close(ctx)
+
+	refused := uuid.NewString()
+	for i, tc := range []struct{ cmid, text string }{{uuid.NewString(), "a"}, {refused, "forbidden"}, {uuid.NewString(), "b"}} {
+		if f := sendText(t, c, conv, tc.cmid, fmt.Sprintf(`{"text":%q}`, tc.text)); f.Type != wire.TypeAck || f.Seq != charla.Seq(3+i) {
+			t.Fatalf("during the outage, %s: %+v", tc.text, f)
+		}
+	}
+	start := time.Now()
+	if f := sendText(t, c, conv, uuid.NewString(), `{"text":"\ud800"}`); f.Type != wire.TypeError || f.Code != charla.CodeBadRequest {
+		t.Fatalf("a lone surrogate during the outage: %+v, want bad_request", f)
+	} else if took := time.Since(start); took > time.Second {
+		t.Fatalf("the lone surrogate was refused after %s, not at once", took)
+	}
+	if n := e.Sys.Stats().Spooled.Load(); n != 3 {
+		t.Fatalf("%d spooled, want 3", n)
+	}
+
+	px.heal(t)
+	waitFor(t, "spool drained", 30*time.Second, func() bool {
+		return e.Sys.Stats().SpoolDepth.Load() == 0 && e.Sys.Stats().DeadLetters.Load() == 1
+	})
+	if f := sendText(t, c, conv, uuid.NewString(), `{"text":"after"}`); f.Type != wire.TypeAck || f.Seq != 6 {
+		t.Fatalf("after the drain: %+v", f)
+	}
+	if n := e.Sys.Stats().Spooled.Load(); n != 3 {
+		t.Fatalf("%d spooled in all, want 3: traffic after the drain goes to the database", n)
+	}
+	stored := storedBodies(t, dbURL, conv)
+	if len(storedLog(t, dbURL, conv)) != 6 { // fails on a gap
+		t.Fatalf("stored %v, want seqs 1..6", stored)
+	}
+	if s := stored[4]; s[0] != refused || s[1] != `{"text": "", "deleted": true}` {
+		t.Fatalf("seq 4 holds %v, want the tombstone of %s", s, refused)
+	}
+	if stored[5][1] != `{"text": "b"}` || stored[6][1] != `{"text": "after"}` {
+		t.Fatalf("after the refused message: %v", stored)
+	}
+	if r := readyz(t, e); r["dead_letters"].(float64) != 1 {
+		t.Fatalf("readyz: %v, want dead_letters 1", r)
+	}
+	// Its sender, resending, hears the seq it was acked with.
+	if f := sendText(t, c, conv, refused, `{"text":"forbidden"}`); f.Type != wire.TypeAck || !f.Duplicate || f.Seq != 4 {
+		t.Fatalf("resend of the refused message: %+v, want a duplicate of seq 4", f)
+	}
+	// A reader of the store's history sees the tombstone.
+	msgs, err := e.Store().Range(ctx, conv, 3, 1)
+	if err != nil || len(msgs) != 1 || string(msgs[0].Body) != `{"text":"","deleted":true}` || msgs[0].ClientMsgID != refused {
+		t.Fatalf("history at seq 4: %+v, %v", msgs, err)
+	}
+}
+
+// TestOldSpoolWithJSONBRefusal: a spool left by an engine that accepted a
+// body jsonb refuses (a lone surrogate, SQLSTATE 22P02, before the edge
+// checked it) drains on start: the message becomes a dead letter with a
+// tombstone, and everything after it is stored.
+func TestOldSpoolWithJSONBRefusal(t *testing.T) {
+	dbURL := migrated(t)
+	dir := t.TempDir()
+	sp, err := spool.Open(context.Background(), filepath.Join(dir, "spool"), spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Now().UTC().Truncate(time.Microsecond)
+	msg := func(seq charla.Seq, body string) charla.Message {
+		return charla.Message{Conv: "legacy", Seq: seq, ClientMsgID: uuid.NewString(), Sender: charla.Sender{ID: "a", Role: charla.RoleAgent}, Body: json.RawMessage(body), TS: ts}
+	}
+	if err := sp.Put(context.Background(), []charla.Message{msg(1, `{"text":"ok"}`), msg(2, `{"text":"\ud800"}`), msg(3, `{"text":"later"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e := engineOverPG(t, dbURL, transporttest.WithDataDir(dir))
+	waitFor(t, "spool drained", 30*time.Second, func() bool {
+		return e.Sys.Stats().SpoolDepth.Load() == 0 && e.Sys.Stats().DeadLetters.Load() == 1
+	})
+	stored := storedBodies(t, dbURL, "legacy")
+	if len(storedLog(t, dbURL, "legacy")) != 3 || stored[2][1] != `{"text": "", "deleted": true}` || stored[3][1] != `{"text": "later"}` {
+		t.Fatalf("stored %v", stored)
+	}
+}
+
+// TestResendOlderThanDedupWindowDuringOutage: during an outage a resend of a
+// message acked long ago (past the conversation's in-memory dedup window of
+// 4) is answered as a duplicate with its original seq, whether that ack came
+// from the database or from the spool, and PostgreSQL ends up with each
+// message once.
+func TestResendOlderThanDedupWindowDuringOutage(t *testing.T) {
+	dbURL := migrated(t)
+	px, proxied := newProxy(t, dbURL)
+	e := engineOverPG(t, proxied, transporttest.WithActors(func(c *actors.Config) {
+		c.RecentWindow, c.DedupWindow = 4, 4
+		c.StoreWriteTimeout = 300 * time.Millisecond
+		c.StoreBreaker.Failures = 2
+		c.StoreBreaker.Cooldown = 500 * time.Millisecond
+	}))
+	c := e.Dial(t, "a", charla.RoleAgent)
+	const conv = "rs"
+	var ids []string
+	send := func(n int) {
+		t.Helper()
+		for range n {
+			id := uuid.NewString()
+			if f := sendText(t, c, conv, id, `{"text":"r"}`); f.Type != wire.TypeAck || f.Duplicate || f.Seq != charla.Seq(len(ids)+1) {
+				t.Fatalf("send %d: %+v", len(ids)+1, f)
+			}
+			ids = append(ids, id)
+		}
+	}
+	resend := func(seq charla.Seq) {
+		t.Helper()
+		if f := sendText(t, c, conv, ids[seq-1], `{"text":"r"}`); f.Type != wire.TypeAck || !f.Duplicate || f.Seq != seq {
+			t.Fatalf("resend of seq %d: %+v, want a duplicate with its original seq", seq, f)
+		}
+	}
+	send(7) // 1..7 through the database
+	px.p.Stop()
+	send(6) // 8..13 spooled
+	if n := e.Sys.Stats().Spooled.Load(); n != 6 {
+		t.Fatalf("%d spooled, want 6", n)
+	}
+	resend(1) // acked by the database, 12 sends ago
+	resend(8) // acked from the spool, 5 sends ago
+	send(1)   // 14: the resends consumed no seq
+	if n := e.Sys.Stats().Spooled.Load(); n != 7 {
+		t.Fatalf("%d spooled, want 7: a resend was spooled", n)
+	}
+	px.heal(t)
+	waitFor(t, "spool drained", 30*time.Second, func() bool { return e.Sys.Stats().SpoolDepth.Load() == 0 })
+	stored := storedLog(t, dbURL, conv)
+	if len(stored) != len(ids) {
+		t.Fatalf("stored %d messages, want %d: %v", len(stored), len(ids), stored)
+	}
+	for i, id := range ids {
+		if stored[i] != id {
+			t.Fatalf("seq %d: stored %s, acked %s", i+1, stored[i], id)
+		}
+	}
+	resend(1) // and after the outage, from the database
 }

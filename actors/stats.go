@@ -29,6 +29,9 @@ type Stats struct {
 	SpoolDepth   atomic.Int64 // messages spooled and not yet drained
 	Spooled      atomic.Int64 // messages ever acked from the spool
 	Drained      atomic.Int64 // messages moved from the spool to the store
+	DeadLetters  atomic.Int64 // spooled messages the store refused, kept aside in the spool (a tombstone holds their seq)
+
+	SOAP SOAPStats // the inventory bridge (soap.go)
 
 	mu          sync.Mutex
 	disconnects map[string]int64 // by Disconnect.Label()

@@ -56,8 +56,11 @@ type storeActor struct {
 	pending      map[charla.ConvID]int
 	waitingLoads map[charla.ConvID][]loadReq
 	cursors      map[cursorKey]charla.Seq
-	flushWaiters []*actor.PID
-	io           sync.WaitGroup
+	// writingCursors are the cursors of the write in flight: a read of the
+	// cursors meanwhile must see them, committed or not.
+	writingCursors map[cursorKey]charla.Seq
+	flushWaiters   []*actor.PID
+	io             sync.WaitGroup
 }
 
 // appendReq asks for msgs (all of conv, in order) to be made durable; head
@@ -116,6 +119,19 @@ type readCursorReq struct {
 	conv charla.ConvID
 	user string
 	seq  charla.Seq
+}
+
+// readCursorsReq asks for every user's read cursor in conv, the ones not
+// yet written included; the answer is a cursorsRead to replyTo.
+type readCursorsReq struct {
+	conv    charla.ConvID
+	replyTo *actor.PID
+}
+
+// cursorsRead answers readCursorsReq.
+type cursorsRead struct {
+	cursors map[string]charla.Seq
+	err     error
 }
 
 type cursorKey struct {
@@ -188,6 +204,8 @@ func (a *storeActor) Receive(ctx actor.Context) {
 			a.cursors[k] = m.seq
 		}
 		a.schedule(ctx)
+	case readCursorsReq:
+		a.readCursors(m)
 	case flushReq:
 		a.flushWaiters = append(a.flushWaiters, ctx.Sender())
 		a.answerFlushed(ctx)
@@ -230,6 +248,7 @@ func (a *storeActor) schedule(ctx actor.Context) {
 	var cursors map[cursorKey]charla.Seq
 	if useStore {
 		cursors, a.cursors = a.cursors, map[cursorKey]charla.Seq{}
+		a.writingCursors = cursors
 	}
 	a.lane.writing = true
 	self := ctx.Self()
@@ -249,6 +268,7 @@ func (a *storeActor) onWritten(ctx actor.Context, d storeWritten) {
 		}
 	}
 	a.trackFailures(d)
+	a.writingCursors = nil
 	for k, seq := range d.cursors {
 		if seq > a.cursors[k] {
 			a.cursors[k] = seq
@@ -305,8 +325,9 @@ func (a *storeActor) onDrained(d spoolDrained) {
 		a.breaker.Failure(time.Now())
 		a.kickAt(a.breaker.RetryAt())
 	default:
-		// Not an outage: a conflict or a refused message. Retrying cannot
-		// help, and clients are served from the spool meanwhile; say it loud.
+		// Not an outage: a seq conflict (a refused message is set aside by
+		// the drain itself, see drainEach). Retrying cannot help, and
+		// clients are served from the spool meanwhile; say it loud.
 		a.breaker.Failure(time.Now())
 		a.kickAt(a.breaker.RetryAt())
 		a.log.Error().Err(d.err).Int("spool_depth", a.outage.depth()).Msg("spool drain refused by the store; the spool keeps growing")
@@ -358,6 +379,37 @@ func (a *storeActor) readRange(conv charla.ConvID, after charla.Seq, limit int) 
 	return a.st.Range(ctx, conv, after, limit)
 }
 
+// readCursors reads conv's cursors from the store and raises them to the
+// ones still queued or being written, so that a cursor is visible as soon
+// as it is set, as the protocol's read frame promises to the others.
+func (a *storeActor) readCursors(m readCursorsReq) {
+	unwritten := map[string]charla.Seq{}
+	for _, pending := range []map[cursorKey]charla.Seq{a.writingCursors, a.cursors} {
+		for k, seq := range pending {
+			if k.conv == m.conv && seq > unwritten[k.user] {
+				unwritten[k.user] = seq
+			}
+		}
+	}
+	a.goIO(func() {
+		ctx, cancel := callContext(a.life, a.timeout)
+		defer cancel()
+		cursors, err := a.st.ReadCursors(ctx, m.conv)
+		if err != nil {
+			err = fmt.Errorf("read cursors of %s: %w", m.conv, err)
+		}
+		if cursors == nil {
+			cursors = map[string]charla.Seq{}
+		}
+		for user, seq := range unwritten {
+			if seq > cursors[user] {
+				cursors[user] = seq
+			}
+		}
+		a.root.Send(m.replyTo, cursorsRead{cursors: cursors, err: err})
+	})
+}
+
 func (a *storeActor) answerFlushed(ctx actor.Context) {
 	if a.lane.writing || len(a.lane.queue) > 0 || len(a.flushWaiters) == 0 {
 		return
@@ -373,6 +425,7 @@ func (a *storeActor) publish() {
 	a.stats.BreakerTrips.Store(a.breaker.trips)
 	if a.outage != nil {
 		a.stats.SpoolDepth.Store(int64(a.outage.depth()))
+		a.stats.DeadLetters.Store(int64(a.outage.sp.DeadLetterCount()))
 	}
 }
 

@@ -1,8 +1,8 @@
 // Package actors is the engine's actor tree (DESIGN.md): a gateway with one
 // conn actor per client, a conversations supervisor with one conversation
 // actor per active conversation, and the dependency actors (the store actor
-// today; SOAP and WhatsApp next). Each actor owns its state; they talk only
-// by messages.
+// and the soap actor today; WhatsApp next). Each actor owns its state; they
+// talk only by messages.
 package actors
 
 import (
@@ -28,6 +28,10 @@ type hooks struct {
 	// conversationReceive runs before a conversation actor handles each
 	// message; a test panics in it to prove one-for-one isolation.
 	conversationReceive func(conv charla.ConvID, msg any)
+	// soapReceive runs before the soap actor handles each message, with the
+	// message's type name ("actors.callDone"); a test panics in it to prove
+	// that a restart loses no accepted job.
+	soapReceive func(msgType string)
 }
 
 // deps is what every actor of the tree is built with. Its fields are set
@@ -38,6 +42,8 @@ type deps struct {
 	root          *actor.RootContext
 	conversations *actor.PID
 	store         *actor.PID
+	soap          *actor.PID
+	bridge        *soapBridge
 	log           zerolog.Logger
 	hooks         *hooks
 	stats         *Stats
@@ -79,6 +85,7 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	if _, ok := st.(sequencedAppender); dep.Spool != nil && !ok {
 		return nil, fmt.Errorf("a spool needs a store that can take its drain; %T cannot", st)
 	}
+	var err error
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(log.With().Str("component", "protoactor").Logger()))
 	}))
@@ -86,14 +93,18 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	pool := newPoolDispatcher(4*runtime.GOMAXPROCS(0), 300)
 	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(), limiter: dep.Limiter}
 	s := &System{as: as, deps: d, cancel: cancel, pool: pool}
+	if d.bridge, err = newSOAPBridge(cfg.SOAP); err != nil {
+		cancel()
+		return nil, err
+	}
+	soapProps := actor.PropsFromProducer(func() actor.Actor { return newSOAPActor(d, d.bridge) })
 
 	storeProps := actor.PropsFromProducer(func() actor.Actor {
 		return newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("component", "store").Logger())
 	})
 	restart := backoffStrategy{maxFailures: 10, window: time.Minute, base: 100 * time.Millisecond, cap: 5 * time.Second, log: log}
-	var err error
 	if s.depsSup, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &depsSupervisor{children: map[string]*actor.Props{"store": storeProps}}
+		return &depsSupervisor{children: map[string]*actor.Props{"store": storeProps, "soap": soapProps}}
 	}, actor.WithSupervisor(restart)), "deps"); err != nil {
 		cancel()
 		return nil, fmt.Errorf("spawn deps: %w", err)
@@ -104,6 +115,11 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		return nil, fmt.Errorf("start store actor: %w", err)
 	}
 	d.store = res.(*actor.PID)
+	if res, err = as.Root.RequestFuture(s.depsSup, childReq{name: "soap"}, 5*time.Second).Result(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("start soap actor: %w", err)
+	}
+	d.soap = res.(*actor.PID)
 	if d.conversations, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newConversations(d) },
 		actor.WithSupervisor(restart)), "conversations"); err != nil {
 		cancel()
@@ -134,7 +150,7 @@ type ConnHandle struct {
 func (h ConnHandle) Frame(f wire.Frame) { h.root.Send(h.pid, inFrame{f}) }
 
 // Invalid reports a frame that could not be decoded; ref answers it when known.
-func (h ConnHandle) Invalid(ref string, err *charla.Error) {
+func (h ConnHandle) Invalid(ref string, err error) {
 	h.root.Send(h.pid, inInvalid{ref: ref, err: err})
 }
 

@@ -7,6 +7,7 @@ package store
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"charla"
@@ -69,3 +70,35 @@ var (
 	// it cannot hold); retrying it is pointless.
 	ErrInvalid = errors.New("store: invalid request")
 )
+
+// Gate is what every Store implementation needs around Close: calls pass
+// it shared, Close shuts it exclusively, so Close waits for the calls in
+// flight and every later call fails with ErrClosed. The zero Gate is open.
+type Gate struct {
+	mu     sync.RWMutex
+	closed bool
+}
+
+// Enter starts a call: it fails when ctx is done or the gate is shut, and
+// otherwise holds the gate until the returned exit is called.
+func (g *Gate) Enter(ctx context.Context) (exit func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	g.mu.RLock()
+	if g.closed {
+		g.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	return g.mu.RUnlock, nil
+}
+
+// Shut waits for the calls in flight and shuts the gate; it reports false
+// when the gate was shut already (a second Close).
+func (g *Gate) Shut() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	was := g.closed
+	g.closed = true
+	return !was
+}

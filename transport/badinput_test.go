@@ -40,6 +40,10 @@ func TestBadFramesGetErrorsAndKeepTheConnection(t *testing.T) {
 		{"send without body", `{"type":"send","ref":"r5","conv":"carol","client_msg_id":"` + uuid.NewString() + `"}`, "r5", charla.CodeBadRequest},
 		{"body without text", `{"type":"send","ref":"r6","conv":"carol","client_msg_id":"` + uuid.NewString() + `","body":{"img":1}}`, "r6", charla.CodeBadRequest},
 		{"body too large", `{"type":"send","ref":"r7","conv":"carol","client_msg_id":"` + uuid.NewString() + `","body":` + big + `}`, "r7", charla.CodeTooLarge},
+		// What PostgreSQL's jsonb refuses (SQLSTATE 22P02) is refused at the edge, whatever the store.
+		{"body with a lone high surrogate", `{"type":"send","ref":"r7a","conv":"carol","client_msg_id":"` + uuid.NewString() + `","body":{"text":"\ud800"}}`, "r7a", charla.CodeBadRequest},
+		{"body with a lone low surrogate", `{"type":"send","ref":"r7b","conv":"carol","client_msg_id":"` + uuid.NewString() + `","body":{"text":"a\udc00b"}}`, "r7b", charla.CodeBadRequest},
+		{"body with NUL", `{"type":"send","ref":"r7c","conv":"carol","client_msg_id":"` + uuid.NewString() + `","body":{"text":"a\u0000"}}`, "r7c", charla.CodeBadRequest},
 		{"subscribe without conv", `{"type":"subscribe","ref":"r8"}`, "r8", charla.CodeBadRequest},
 		{"conv with bad characters", `{"type":"subscribe","ref":"r9","conv":"a b"}`, "r9", charla.CodeBadRequest},
 		{"customer in someone else's conversation", `{"type":"subscribe","ref":"r10","conv":"dave"}`, "r10", charla.CodeForbidden},
@@ -62,11 +66,17 @@ func TestBadFramesGetErrorsAndKeepTheConnection(t *testing.T) {
 			}
 		})
 	}
-	// Nothing of the above was stored.
+	// Nothing of the above was stored; a surrogate pair is a character, fine.
 	c.Subscribe("carol", 0)
 	c.Send(transporttest.SendFrame("carol", uuid.NewString(), "ok", ""))
 	if ack := c.NextOf(wire.TypeAck, transporttest.Wait); ack.Seq != 1 {
 		t.Fatalf("first good message got seq %d, want 1", ack.Seq)
+	}
+	if err := c.SendRaw([]byte(`{"type":"send","ref":"pair","conv":"carol","client_msg_id":"` + uuid.NewString() + `","body":{"text":"\ud83d\ude00"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if ack := c.NextOf(wire.TypeAck, transporttest.Wait); ack.Seq != 2 || ack.Ref != "pair" {
+		t.Fatalf("a surrogate pair got %+v, want an ack at seq 2", ack)
 	}
 }
 

@@ -110,6 +110,7 @@ type Server struct {
 	http     *http.Server
 	limits   *ratelimit.Registry
 	conns    *ipConns
+	polls    *pollRegistry // poll.go
 }
 
 // NewServer builds the edge over a running actor system.
@@ -132,6 +133,7 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger, opts ...Serve
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
+	s.routeHistory(mux) // history.go
 	s.http = &http.Server{
 		Handler:           s.edge(mux),
 		ReadHeaderTimeout: cfg.ConnectTimeout,
@@ -142,6 +144,7 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger, opts ...Serve
 		IdleTimeout:  cfg.IdleTimeout,
 		ErrorLog:     nil,
 	}
+	s.routePoll(mux, s.http) // poll.go
 	return s
 }
 
@@ -196,18 +199,22 @@ type Readiness struct {
 
 // ReadinessDetails are the figures behind a Readiness status.
 type ReadinessDetails struct {
-	Store       string `json:"store"`       // the store breaker: closed, open or half_open
-	SpoolDepth  int64  `json:"spool_depth"` // messages acked from the spool, not yet in the store
-	Connections int64  `json:"connections"` // open client connections
+	Store       string `json:"store"`        // the store breaker: closed, open or half_open
+	SpoolDepth  int64  `json:"spool_depth"`  // messages acked from the spool, not yet in the store
+	DeadLetters int64  `json:"dead_letters"` // spooled messages the store refused, set aside (see the log)
+	Connections int64  `json:"connections"`  // open client connections
+	// SOAP is the inventory bridge: "off" when no --soap-url is set, else
+	// its breaker (closed, open, half_open); chat is unaffected either way.
+	SOAP string `json:"soap"`
 }
 
 // Readiness reports the engine's state with its details.
 func (s *Server) Readiness() Readiness {
 	st := s.sys.Stats()
 	d := &ReadinessDetails{Store: actors.BreakerState(st.StoreBreaker.Load()).String(),
-		SpoolDepth: st.SpoolDepth.Load(), Connections: st.ConnsActive.Load()}
+		SpoolDepth: st.SpoolDepth.Load(), DeadLetters: st.DeadLetters.Load(), Connections: st.ConnsActive.Load(), SOAP: s.sys.SOAPState()}
 	r := Readiness{Status: "ready", ReadinessDetails: d}
-	if d.Store != actors.BreakerClosed.String() || d.SpoolDepth > 0 {
+	if d.Store != actors.BreakerClosed.String() || d.SpoolDepth > 0 || (d.SOAP != "off" && d.SOAP != actors.BreakerClosed.String()) {
 		r.Status = "degraded"
 	}
 	return r

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"charla"
+	"charla/soapbridge"
 )
 
 // Frame types, both directions.
@@ -33,6 +34,20 @@ const (
 	TypeJob          = "job"
 	TypePresence     = "presence"
 	TypeConversation = "conversation"
+	TypeReserve      = "reserve"
+	TypeReserved     = "reserved"
+	TypeInvalidate   = "invalidate"
+	TypeInvalidated  = "invalidated"
+)
+
+// The states of a job, in the order a job goes through them; done and
+// failed are final.
+const (
+	JobQueued   = "queued"
+	JobRunning  = "running"
+	JobRetrying = "retrying"
+	JobDone     = "done"
+	JobFailed   = "failed"
 )
 
 // Frame is every field any frame may carry, in either direction. The engine
@@ -63,12 +78,26 @@ type Frame struct {
 	Message    string          `json:"message,omitempty"`
 	RetryAfter int64           `json:"retry_after_ms,omitempty"`
 	SKU        string          `json:"sku,omitempty"`
+	// Quantity and ReservationID are a reserve request's; JobID names the
+	// job a job request asks about.
+	Quantity      int    `json:"quantity,omitempty"`
+	ReservationID string `json:"reservation_id,omitempty"`
+	JobID         string `json:"job_id,omitempty"`
+	// Server side of the inventory frames (Inventory, Reserved, Job).
+	Item        *soapbridge.Item        `json:"item,omitempty"`
+	Stale       bool                    `json:"stale,omitempty"`
+	AgeMS       int64                   `json:"age_ms,omitempty"`
+	Reservation *soapbridge.Reservation `json:"reservation,omitempty"`
+	Op          string                  `json:"op,omitempty"`
+	Attempt     int                     `json:"attempt,omitempty"`
+	Result      json.RawMessage         `json:"result,omitempty"`
+	JobError    *JobError               `json:"error,omitempty"`
 }
 
 // Decode parses one client frame. A frame that is not a JSON object, or
 // has no type, is a bad_request; the ref is recovered when possible so that
 // the error can answer the request.
-func Decode(data []byte) (Frame, *charla.Error) {
+func Decode(data []byte) (Frame, error) {
 	var f Frame
 	if err := json.Unmarshal(data, &f); err != nil {
 		return f, charla.Errorf(charla.CodeBadRequest, "frame is not a valid JSON object: %v", err)
@@ -176,8 +205,63 @@ type Error struct {
 	Code    charla.Code `json:"code"`
 	Message string      `json:"message"`
 	// RetryAfter is the protocol's retry_after_ms: set on rate_limited
-	// refusals, from charla.Error.RetryAfter.
+	// refusals (from charla.Error.RetryAfter) and on the inventory bridge's
+	// unavailable answers (a full queue, an open breaker), when trying
+	// again sooner is pointless.
 	RetryAfter int64 `json:"retry_after_ms,omitempty"`
+}
+
+// Inventory answers an inventory request with one item: fresh from the
+// cache or the service, or (Stale) the last known value, AgeMS old, when
+// the service is failing or its breaker is open.
+type Inventory struct {
+	Type  string          `json:"type"`
+	Ref   string          `json:"ref,omitempty"`
+	SKU   string          `json:"sku"`
+	Item  soapbridge.Item `json:"item"`
+	Stale bool            `json:"stale"`
+	AgeMS int64           `json:"age_ms"`
+}
+
+// Reserved answers a reserve request once the service made the
+// reservation.
+type Reserved struct {
+	Type        string                 `json:"type"`
+	Ref         string                 `json:"ref,omitempty"`
+	SKU         string                 `json:"sku"`
+	Reservation soapbridge.Reservation `json:"reservation"`
+}
+
+// Invalidated answers an invalidate request: the SKU's next inventory
+// request asks the service.
+type Invalidated struct {
+	Type string `json:"type"`
+	Ref  string `json:"ref,omitempty"`
+	SKU  string `json:"sku"`
+}
+
+// Job reports a slow inventory or reserve request's progress, and answers a
+// job request with the job's current state. Op is the request's type
+// (inventory or reserve). Result, on done, is what the request would have
+// answered at once: an Inventory or a Reserved frame's fields without type
+// and ref. Error, on failed, is what an error frame would have said.
+type Job struct {
+	Type    string          `json:"type"`
+	Ref     string          `json:"ref,omitempty"`
+	JobID   string          `json:"job_id"`
+	Op      string          `json:"op"`
+	SKU     string          `json:"sku"`
+	State   string          `json:"state"`
+	Attempt int             `json:"attempt,omitempty"`
+	Result  json.RawMessage `json:"result,omitempty"`
+	Error   *JobError       `json:"error,omitempty"`
+}
+
+// JobError is why a job failed, with the codes of error frames.
+type JobError struct {
+	Code       charla.Code `json:"code"`
+	Message    string      `json:"message"`
+	RetryAfter int64       `json:"retry_after_ms,omitempty"`
 }
 
 // ErrorFrame builds the error frame for err answering the request ref.

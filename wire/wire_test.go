@@ -70,7 +70,7 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr, err := Decode(data)
 		if err != nil {
-			if err.Code != charla.CodeBadRequest || err.Message == "" {
+			if e := charla.AsError(err); e.Code != charla.CodeBadRequest || e.Message == "" {
 				t.Fatalf("error %+v for %q", err, data)
 			}
 			return

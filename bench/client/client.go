@@ -285,6 +285,12 @@ func (c *Conn) Send(conv charla.ConvID, clientMsgID string, body json.RawMessage
 	return c.write("send", &wire.Frame{Type: wire.TypeSend, Ref: ref, Conv: conv, ClientMsgID: clientMsgID, Body: body})
 }
 
+// Inventory asks for sku's stock (PROTOCOL.md, "Inventory"); the answer is
+// an inventory frame, an error, or job frames, the first carrying ref.
+func (c *Conn) Inventory(sku, ref string) error {
+	return c.write("inventory", &wire.Frame{Type: wire.TypeInventory, Ref: ref, SKU: sku})
+}
+
 // Ping sends an application ping carrying t (echoed in the pong), which is
 // how heartbeat round trips are measured from the client side.
 func (c *Conn) Ping(t int64, ref string) error {

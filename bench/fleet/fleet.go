@@ -57,6 +57,11 @@ type Config struct {
 	ReconnectWindow         time.Duration
 	SubscribeTimeout        time.Duration
 	ConnectConcurrency      int
+	// Frame, when set, sees every frame a member reads before the fleet
+	// does, on the member's read goroutine; returning true consumes it.
+	// Scenarios that speak more of the protocol than chat (inventory) take
+	// their frames here, so that the fleet does not count them as errors.
+	Frame func(m *Member, f *wire.Frame, at time.Time) bool
 }
 
 func (c *Config) defaults() {
@@ -507,6 +512,9 @@ func (m *Member) resendPending(c *client.Conn) error {
 }
 
 func (f *Fleet) onFrame(m *Member, fr *wire.Frame, at time.Time) {
+	if f.cfg.Frame != nil && f.cfg.Frame(m, fr, at) {
+		return
+	}
 	switch fr.Type {
 	case wire.TypeAck:
 		m.mu.Lock()

@@ -19,6 +19,8 @@ func Defaults(name string) Options {
 		return Options{Conns: 1000, Convs: 1, Rate: 100, Duration: 30 * time.Second, Senders: 1}
 	case "slow-consumer":
 		return Options{Conns: 1000, Convs: 100, Rate: 5000, Duration: 60 * time.Second, Slow: 100}
+	case "inventory":
+		return Options{Conns: 100, Convs: 10, Rate: 500, InventoryRate: 500, Duration: 60 * time.Second}
 	}
 	return Options{Conns: 100, Convs: 10, Rate: 100, Duration: 10 * time.Second}
 }
@@ -40,6 +42,8 @@ func Quick(name string) Options {
 		return Options{Conns: 1000, Convs: 1, Rate: 50, Duration: 15 * time.Second, Senders: 1}
 	case "slow-consumer":
 		return Options{Conns: 500, Convs: 50, Rate: 1000, Duration: 20 * time.Second, Slow: 50}
+	case "inventory":
+		return Options{Conns: 50, Convs: 10, Rate: 200, InventoryRate: 200, Duration: 20 * time.Second}
 	}
 	return Defaults(name)
 }
@@ -57,6 +61,8 @@ func (o Options) Settings() map[string]any {
 		"restart_after": o.RestartAfter.String(), "reconnect_window": o.ReconnectWindow.String(),
 		"backoff_base": o.BackoffBase.String(), "backoff_cap": o.BackoffCap.String(),
 		"slow": o.Slow, "slow_recv_buf": o.SlowRecvBuf, "run_id": o.RunID, "metrics_url": o.MetricsURL, "engine_debug_addr": o.DebugAddr,
+		"soap_admin": o.SOAPAdmin, "inventory_rate": o.InventoryRate, "zipf_s": o.ZipfS,
+		"soap_latency": o.SOAPLatency.String(), "breaker_wait": o.BreakerWait.String(),
 		"auth": "dev",
 	}
 	if o.Secret != "" {

@@ -2,12 +2,14 @@ package scenario
 
 import (
 	"context"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"charla/actors"
 	"charla/bench/engine"
 	"charla/bench/result"
+	"charla/soapbridge/soapsim"
 	"charla/transport/transporttest"
 )
 
@@ -66,5 +68,61 @@ func TestE2EReconnectStorm(t *testing.T) {
 	}
 	if !res.OK {
 		t.Fatalf("failures %v, errors %v", res.Failures, res.ErrorSamples)
+	}
+}
+
+// The inventory scenario against the real engine whose SOAP bridge points at
+// an in-process simulator, with timeouts and a cool-down small enough for
+// the four phases to pass in a few seconds.
+func TestE2EInventory(t *testing.T) {
+	sim, err := soapsim.New(soapsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(sim.Handler())
+	t.Cleanup(func() {
+		sim.Close() // releases hanging calls, or hs.Close would wait for them
+		hs.Close()
+	})
+	e := transporttest.Start(t, transporttest.WithActors(func(c *actors.Config) {
+		c.SOAP.URL = hs.URL
+		c.SOAP.Timeout = 400 * time.Millisecond
+		c.SOAP.Retries = 1
+		c.SOAP.BackoffBase, c.SOAP.BackoffMax = 20*time.Millisecond, 50*time.Millisecond
+		c.SOAP.Breaker = actors.BreakerConfig{Failures: 3, Cooldown: 700 * time.Millisecond}
+	}))
+	res := runScenario(t, "inventory", Options{Addr: e.Addr, Conns: 6, Convs: 2, Rate: 60, Duration: 2 * time.Second,
+		SOAPAdmin: hs.URL, InventoryRate: 150, SOAPLatency: 100 * time.Millisecond, BreakerWait: 10 * time.Second}, env(t))
+	d := res.Details
+	t.Logf("hit rate %.3f, slow p50 %.1f p99 %.1f ms, chat p99 healthy %.2f hang %.2f ms, open after %.2fs, closed %.2fs after recovery",
+		d["hit_rate"], d["inventory_slow_p50_ms"], d["inventory_slow_p99_ms"], d["chat_send_ack_p99_ms_healthy"],
+		d["chat_send_ack_p99_ms_hang"], d["hang_to_breaker_open_s"], d["recovery_to_breaker_closed_s"])
+	if !res.OK {
+		t.Fatalf("failures %v, errors %v, details %v", res.Failures, res.ErrorSamples, d)
+	}
+	if d["inventory_healthy_requests"] < 100 || d["hit_rate"] <= 0 || d["hit_rate"] >= 1 {
+		t.Fatalf("healthy phase: %v requests, hit rate %v", d["inventory_healthy_requests"], d["hit_rate"])
+	}
+	if d["inventory_healthy_getstock_calls"] == 0 || d["inventory_unanswered"] != 0 {
+		t.Fatalf("calls %v, unanswered %v", d["inventory_healthy_getstock_calls"], d["inventory_unanswered"])
+	}
+	// A miss waits for the simulator's 100 ms; hits do not.
+	if p99 := d["inventory_slow_p99_ms"]; p99 < 100 || p99 > 2000 {
+		t.Fatalf("slow phase p99 %v ms", p99)
+	}
+	if d["chat_send_ack_p99_ms_healthy"] <= 0 || d["chat_send_ack_p99_ms_hang"] <= 0 || res.Acked == 0 || res.Lost != 0 {
+		t.Fatalf("chat: acked %d lost %d, details %v", res.Acked, res.Lost, d)
+	}
+	if d["hang_to_breaker_open_s"] <= 0 || d["recovery_to_breaker_closed_s"] <= 0 || d["recovery_to_breaker_closed_s"] > 5 {
+		t.Fatalf("breaker: open after %v s, closed %v s after recovery", d["hang_to_breaker_open_s"], d["recovery_to_breaker_closed_s"])
+	}
+	if d["inventory_hang_stale"]+d["inventory_hang_refused_retry_after"]+d["inventory_hang_answered"] == 0 {
+		t.Fatalf("hang phase: no answers: %v", d)
+	}
+	if res.LatencyMS["inventory_slow"].Count == 0 || res.LatencyMS["send_ack_hang"].Count == 0 {
+		t.Fatalf("latencies %v", res.LatencyMS)
+	}
+	if f := sim.Faults(); f.Hang != 0 || f.LatencyMS != 0 {
+		t.Fatalf("faults left on the simulator: %+v", f)
 	}
 }

@@ -1,6 +1,6 @@
 // Package scenario holds the bench's scenarios, one per performance goal
 // of DESIGN.md: steady, idle, silent-drop, reconnect-storm, fanout and
-// slow-consumer. Each builds a fleet, drives it through its phases with a
+// slow-consumer, and inventory for the SOAP bridge (issue 10). Each builds a fleet, drives it through its phases with a
 // live progress line, and returns a result.Result whose Failures say
 // whether the engine broke a promise (lost, duplicated, reordered
 // messages, healthy clients dropped, silent ones never detected) and
@@ -25,6 +25,7 @@ import (
 	"charla/bench/fleet"
 	"charla/bench/progress"
 	"charla/bench/result"
+	"charla/wire"
 )
 
 // Options are every knob of every scenario; each scenario reads the ones
@@ -83,6 +84,21 @@ type Options struct {
 	// DebugAddr is the engine's pprof address (charla --debug-addr): when
 	// set, Go heap figures come from its runtime.MemStats, after a GC.
 	DebugAddr string
+
+	// SOAPAdmin is the inventory simulator's base URL (charla soapsim), the
+	// one the engine's --soap-url points at: inventory drives its faults
+	// and reads its call counters there.
+	SOAPAdmin string
+	// InventoryRate is inventory's total request rate, requests/s, over a
+	// Zipf mix of the catalogue with exponent ZipfS.
+	InventoryRate float64
+	ZipfS         float64
+	// SOAPLatency is the simulator's added latency in inventory's slow
+	// phase.
+	SOAPLatency time.Duration
+	// BreakerWait bounds each wait for the engine's SOAP breaker: to open
+	// under the hanging service, to close after it recovered.
+	BreakerWait time.Duration
 }
 
 // Engine is the engine process, when the bench knows it: its PID for
@@ -121,6 +137,7 @@ var scenarios = []Info{
 	{"reconnect-storm", "C clients subscribed and sending; restart the engine (--engine-cmd or --engine-pid): time until all are back and resubscribed, nothing lost or duplicated across the restart", runStorm},
 	{"fanout", "one conversation with C subscribers and --senders senders at R msg/s: deliveries/s and deliver latency", runFanout},
 	{"slow-consumer", "steady load, then --slow extra subscribers stop reading: the others' latency against the first half, engine memory bounded, slow ones closed", runSlow},
+	{"inventory", "chat at R msg/s and --inv-rate inventory requests/s (Zipf over the catalogue) against an engine with --soap-url at the simulator --soap-admin: cache hit rate, answer p50/p99 at --soap-latency, chat p99 with the service hanging, recovery to breaker closed", runInventory},
 }
 
 // List returns every scenario, in the order the issue lists them.
@@ -223,6 +240,9 @@ type run struct {
 	tolerated []string
 	// measured is the measured phase's length.
 	measured time.Duration
+	// frame, when set before start, sees the members' frames first
+	// (fleet.Config.Frame).
+	frame func(m *fleet.Member, f *wire.Frame, at time.Time) bool
 	// cpuStart is the CPU time of engine process cpuPID when the bench
 	// started counting; cpuUsed what earlier processes (before a restart)
 	// used.
@@ -263,7 +283,7 @@ func (r *run) start(reconnect bool, extraConns int) error {
 		HandshakeTimeout: o.HandshakeTimeout, BodySize: o.BodySize,
 		UserPrefix: o.RunID + "-", Reconnect: reconnect,
 		BackoffBase: o.BackoffBase, BackoffCap: o.BackoffCap, ReconnectWindow: o.ReconnectWindow,
-		ConnectConcurrency: o.ConnectConcurrency,
+		ConnectConcurrency: o.ConnectConcurrency, Frame: r.frame,
 	}, time.Now())
 	r.rep = progress.Start(r.env.Log, r.res.Scenario, r.f.Counters, r.rss, r.env.ProgressInterval)
 	return nil

@@ -8,8 +8,9 @@
 //
 //	charla-bench SCENARIO --addr HOST:PORT [--conns C] [--convs M] [--rate R] [--duration D]
 //	             [--out results.json] [--plot out.html] [--engine-cmd "…" | --engine-pid PID]
-//	             [--token-secret S] [scenario flags]
+//	             [--token-secret S] [--engine-cpus 0 --load-cpus 1] [scenario flags]
 //	charla-bench suite [--out-dir DIR] [--engine-cmd "…"]   the default suite, small sizes
+//	             [--soap-admin URL --soapsim-cmd "…"]       (inventory: with the SOAP simulator)
 //	charla-bench plot results.json --plot out.html          re-draw a past run
 //	charla-bench list                                       the scenarios
 //
@@ -25,6 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -34,6 +36,7 @@ import (
 	"time"
 
 	"charla/bench/engine"
+	"charla/bench/pin"
 	"charla/bench/plot"
 	"charla/bench/result"
 	"charla/bench/rlimit"
@@ -53,6 +56,9 @@ type cli struct {
 	restartSignal string
 	stopTimeout   time.Duration
 	cpuProfile    string
+	soapsimCmd    string
+	engineCPUs    string // taskset -c list for the started engine ("" = not pinned)
+	loadCPUs      string // CPU list the bench pins itself to ("" = not pinned)
 }
 
 func flags(c *cli, stderr io.Writer) *flag.FlagSet {
@@ -87,6 +93,12 @@ func flags(c *cli, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.RunID, "run-id", "", "prefix of users and conversations (default: random)")
 	fs.StringVar(&o.MetricsURL, "metrics-url", "", "engine Prometheus endpoint for Go heap figures (default http://ADDR/metrics, if any)")
 	fs.StringVar(&o.DebugAddr, "engine-debug-addr", "", "the engine's pprof `host:port` (charla --debug-addr): Go heap before/after from runtime.MemStats")
+	fs.StringVar(&o.SOAPAdmin, "soap-admin", "", "inventory: the SOAP simulator's base `URL` (charla soapsim; the engine's --soap-url), for its faults and counters")
+	fs.Float64Var(&o.InventoryRate, "inv-rate", 0, "inventory: total inventory request rate, requests/s")
+	fs.Float64Var(&o.ZipfS, "zipf-s", 0, "inventory: Zipf exponent of the SKU mix over the 10,000-item catalogue (default 1.1)")
+	fs.DurationVar(&o.SOAPLatency, "soap-latency", 0, "inventory: the simulator's latency in the slow phase (default 200ms)")
+	fs.DurationVar(&o.BreakerWait, "breaker-wait", 0, "inventory: bound on waiting for the SOAP breaker to open, then to close (default 90s)")
+	fs.StringVar(&c.soapsimCmd, "soapsim-cmd", "", "inventory: start the simulator with this shell `command` (it must listen at --soap-admin) and stop it at the end")
 	fs.StringVar(&c.out, "out", "", "write the JSON result to this `file`")
 	fs.StringVar(&c.plotPath, "plot", "", "write an HTML plot of the run to this `file`")
 	fs.StringVar(&c.outDir, "out-dir", "bench-results", "suite: directory for NAME.json and NAME.html")
@@ -95,6 +107,8 @@ func flags(c *cli, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.enginePID, "engine-pid", 0, "the engine's `pid`, for memory figures and reconnect-storm's restart signal")
 	fs.StringVar(&c.restartSignal, "restart-signal", "TERM", "reconnect-storm: TERM (graceful restart) or KILL (crash)")
 	fs.DurationVar(&c.stopTimeout, "stop-timeout", 15*time.Second, "how long a signalled engine may take to exit")
+	fs.StringVar(&c.engineCPUs, "engine-cpus", "", "run the --engine-cmd engine on these `cpus` (taskset -c list, e.g. 0) with GOMAXPROCS = their number: the pinned setup the goals are measured in")
+	fs.StringVar(&c.loadCPUs, "load-cpus", "", "pin the bench itself to these `cpus` (e.g. 1), away from the engine's")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the bench's own CPU profile to this `file` (is the load generator the bottleneck?)")
 	fs.Usage = func() { usage(stderr, fs) }
 	return fs
@@ -133,6 +147,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if c.loadCPUs != "" && cmd != "list" && cmd != "help" && cmd != "plot" {
+		cpus, err := pin.ParseCPUs(c.loadCPUs)
+		if err == nil {
+			err = pin.Self(cpus)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "charla-bench: --load-cpus:", err)
+			return 2
+		}
+	}
 
 	switch cmd {
 	case "list":
@@ -185,6 +210,9 @@ func withDefaults(d, given scenario.Options, set map[string]bool) scenario.Optio
 	if !set["rate"] {
 		o.Rate = d.Rate
 	}
+	if !set["inv-rate"] {
+		o.InventoryRate = d.InventoryRate
+	}
 	if !set["duration"] {
 		o.Duration = d.Duration
 	}
@@ -221,6 +249,14 @@ func runOne(name string, o scenario.Options, c cli, stdout, stderr io.Writer, ar
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	if name == "inventory" && c.soapsimCmd != "" {
+		stopSim, err := startSim(ctx, c, o.SOAPAdmin, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "charla-bench:", err)
+			return 2
+		}
+		defer stopSim()
+	}
 	eng, cleanup, err := startEngine(ctx, c, o.Addr, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "charla-bench:", err)
@@ -273,6 +309,9 @@ func startEngine(ctx context.Context, c cli, addr string, stderr io.Writer) (sce
 	if c.engineCmd != "" && c.enginePID != 0 {
 		return nil, nil, errors.New("give --engine-cmd or --engine-pid, not both")
 	}
+	if c.engineCPUs != "" && c.engineCmd == "" {
+		return nil, nil, errors.New("--engine-cpus pins the engine the bench starts: give --engine-cmd (or start the engine under taskset yourself)")
+	}
 	if c.enginePID != 0 {
 		return &scenario.PIDEngine{Pid: c.enginePID, Addr: addr, Signal: sig, Timeout: engine.ReadyTimeout}, func() {}, nil
 	}
@@ -287,9 +326,20 @@ func startEngine(ctx context.Context, c cli, addr string, stderr io.Writer) (sce
 	if err != nil {
 		return nil, nil, fmt.Errorf("engine log: %w", err)
 	}
+	cmdline := c.engineCmd
+	if c.engineCPUs != "" {
+		cpus, err := pin.ParseCPUs(c.engineCPUs)
+		if err == nil {
+			cmdline, err = pin.Command(cmdline, cpus)
+		}
+		if err != nil {
+			_ = logf.Close()
+			return nil, nil, fmt.Errorf("--engine-cpus: %w", err)
+		}
+	}
 	env := engine.AllowLoopbackEnv(os.Getenv)
-	fmt.Fprintf(stderr, "charla-bench: starting engine: %s %s (output in %s)\n", strings.Join(env, " "), c.engineCmd, logPath)
-	p, err := engine.Start(ctx, c.engineCmd, addr, logf, env...)
+	fmt.Fprintf(stderr, "charla-bench: starting engine: %s %s (output in %s)\n", strings.Join(env, " "), cmdline, logPath)
+	p, err := engine.Start(ctx, cmdline, addr, logf, env...)
 	if err != nil {
 		_ = logf.Close()
 		return nil, nil, err
@@ -303,8 +353,36 @@ func startEngine(ctx context.Context, c cli, addr string, stderr io.Writer) (sce
 	return scenario.ProcessEngine{P: p, Signal: sig, StopTimeout: c.stopTimeout}, cleanup, nil
 }
 
+// startSim starts the SOAP simulator from --soapsim-cmd, the way the engine
+// is started (its own process group, output appended to a log), and waits
+// until it accepts connections at --soap-admin's host:port.
+func startSim(ctx context.Context, c cli, admin string, stderr io.Writer) (func(), error) {
+	u, err := url.Parse(admin)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("--soapsim-cmd needs --soap-admin http://HOST:PORT, the address it listens at (got %q)", admin)
+	}
+	logPath := filepath.Join(os.TempDir(), fmt.Sprintf("charla-bench-soapsim-%d.log", os.Getpid()))
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("simulator log: %w", err)
+	}
+	fmt.Fprintf(stderr, "charla-bench: starting the SOAP simulator: %s (output in %s)\n", c.soapsimCmd, logPath)
+	p, err := engine.Start(ctx, c.soapsimCmd, u.Host, logf)
+	if err != nil {
+		_ = logf.Close()
+		return nil, fmt.Errorf("simulator: %w", err)
+	}
+	return func() {
+		if err := p.Stop(c.stopTimeout); err != nil {
+			fmt.Fprintln(stderr, "charla-bench: simulator:", err)
+		}
+		_ = logf.Close()
+	}, nil
+}
+
 // suite runs every scenario at Quick sizes (make bench). reconnect-storm
-// needs --engine-cmd or --engine-pid and is skipped without them.
+// needs --engine-cmd or --engine-pid and is skipped without them;
+// inventory needs --soap-admin (and an engine with --soap-url at it).
 func suite(c cli, set map[string]bool, stdout, stderr io.Writer, args []string) int {
 	if err := os.MkdirAll(c.outDir, 0o755); err != nil {
 		fmt.Fprintln(stderr, "charla-bench:", err)
@@ -314,6 +392,10 @@ func suite(c cli, set map[string]bool, stdout, stderr io.Writer, args []string) 
 	for _, s := range scenario.List() {
 		if s.Name == "reconnect-storm" && c.engineCmd == "" && c.enginePID == 0 {
 			fmt.Fprintln(stderr, "charla-bench: suite: skipping reconnect-storm (needs --engine-cmd or --engine-pid)")
+			continue
+		}
+		if s.Name == "inventory" && c.o.SOAPAdmin == "" {
+			fmt.Fprintln(stderr, "charla-bench: suite: skipping inventory (needs --soap-admin, and the engine's --soap-url at that simulator)")
 			continue
 		}
 		o := withDefaults(scenario.Quick(s.Name), c.o, set)

@@ -57,6 +57,10 @@ func TestUsageAndBadInput(t *testing.T) {
 	if code := run([]string{"steady", "--restart-signal", "HUP", "--conns", "1"}, &out, &errb); code != 2 {
 		t.Fatalf("bad signal: exit %d", code)
 	}
+	errb.Reset()
+	if code := run([]string{"inventory", "--addr", "127.0.0.1:1", "--conns", "1"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--soap-admin") {
+		t.Fatalf("inventory without a simulator: exit %d, %s", code, errb.String())
+	}
 }
 
 // The binary's whole path, against the in-process engine: flags, run,

@@ -43,6 +43,8 @@ Commands:
                 append-only log: --data-dir DIR (serve also does it at start)
   chat          a line client: --addr HOST:PORT --user ID --role ROLE [--token JWT] --conv ID;
                 prints every frame, sends each line typed as a message
+  soapsim       the inventory service simulator: --addr HOST:PORT (127.0.0.1:8081) [--catalog FILE];
+                point serve's --soap-url at it
   token         mint an HS256 JWT: --secret S --user ID [--role agent|customer|admin] [--ttl 24h]
   version       print the version
 `
@@ -87,6 +89,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return 0
 	case "migrate-store":
 		return migrateStore(ctx, args[1:], stdout, stderr, getenv)
+	case "soapsim":
+		return soapsimCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "token":
 		return token(args[1:], stdout, stderr, getenv)
 	case "chat":
@@ -188,9 +192,17 @@ func openStore(ctx context.Context, cfg config, log zerolog.Logger) (actors.Depe
 		dep.Store = st
 		return dep, func() { st.Close() }, nil
 	}
-	sp, err := spool.Open(filepath.Join(cfg.DataDir, "spool.db"))
+	sp, err := spool.Open(ctx, filepath.Join(cfg.DataDir, "spool"), cfg.Actors.SpoolOptions(log))
 	if err != nil {
 		return dep, nil, fmt.Errorf("open spool: %w", err)
+	}
+	// An engine before the Pebble spool left its messages in spool.db:
+	// acked, so they must drain like the others.
+	if n, err := spool.ImportBolt(ctx, sp, filepath.Join(cfg.DataDir, "spool.db")); err != nil {
+		sp.Close()
+		return dep, nil, fmt.Errorf("import the old spool: %w", err)
+	} else if n > 0 {
+		log.Info().Int("messages", n).Msg("old bbolt spool imported; it drains into the database")
 	}
 	opts := cfg.DB
 	// postgres.Open adds its own component key to the logger.

@@ -23,7 +23,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -80,9 +79,8 @@ type Store struct {
 	// mu is held for reading by every call and for writing by Close, so
 	// that Close waits for calls in flight and every later call reports
 	// store.ErrClosed rather than a bbolt internal error.
-	mu     sync.RWMutex
-	closed bool
-	db     *bbolt.DB
+	gate store.Gate
+	db   *bbolt.DB
 }
 
 var _ store.Store = (*Store)(nil)
@@ -129,20 +127,6 @@ func initSchema(tx *bbolt.Tx) error {
 // Path is the file the store was opened on, so that a caller (or a test) can
 // reopen the same data after Close.
 func (s *Store) Path() string { return s.path }
-
-// begin starts a call: it fails when ctx is done or the store is closed, and
-// otherwise holds s.mu for reading until the returned func is called.
-func (s *Store) begin(ctx context.Context) (end func(), err error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return nil, store.ErrClosed
-	}
-	return s.mu.RUnlock, nil
-}
 
 // record is a message as stored; Conv and Seq are implied by its key.
 type record struct {
@@ -233,7 +217,7 @@ func createConv(tx *bbolt.Tx, id charla.ConvID) (*conv, error) {
 // the write transaction, since bbolt has one writer at a time and the time
 // spent inside it bounds the store's throughput.
 func (s *Store) Append(ctx context.Context, msgs []charla.Message) ([]store.AppendResult, error) {
-	end, err := s.begin(ctx)
+	end, err := s.gate.Enter(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("bolt: append: %w", err)
 	}
@@ -305,7 +289,7 @@ func (s *Store) Append(ctx context.Context, msgs []charla.Message) ([]store.Appe
 
 // Range implements store.Store.
 func (s *Store) Range(ctx context.Context, id charla.ConvID, after charla.Seq, limit int) ([]charla.Message, error) {
-	end, err := s.begin(ctx)
+	end, err := s.gate.Enter(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("bolt: range %s: %w", id, err)
 	}
@@ -339,7 +323,7 @@ func (s *Store) Range(ctx context.Context, id charla.ConvID, after charla.Seq, l
 
 // Head implements store.Store.
 func (s *Store) Head(ctx context.Context, id charla.ConvID) (charla.Seq, error) {
-	end, err := s.begin(ctx)
+	end, err := s.gate.Enter(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("bolt: head %s: %w", id, err)
 	}
@@ -362,7 +346,7 @@ func (s *Store) Head(ctx context.Context, id charla.ConvID) (charla.Seq, error) 
 // walk the whole store through the Store API: the pebble store's importer
 // does.
 func (s *Store) Conversations(ctx context.Context) ([]charla.ConvID, error) {
-	end, err := s.begin(ctx)
+	end, err := s.gate.Enter(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("bolt: conversations: %w", err)
 	}
@@ -388,7 +372,7 @@ var errUnchanged = errors.New("unchanged")
 // conversation without messages (and beyond its head): the conversation actor
 // decides what a valid read is, the store only keeps the highest one.
 func (s *Store) SetReadCursor(ctx context.Context, id charla.ConvID, user string, seq charla.Seq) error {
-	end, err := s.begin(ctx)
+	end, err := s.gate.Enter(ctx)
 	if err != nil {
 		return fmt.Errorf("bolt: set read cursor %s: %w", id, err)
 	}
@@ -418,7 +402,7 @@ func (s *Store) SetReadCursor(ctx context.Context, id charla.ConvID, user string
 
 // ReadCursors implements store.Store.
 func (s *Store) ReadCursors(ctx context.Context, id charla.ConvID) (map[string]charla.Seq, error) {
-	end, err := s.begin(ctx)
+	end, err := s.gate.Enter(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("bolt: read cursors %s: %w", id, err)
 	}
@@ -443,12 +427,9 @@ func (s *Store) ReadCursors(ctx context.Context, id charla.ConvID) (map[string]c
 // Close implements store.Store: it waits for calls in flight, then releases
 // the file (and its lock) so that another Open may proceed.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	if !s.gate.Shut() {
 		return fmt.Errorf("bolt: close %s: %w", s.path, store.ErrClosed)
 	}
-	s.closed = true
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("bolt: close %s: %w", s.path, err)
 	}

@@ -87,7 +87,7 @@ const (
 // crash is not empty and must be resumed.
 func ImportBolt(ctx context.Context, src *bolt.Store, dst *Store, progress func(ImportProgress)) (ImportStats, error) {
 	var stats ImportStats
-	end, err := dst.begin(ctx)
+	end, err := dst.gate.Enter(ctx)
 	if err != nil {
 		return stats, fmt.Errorf("pebble: import: %w", err)
 	}
@@ -121,7 +121,7 @@ func (s *Store) syncWAL() error {
 	return nil
 }
 
-// importConv imports one conversation; the caller holds s.mu.
+// importConv imports one conversation; the caller is inside s.gate.
 func (s *Store) importConv(ctx context.Context, src *bolt.Store, conv charla.ConvID, stats *ImportStats, unsynced *int) error {
 	states, unlock, err := s.lockConvs([]charla.ConvID{conv})
 	if err != nil {

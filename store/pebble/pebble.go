@@ -218,10 +218,9 @@ type Store struct {
 	// mu is held for reading by every call and for writing by Close, so
 	// that Close waits for calls in flight and every later call reports
 	// store.ErrClosed rather than a pebble panic.
-	mu     sync.RWMutex
-	closed bool
-	db     *pebbledb.DB
-	lock   *pebbledb.Lock
+	gate store.Gate
+	db   *pebbledb.DB
+	lock *pebbledb.Lock
 	// fsCloser stops the disk health checker of the store's file system.
 	fsCloser io.Closer
 
@@ -370,20 +369,6 @@ func checkSchema(db *pebbledb.DB) error {
 // test) can reopen the same data after Close.
 func (s *Store) Dir() string { return s.dir }
 
-// begin starts a call: it fails when ctx is done or the store is closed, and
-// otherwise holds s.mu for reading until the returned func is called.
-func (s *Store) begin(ctx context.Context) (end func(), err error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return nil, store.ErrClosed
-	}
-	return s.mu.RUnlock, nil
-}
-
 // lockConvs locks the writer state of every conversation in ids, in sorted
 // order so that two calls sharing conversations cannot deadlock, and loads
 // the heads not loaded yet. The returned func unlocks them.
@@ -465,7 +450,7 @@ func (s *Store) lookupID(conv charla.ConvID, id string) (res store.AppendResult,
 // store.ErrInvalid; a failed commit (I/O error, full disk) with one matching
 // store.ErrUnavailable.
 func (s *Store) Append(ctx context.Context, msgs []charla.Message) ([]store.AppendResult, error) {
-	end, err := s.begin(ctx)
+	end, err := s.gate.Enter(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: append: %w", err)
 	}
@@ -554,7 +539,7 @@ func msgBounds(conv charla.ConvID, after charla.Seq) *pebbledb.IterOptions {
 
 // Range implements store.Store: one bounded forward scan.
 func (s *Store) Range(ctx context.Context, id charla.ConvID, after charla.Seq, limit int) ([]charla.Message, error) {
-	end, err := s.begin(ctx)
+	end, err := s.gate.Enter(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: range %s: %w", id, err)
 	}
@@ -566,7 +551,7 @@ func (s *Store) Range(ctx context.Context, id charla.ConvID, after charla.Seq, l
 	return out, nil
 }
 
-// rangeMsgs scans conv's messages after after; the caller holds s.mu.
+// rangeMsgs scans conv's messages after after; the caller is inside s.gate.
 func (s *Store) rangeMsgs(ctx context.Context, id charla.ConvID, after charla.Seq, limit int) ([]charla.Message, error) {
 	if limit <= 0 || after == charla.Seq(^uint64(0)) {
 		return nil, nil
@@ -599,7 +584,7 @@ func (s *Store) rangeMsgs(ctx context.Context, id charla.ConvID, after charla.Se
 // Head implements store.Store: one reverse seek to the end of the
 // conversation's messages.
 func (s *Store) Head(ctx context.Context, id charla.ConvID) (charla.Seq, error) {
-	end, err := s.begin(ctx)
+	end, err := s.gate.Enter(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("pebble: head %s: %w", id, err)
 	}
@@ -611,7 +596,7 @@ func (s *Store) Head(ctx context.Context, id charla.ConvID) (charla.Seq, error) 
 	return h, nil
 }
 
-// head reads conv's highest seq from the database; the caller holds s.mu.
+// head reads conv's highest seq from the database; the caller is inside s.gate.
 func (s *Store) head(ctx context.Context, id charla.ConvID) (charla.Seq, error) {
 	it, err := s.db.NewIterWithContext(ctx, msgBounds(id, 0))
 	if err != nil {
@@ -634,7 +619,7 @@ func (s *Store) cursorLock(key []byte) *sync.Mutex {
 // conversation actor decides what a valid read is, the store only keeps the
 // highest one. A cursor that would not move costs no write and no fsync.
 func (s *Store) SetReadCursor(ctx context.Context, id charla.ConvID, user string, seq charla.Seq) error {
-	end, err := s.begin(ctx)
+	end, err := s.gate.Enter(ctx)
 	if err != nil {
 		return fmt.Errorf("pebble: set read cursor %s: %w", id, err)
 	}
@@ -649,7 +634,7 @@ func (s *Store) SetReadCursor(ctx context.Context, id charla.ConvID, user string
 }
 
 // raiseCursor sets user's cursor in conv to seq unless it is already there
-// or beyond, and reports whether it moved; the caller holds s.mu.
+// or beyond, and reports whether it moved; the caller is inside s.gate.
 func (s *Store) raiseCursor(id charla.ConvID, user string, seq charla.Seq, sync *pebbledb.WriteOptions) (bool, error) {
 	key := readKey(id, user)
 	mu := s.cursorLock(key)
@@ -686,7 +671,7 @@ func (s *Store) getSeq(key []byte) (charla.Seq, error) {
 
 // ReadCursors implements store.Store: one prefix scan.
 func (s *Store) ReadCursors(ctx context.Context, id charla.ConvID) (map[string]charla.Seq, error) {
-	end, err := s.begin(ctx)
+	end, err := s.gate.Enter(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: read cursors %s: %w", id, err)
 	}
@@ -698,7 +683,7 @@ func (s *Store) ReadCursors(ctx context.Context, id charla.ConvID) (map[string]c
 	return out, nil
 }
 
-// readCursors scans conv's cursors; the caller holds s.mu.
+// readCursors scans conv's cursors; the caller is inside s.gate.
 func (s *Store) readCursors(ctx context.Context, id charla.ConvID) (map[string]charla.Seq, error) {
 	prefix := convPrefix(nil, kindRead, id)
 	it, err := s.db.NewIterWithContext(ctx, &pebbledb.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
@@ -724,12 +709,9 @@ func (s *Store) readCursors(ctx context.Context, id charla.ConvID) (map[string]c
 // database (its memtable stays in the synced WAL, replayed by the next Open)
 // and releases the directory lock so that another Open may proceed.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	if !s.gate.Shut() {
 		return fmt.Errorf("pebble: close %s: %w", s.dir, store.ErrClosed)
 	}
-	s.closed = true
 	err := s.db.Close()
 	_ = s.fsCloser.Close() // only stops a ticker
 	if lerr := s.lock.Close(); err == nil {

@@ -18,7 +18,7 @@ func TestDrainSpool(t *testing.T) {
 	ctx := t.Context()
 	mustAppend(t, s, tmsg("c", "a", "1"), tmsg("c", "b", "2"))
 
-	sp, err := spool.Open(filepath.Join(t.TempDir(), "spool.db"))
+	sp, err := spool.Open(ctx, filepath.Join(t.TempDir(), "spool"), spool.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func open(t *testing.T) (*Spool, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "data", "spool.db")
-	s, err := Open(path)
+	path := filepath.Join(t.TempDir(), "data", "spool")
+	s, err := Open(t.Context(), path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestFIFOAndDurability(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(path)
+	s, err := Open(t.Context(), path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestClosedAndCanceled(t *testing.T) {
 func TestSecondOpenFails(t *testing.T) {
 	_, path := open(t)
 	start := time.Now()
-	s2, err := Open(path)
+	s2, err := Open(t.Context(), path, Options{})
 	if err == nil {
 		s2.Close()
 		t.Fatal("a second Open of a spool in use succeeded")
@@ -259,7 +259,7 @@ func TestSecondOpenFails(t *testing.T) {
 func BenchmarkPut(b *testing.B) {
 	for _, size := range []int{1, 100} {
 		b.Run(fmt.Sprint(size), func(b *testing.B) {
-			s, err := Open(filepath.Join(b.TempDir(), "spool.db"))
+			s, err := Open(b.Context(), filepath.Join(b.TempDir(), "spool"), Options{})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -25,6 +25,7 @@ import (
 
 	"charla"
 	"charla/actors"
+	"charla/soapbridge"
 	"charla/store"
 	"charla/store/pebble"
 	"charla/store/spool"
@@ -140,7 +141,7 @@ func (e *Engine) start() error {
 		e.st = st
 	}
 	if e.opts.spool {
-		sp, err := spool.Open(filepath.Join(e.dir, "spool.db"))
+		sp, err := spool.Open(context.Background(), filepath.Join(e.dir, "spool"), e.opts.actors.SpoolOptions(e.opts.log))
 		if err != nil {
 			return fmt.Errorf("open spool: %w", err)
 		}
@@ -419,9 +420,12 @@ func (c *Client) OnMessage(_ *gws.Conn, m *gws.Message) {
 // LeakOptions are for goleak in packages that run engines: protoactor's
 // dead-letter log throttle starts a goroutine that ends by itself one
 // throttle interval (1 s) after a dead letter, which a test may catch alive.
-// It is not ours to stop; everything else must be gone.
+// It is not ours to stop. Nor is the goroutine of an engine's inventory
+// cache (soapbridge.CacheGoroutine), which golang-lru never stops.
+// Everything else must be gone.
 func LeakOptions() []goleak.Option {
-	return []goleak.Option{goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1")}
+	return []goleak.Option{goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"),
+		goleak.IgnoreAnyFunction(soapbridge.CacheGoroutine)}
 }
 
 // LogBuffer collects what an engine (in-process or a child process) writes,

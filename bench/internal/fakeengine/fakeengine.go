@@ -215,7 +215,7 @@ func (e *Engine) OnMessage(s *gws.Conn, m *gws.Message) {
 	c.last.Store(time.Now().UnixNano())
 	f, perr := wire.Decode(m.Bytes())
 	if perr != nil {
-		c.enqueue(wire.Encode(wire.ErrorFrame(f.Ref, perr)))
+		c.enqueue(wire.Encode(wire.ErrorFrame(f.Ref, charla.AsError(perr))))
 		return
 	}
 	switch f.Type {
