@@ -68,7 +68,7 @@ func (s *Server) restIdentity(w http.ResponseWriter, r *http.Request, conv charl
 		return id, true
 	}
 	if err := conv.Validate(); err != nil {
-		writeProblem(w, err)
+		writeProblem(w, charla.AsError(err))
 		return Identity{}, false
 	}
 	if !id.User.CanAccess(conv) {

@@ -641,7 +641,7 @@ func decodePollRequest(body []byte, headerSession string, maxSubscriptions int) 
 	}
 	for conv := range req.Cursors {
 		if err := conv.Validate(); err != nil {
-			return req, 0, charla.Errorf(charla.CodeBadRequest, "cursor %q: %s", conv, err.Message)
+			return req, 0, charla.Errorf(charla.CodeBadRequest, "cursor %q: %s", conv, charla.AsError(err).Message)
 		}
 	}
 	wait := DefaultPollWait
@@ -667,14 +667,10 @@ func decodeSendRequest(body []byte, maxBodyBytes int) (wire.Frame, *charla.Error
 	if f.Type != wire.TypeSend {
 		return f, charla.Errorf(charla.CodeBadRequest, "/v1/send takes send frames; send %q frames to /v1/frames", f.Type)
 	}
-	if err := f.Conv.Validate(); err != nil {
-		return f, err
-	}
-	if err := charla.ValidateClientMsgID(f.ClientMsgID); err != nil {
-		return f, err
-	}
-	if err := charla.ValidateBody(f.Body, maxBodyBytes); err != nil {
-		return f, err
+	for _, err := range []error{f.Conv.Validate(), charla.ValidateClientMsgID(f.ClientMsgID), charla.ValidateBody(f.Body, maxBodyBytes)} {
+		if err != nil {
+			return f, charla.AsError(err)
+		}
 	}
 	return f, nil
 }
@@ -698,7 +694,7 @@ func decodeFramesRequest(body []byte, headerSession string) (string, []wire.Fram
 	for i, raw := range req.Frames {
 		f, err := wire.Decode(raw)
 		if err != nil {
-			return "", nil, charla.Errorf(charla.CodeBadRequest, "frame %d: %s", i, err.Message)
+			return "", nil, charla.Errorf(charla.CodeBadRequest, "frame %d: %s", i, charla.AsError(err).Message)
 		}
 		if f.Type == wire.TypeSubscribe || f.Type == wire.TypeUnsubscribe {
 			return "", nil, charla.Errorf(charla.CodeBadRequest, "frame %d: a poll session follows the cursors of its polls; %s is not sent as a frame", i, f.Type)
