@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -100,6 +99,11 @@ func flatten(err error) []error {
 // "/v1/media" matches itself and everything under "/v1/media/"). Anything
 // not listed is ratelimit.API. The middleware takes the token: a handler
 // must not call the registry again for the same request.
+//
+// Chat is not here: every send, over WebSocket, POST /v1/send or a poll
+// session's POST /v1/frames, is carried by a conn actor, which takes the
+// token from the user's chat bucket (actors.SendLimiter); those requests
+// pay an api token at the edge as any other.
 var routeClasses = []struct {
 	prefix string
 	class  ratelimit.Class
@@ -108,7 +112,6 @@ var routeClasses = []struct {
 	{"/v1/login", ratelimit.Auth},
 	{"/v1/auth", ratelimit.Auth},
 	{"/v1/token", ratelimit.Auth},
-	{"/v1/send", ratelimit.Chat}, // the same bucket as WebSocket send frames
 	{"/v1/media", ratelimit.Media},
 }
 
@@ -144,7 +147,7 @@ func (s *Server) edge(next http.Handler) http.Handler {
 		h.Set("X-Frame-Options", "DENY") // frame-ancestors for browsers that predate CSP 2
 		h.Set("Referrer-Policy", "no-referrer")
 		if s.limits.Denied(r.UserAgent()) {
-			writeError(w, http.StatusForbidden, charla.Errorf(charla.CodeForbidden, "this client is not allowed"))
+			refuseRequest(w, r, charla.Errorf(charla.CodeForbidden, "this client is not allowed"))
 			return
 		}
 		if s.limitBody(w, r) && s.cors(w, r) && s.rateLimit(w, r) {
@@ -172,7 +175,7 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request) bool {
 		if limit == 0 {
 			e = charla.Errorf(charla.CodeTooLarge, "a %s request carries no body", r.Method)
 		}
-		writeError(w, http.StatusRequestEntityTooLarge, e)
+		refuseRequest(w, r, e)
 		return false
 	}
 	if r.Body != nil && r.Body != http.NoBody {
@@ -206,7 +209,7 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
 	if !s.cfg.Origins.Allowed(r) {
 		if preflight || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
-			writeError(w, http.StatusForbidden, charla.Errorf(charla.CodeForbidden, "origin %q is not allowed", origin))
+			refuseRequest(w, r, charla.Errorf(charla.CodeForbidden, "origin %q is not allowed", origin))
 			return false
 		}
 		return true
@@ -304,16 +307,31 @@ func (s *Server) rateLimit(w http.ResponseWriter, r *http.Request) bool {
 	if allowed {
 		return true
 	}
-	secs := int64((wait + time.Second - 1) / time.Second)
-	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusTooManyRequests)
-	_ = json.NewEncoder(w).Encode(struct {
+	e := charla.Errorf(charla.CodeRateLimited, "%s rate limit reached; retry in %s", class, wait.Round(time.Millisecond))
+	e.RetryAfter = wait
+	refuseRequest(w, r, e)
+	return false
+}
+
+// refuseRequest answers a request the guards stopped, in its endpoint's error
+// shape: the REST Problem ({"error":{…}}) for the REST endpoints, the
+// upgrade refusal's {"code","message"} for /v1/ws; both with
+// retry_after_ms and Retry-After (whole seconds, rounded up) when e says
+// when to come back.
+func refuseRequest(w http.ResponseWriter, r *http.Request, e *charla.Error) {
+	retry := wire.RetryAfterMillis(e.RetryAfter)
+	if !under(r.URL.Path, "/v1/ws") {
+		writeProblemRetry(w, e, retry)
+		return
+	}
+	if retry > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt((retry+999)/1000, 10))
+	}
+	writeJSON(w, ProblemStatus(e.Code), struct {
 		Code       charla.Code `json:"code"`
 		Message    string      `json:"message"`
-		RetryAfter int64       `json:"retry_after_ms"`
-	}{charla.CodeRateLimited, fmt.Sprintf("%s rate limit reached; retry in %s", class, wait.Round(time.Millisecond)), wire.RetryAfterMillis(wait)})
-	return false
+		RetryAfter int64       `json:"retry_after_ms,omitempty"`
+	}{e.Code, e.Message, retry})
 }
 
 // connOptions are the conn actor's options for the client of r: an
