@@ -1,8 +1,10 @@
 package transport_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -288,3 +290,38 @@ func do(t *testing.T, e *transporttest.Engine, method, path string, h http.Heade
 
 // noKeepAlive leaves no idle connection behind for goleak to find.
 var noKeepAlive = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+// WebSocket send frames and POST /v1/send draw from one bucket per user:
+// the user who spent it over one transport is refused over the other, with
+// 429, Retry-After and retry_after_ms.
+func TestChatBucketIsSharedAcrossTransports(t *testing.T) {
+	clock := newFakeClock()
+	e := limitedEngine(t, clock, func(c *transport.Config) { c.RateLimits.Chat = 5 })
+	ana := e.Dial(t, "ana", charla.RoleAgent)
+	for i := range 5 {
+		if f := sendOne(t, ana, "c1"); f.Type != wire.TypeAck {
+			t.Fatalf("message %d: %+v", i, f)
+		}
+	}
+	id := uuid.NewString()
+	body := fmt.Sprintf(`{"type":"send","conv":"c1","client_msg_id":%q,"body":{"text":"hola"}}`, id)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+e.Addr+"/v1/send?user=ana&role=agent", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := noKeepAlive.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		Code       charla.Code `json:"code"`
+		RetryAfter int64       `json:"retry_after_ms"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&answer)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || answer.Code != charla.CodeRateLimited || answer.RetryAfter <= 0 {
+		t.Fatalf("POST /v1/send after the WebSocket spent the bucket: %s, Retry-After %q, %+v", resp.Status, resp.Header.Get("Retry-After"), answer)
+	}
+	clock.Advance(time.Duration(answer.RetryAfter) * time.Millisecond)
+	if f := sendOne(t, ana, "c1"); f.Type != wire.TypeAck {
+		t.Fatalf("after the retry-after: %+v", f)
+	}
+}
