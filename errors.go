@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Code is a protocol error code: the value of an error frame's "code", a Go
@@ -27,6 +28,11 @@ const (
 type Error struct {
 	Code    Code
 	Message string
+	// RetryAfter, when positive, is how long the client should wait before
+	// trying again: a rate_limited refusal knows when its bucket has a token
+	// back, and says so (retry_after_ms on the wire, Retry-After over HTTP)
+	// so that a client backs off exactly as long as it must.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }

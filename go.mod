@@ -21,6 +21,7 @@ require (
 	go.uber.org/goleak v1.3.0
 	golang.org/x/crypto v0.22.0
 	golang.org/x/sys v0.45.0
+	golang.org/x/time v0.16.0
 )
 
 require (

@@ -44,6 +44,10 @@ type conn struct {
 
 	sends int // sends awaiting their ack or error
 	state connState
+
+	unlimited    bool      // on the allow-list: no send limit
+	refused      int       // sends refused since refusedSince (the 4029 rule)
+	refusedSince time.Time // on the limiter's clock
 }
 
 // connState is where a connection is in its life. It only moves forward.
@@ -111,8 +115,12 @@ type (
 	replayRetry  struct{ conv charla.ConvID }
 )
 
-func newConn(d *deps, id string, user charla.Sender, sock Socket, expires time.Time) *conn {
-	return &conn{deps: d, id: id, user: user, sock: sock, expires: expires, subs: map[charla.ConvID]*subscription{}}
+func newConn(d *deps, id string, user charla.Sender, sock Socket, expires time.Time, opts ...ConnOption) *conn {
+	c := &conn{deps: d, id: id, user: user, sock: sock, expires: expires, subs: map[charla.ConvID]*subscription{}}
+	for _, opt := range opts {
+		opt(c)
+	}
+	return c
 }
 
 func (c *conn) Receive(ctx actor.Context) {
@@ -247,6 +255,9 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 	case wire.TypeSend:
 		if err := c.checkSend(f); err != nil {
 			c.reply(ctx, f.Ref, err)
+			return
+		}
+		if c.sendLimited(f.Ref) {
 			return
 		}
 		c.sends++

@@ -34,6 +34,7 @@ type spawnConn struct {
 	user    charla.Sender
 	sock    Socket
 	expires time.Time
+	opts    []ConnOption
 }
 
 // shutdownAll asks every conn to finish its in-flight sends and close with
@@ -53,7 +54,7 @@ func (g *gateway) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case spawnConn:
 		d := g.deps
-		props := actor.PropsFromProducer(func() actor.Actor { return newConn(d, m.id, m.user, m.sock, m.expires) }, actor.WithDispatcher(d.dispatcher))
+		props := actor.PropsFromProducer(func() actor.Actor { return newConn(d, m.id, m.user, m.sock, m.expires, m.opts...) }, actor.WithDispatcher(d.dispatcher))
 		pid := ctx.Spawn(props)
 		g.conns[pid.Id] = pid
 		g.index(m.user.ID, pid)

@@ -47,6 +47,7 @@ type deps struct {
 	log           zerolog.Logger
 	hooks         *hooks
 	stats         *Stats
+	limiter       SendLimiter // nil: sends are not limited
 }
 
 // Dependencies are what the tree is built over.
@@ -57,6 +58,9 @@ type Dependencies struct {
 	// must then also be able to take the drain (AppendSequenced).
 	Spool *spool.Spool
 	Log   zerolog.Logger
+	// Limiter, when set, limits every user's sends across all their
+	// connections; the HTTP edge shares it for POST /v1/send.
+	Limiter SendLimiter
 }
 
 // System is a running actor tree.
@@ -87,7 +91,7 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	pool := newPoolDispatcher(4*runtime.GOMAXPROCS(0), 300)
-	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats()}
+	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(), limiter: dep.Limiter}
 	s := &System{as: as, deps: d, cancel: cancel, pool: pool}
 	if d.bridge, err = newSOAPBridge(cfg.SOAP); err != nil {
 		cancel()
@@ -159,12 +163,12 @@ func (h ConnHandle) Closed(err error) { h.root.Send(h.pid, sockClosed{err: err})
 
 // Connect starts the conn actor of a new client. expires is the token's
 // expiry (zero for none).
-func (s *System) Connect(ctx context.Context, id string, user charla.Sender, sock Socket, expires time.Time) (ConnHandle, error) {
+func (s *System) Connect(ctx context.Context, id string, user charla.Sender, sock Socket, expires time.Time, opts ...ConnOption) (ConnHandle, error) {
 	timeout := 5 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	res, err := s.as.Root.RequestFuture(s.gateway, spawnConn{id: id, user: user, sock: sock, expires: expires}, timeout).Result()
+	res, err := s.as.Root.RequestFuture(s.gateway, spawnConn{id: id, user: user, sock: sock, expires: expires, opts: opts}, timeout).Result()
 	if err != nil {
 		return ConnHandle{}, fmt.Errorf("connect %s: %w", id, err)
 	}

@@ -142,9 +142,12 @@ func MintToken(secret []byte, user string, role charla.Role, ttl time.Duration) 
 	return tok, nil
 }
 
-// OriginPolicy decides which browser origins may open a WebSocket. Requests
-// without an Origin header (non-browser clients) are always allowed; with an
-// empty list only same-origin pages are; "*" allows every origin.
+// OriginPolicy decides which browser origins may open a WebSocket and may
+// call the REST endpoints (CORS). Requests without an Origin header
+// (non-browser clients) are always allowed; with an empty list only
+// same-origin pages are; "*" allows every origin. An entry is an exact
+// origin, or "https://*.example.com", which allows every subdomain of
+// example.com (not example.com itself) on that scheme.
 type OriginPolicy []string
 
 // Allowed reports whether r's Origin may connect.
@@ -153,10 +156,8 @@ func (p OriginPolicy) Allowed(r *http.Request) bool {
 	if origin == "" {
 		return true
 	}
-	for _, o := range p {
-		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
-			return true
-		}
+	if listed, _ := p.match(origin); listed {
+		return true
 	}
 	u, err := url.Parse(origin)
 	return err == nil && len(p) == 0 && strings.EqualFold(u.Host, r.Host)

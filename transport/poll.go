@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -550,7 +551,7 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), SendAckTimeout)
 	defer cancel()
 	sock := &oneShotSocket{answer: make(chan []byte, 1), closed: make(chan struct{})}
-	h, cerr := s.sys.Connect(ctx, newConnID(), id.User, sock, id.Expires)
+	h, cerr := s.sys.Connect(ctx, newConnID(), id.User, sock, id.Expires, s.connOptions(r)...)
 	if cerr != nil {
 		s.log.Error().Err(cerr).Msg("send: conn actor not started")
 		writeSendError(w, f.Ref, charla.Errorf(charla.CodeUnavailable, "not sent; resend with the same client_msg_id"))
@@ -572,7 +573,7 @@ func (s *Server) handleSend(w http.ResponseWriter, r *http.Request) {
 		if json.Unmarshal(answer, &e) != nil || e.Code == "" {
 			e = wire.ErrorFrame(f.Ref, charla.Errorf(charla.CodeInternal, "internal error"))
 		}
-		writeSendError(w, e.Ref, &charla.Error{Code: e.Code, Message: e.Message})
+		writeSendError(w, e.Ref, &charla.Error{Code: e.Code, Message: e.Message, RetryAfter: time.Duration(e.RetryAfter) * time.Millisecond})
 	case <-sock.closed:
 		writeSendError(w, f.Ref, charla.Errorf(charla.CodeUnavailable, "server is restarting; resend with the same client_msg_id"))
 	case <-ctx.Done():
@@ -589,7 +590,11 @@ type sendError struct {
 }
 
 func writeSendError(w http.ResponseWriter, ref string, e *charla.Error) {
-	writeJSON(w, ProblemStatus(e.Code), sendError{Error: wire.ErrorFrame(ref, e), Problem: ProblemDetail{Code: e.Code, Message: e.Message}})
+	retry := wire.RetryAfterMillis(e.RetryAfter) // rate_limited: the chat bucket's wait
+	if retry > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt((retry+999)/1000, 10))
+	}
+	writeJSON(w, ProblemStatus(e.Code), sendError{Error: wire.ErrorFrame(ref, e), Problem: ProblemDetail{Code: e.Code, Message: e.Message, RetryAfterMS: retry}})
 }
 
 // oneShotSocket is the Socket of the conn actor of one POST /v1/send: it

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -21,6 +20,7 @@ import (
 	"charla/auth"
 	"charla/docs"
 	"charla/media"
+	"charla/transport/ratelimit"
 )
 
 // Config is what the edge needs; cmd/charla fills it from flags and checks
@@ -34,6 +34,16 @@ type Config struct {
 	HeartbeatTimeout time.Duration // heartbeat-timeout: also bounds every socket write; the actors' own, shared
 	Login            *auth.Service // access-token-ttl, refresh-token-ttl: agent login (/v1/auth/*); nil answers 503 (login.go)
 	Media            *media.Store  // media under data-dir: /v1/media; nil answers 503 (media.go)
+
+	// The edge's guards (limits.go): rate limits, per-IP connections,
+	// request bodies and the HTTP server's timeouts.
+	RateLimits      ratelimit.Config // rate-limit-*, trusted-proxies
+	MaxConnsPerIP   int              // max-conns-per-ip: concurrent TCP connections from one peer address (0 = no cap); allow-listed and trusted-proxy peers are exempt
+	MaxRequestBytes int64            // max-request-bytes: largest HTTP request body (413 past it); GET, HEAD and OPTIONS may carry none
+	MaxMediaBytes   int64            // max-media-bytes: largest request body under /v1/media
+	ReadTimeout     time.Duration    // http-read-timeout: a whole HTTP request, body included, must arrive within it
+	WriteTimeout    time.Duration    // http-write-timeout: an HTTP answer must be written within it; longer than the longest long-poll wait
+	IdleTimeout     time.Duration    // http-idle-timeout: an idle keep-alive connection is closed after it
 }
 
 // MinSecretBytes is the shortest HS256 secret Validate accepts in jwt mode:
@@ -50,6 +60,13 @@ func DefaultConfig() Config {
 		MaxFrameBytes:    64 << 10,
 		ConnectTimeout:   15 * time.Second,
 		HeartbeatTimeout: actors.DefaultConfig().HeartbeatTimeout,
+		RateLimits:       ratelimit.DefaultConfig(),
+		MaxConnsPerIP:    4096,
+		MaxRequestBytes:  1 << 20,
+		MaxMediaBytes:    media.MaxBytes, // the largest type media accepts (documents); each type has its own cap below it
+		ReadTimeout:      30 * time.Second,
+		WriteTimeout:     60 * time.Second,
+		IdleTimeout:      60 * time.Second,
 	}
 }
 
@@ -72,8 +89,8 @@ func (c Config) Validate() error {
 		bad("max-session must not be negative (got %s)", c.Auth.MaxSession)
 	}
 	for _, o := range c.Origins {
-		if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
-			bad("allowed-origins: %q must be * or start with http:// or https://", o)
+		if err := validOrigin(o); err != nil {
+			bad("allowed-origins: %v", err)
 		}
 	}
 	if c.MaxFrameBytes < 1024 {
@@ -85,6 +102,7 @@ func (c Config) Validate() error {
 	if c.HeartbeatTimeout <= 0 {
 		bad("heartbeat-timeout must be positive (got %s)", c.HeartbeatTimeout)
 	}
+	errs = append(errs, c.validateLimits()...)
 	return errors.Join(errs...)
 }
 
@@ -95,12 +113,18 @@ type Server struct {
 	log      zerolog.Logger
 	upgrader *gws.Upgrader
 	http     *http.Server
+	limits   *ratelimit.Registry
+	conns    *ipConns
 	polls    *pollRegistry // poll.go
 }
 
 // NewServer builds the edge over a running actor system.
-func NewServer(cfg Config, sys *actors.System, log zerolog.Logger) *Server {
+func NewServer(cfg Config, sys *actors.System, log zerolog.Logger, opts ...ServerOption) *Server {
 	s := &Server{cfg: cfg, sys: sys, log: log}
+	for _, opt := range opts {
+		opt(s)
+	}
+	s.initLimits()
 	s.upgrader = gws.NewUpgrader(wsEvents{}, &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxFrameBytes,
 		CheckUtf8Enabled:   true,
@@ -122,9 +146,14 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger) *Server {
 	mux.HandleFunc("GET /v1/media/{id}", s.handleMediaGet)
 	mux.Handle("GET /v1/openapi.json", docs.OpenAPIHandler())
 	s.http = &http.Server{
-		Handler:           mux,
+		Handler:           s.edge(mux),
 		ReadHeaderTimeout: cfg.ConnectTimeout,
-		ErrorLog:          nil,
+		// Hijacked WebSockets are outside these: gws clears the deadlines
+		// once its handshake answer is written (limits.go says more).
+		ReadTimeout:  cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout,
+		IdleTimeout:  cfg.IdleTimeout,
+		ErrorLog:     nil,
 	}
 	s.routePoll(mux, s.http) // poll.go
 	return s
@@ -133,7 +162,7 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger) *Server {
 // Serve accepts connections on ln until Shutdown. It returns nil after a
 // Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := s.http.Serve(s.conns.wrap(ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	}
 	return nil

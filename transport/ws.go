@@ -126,7 +126,7 @@ func (s *Server) upgrade(ctx context.Context, w http.ResponseWriter, r *http.Req
 		return
 	}
 	connID := newConnID()
-	h, err := s.sys.Connect(ctx, connID, id.User, gwsSocket{c: sock, writeTimeout: s.cfg.HeartbeatTimeout}, id.Expires)
+	h, err := s.sys.Connect(ctx, connID, id.User, gwsSocket{c: sock, writeTimeout: s.cfg.HeartbeatTimeout}, id.Expires, s.connOptions(r)...)
 	if err != nil {
 		s.log.Error().Err(err).Msg("conn actor not started")
 		_ = sock.WriteClose(charla.DisconnectInternal.Code, []byte(charla.DisconnectInternal.Reason))

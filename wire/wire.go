@@ -204,9 +204,10 @@ type Error struct {
 	Ref     string      `json:"ref,omitempty"`
 	Code    charla.Code `json:"code"`
 	Message string      `json:"message"`
-	// RetryAfter is the protocol's retry_after_ms: set on the inventory
-	// bridge's unavailable answers (a full queue, an open breaker), when
-	// trying again sooner is pointless.
+	// RetryAfter is the protocol's retry_after_ms: set on rate_limited
+	// refusals (from charla.Error.RetryAfter) and on the inventory bridge's
+	// unavailable answers (a full queue, an open breaker), when trying
+	// again sooner is pointless.
 	RetryAfter int64 `json:"retry_after_ms,omitempty"`
 }
 
@@ -265,7 +266,17 @@ type JobError struct {
 
 // ErrorFrame builds the error frame for err answering the request ref.
 func ErrorFrame(ref string, err *charla.Error) Error {
-	return Error{Type: TypeError, Ref: ref, Code: err.Code, Message: err.Message}
+	return Error{Type: TypeError, Ref: ref, Code: err.Code, Message: err.Message, RetryAfter: RetryAfterMillis(err.RetryAfter)}
+}
+
+// RetryAfterMillis is d in whole milliseconds, rounded up: a client that
+// waits exactly that long finds its token back, never a moment too early.
+// Zero and negative durations are 0 (no retry_after_ms on the wire).
+func RetryAfterMillis(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 // Encode marshals a server frame. The frame types here cannot fail to

@@ -28,6 +28,7 @@ type Process struct {
 	cmdline string
 	addr    string
 	logw    io.Writer
+	env     []string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -42,16 +43,17 @@ const ReadyTimeout = 60 * time.Second
 
 // Start runs cmdline through /bin/sh (with exec, so that the PID is the
 // engine's) with its output appended to logw, and waits until addr accepts
-// connections. The process is in its own process group, so that Stop also
-// ends anything it spawned.
-func Start(ctx context.Context, cmdline, addr string, logw io.Writer) (*Process, error) {
+// connections. env (KEY=VALUE) is added to the bench's own environment. The
+// process is in its own process group, so that Stop also ends anything it
+// spawned.
+func Start(ctx context.Context, cmdline, addr string, logw io.Writer, env ...string) (*Process, error) {
 	if strings.TrimSpace(cmdline) == "" {
 		return nil, errors.New("start engine: empty --engine-cmd")
 	}
 	if logw == nil {
 		logw = io.Discard
 	}
-	p := &Process{cmdline: cmdline, addr: addr, logw: logw}
+	p := &Process{cmdline: cmdline, addr: addr, logw: logw, env: env}
 	if err := p.start(ctx); err != nil {
 		return nil, err
 	}
@@ -64,6 +66,9 @@ func (p *Process) start(ctx context.Context) error {
 	}
 	cmd := exec.Command("/bin/sh", "-c", execLine(p.cmdline))
 	cmd.Stdout, cmd.Stderr = p.logw, p.logw
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start engine %q: %w", p.cmdline, err)
@@ -125,6 +130,19 @@ func ensureFree(addr string) error {
 	}
 	_ = c.Close()
 	return fmt.Errorf("start engine: %s already accepts connections; stop whatever listens there or drop --engine-cmd to bench it", addr)
+}
+
+// AllowLoopbackEnv is the environment that allow-lists loopback in an
+// engine's rate limits (CHARLA_RATE_LIMIT_ALLOW), so that a load run from
+// this machine measures the engine and not its limits; none when getenv
+// already has a setting of its own. A --rate-limit-allow on the command
+// line wins over it, as flags win over the environment.
+func AllowLoopbackEnv(getenv func(string) string) []string {
+	const name = "CHARLA_RATE_LIMIT_ALLOW"
+	if getenv(name) != "" {
+		return nil
+	}
+	return []string{name + "=127.0.0.0/8,::1/128"}
 }
 
 // PID is the running engine's process id (0 after it exited).

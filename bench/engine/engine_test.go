@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 		mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprintln(w, "# HELP go_goroutines x\ngo_goroutines 7\ngo_memstats_heap_inuse_bytes 1.5e+06\nother_metric 3")
 		})
-		fmt.Println("fake engine listening")
+		fmt.Println("fake engine listening; rate-limit allow-list:", os.Getenv("CHARLA_RATE_LIMIT_ALLOW"))
 		_ = http.ListenAndServe(addr, mux)
 		os.Exit(0)
 	}
@@ -48,7 +48,9 @@ func TestStartRestartStop(t *testing.T) {
 	var log bytes.Buffer
 	cmd := fmt.Sprintf("%s=%s %s -test.run=^$", engineEnv, addr, os.Args[0])
 	ctx := context.Background()
-	p, err := Start(ctx, cmd, addr, &log) // exec copies output on one goroutine, done before Wait returns
+	// The bench allow-lists loopback in the engine it starts.
+	env := AllowLoopbackEnv(func(string) string { return "" })
+	p, err := Start(ctx, cmd, addr, &log, env...) // exec copies output on one goroutine, done before Wait returns
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,8 +86,15 @@ func TestStartRestartStop(t *testing.T) {
 	if p.PID() != 0 {
 		t.Fatal("pid after stop")
 	}
-	if !strings.Contains(log.String(), "fake engine listening") {
-		t.Fatalf("engine output not logged: %q", log.String())
+	if !strings.Contains(log.String(), "fake engine listening; rate-limit allow-list: 127.0.0.0/8,::1/128") {
+		t.Fatalf("engine output not logged, or no loopback allow-list: %q", log.String())
+	}
+}
+
+// An operator's own allow-list is left alone.
+func TestAllowLoopbackEnvKeepsTheOperators(t *testing.T) {
+	if env := AllowLoopbackEnv(func(string) string { return "10.0.0.0/8" }); env != nil {
+		t.Fatalf("env %q, want none", env)
 	}
 }
 

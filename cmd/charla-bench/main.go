@@ -337,8 +337,9 @@ func startEngine(ctx context.Context, c cli, addr string, stderr io.Writer) (sce
 			return nil, nil, fmt.Errorf("--engine-cpus: %w", err)
 		}
 	}
-	fmt.Fprintf(stderr, "charla-bench: starting engine: %s (output in %s)\n", cmdline, logPath)
-	p, err := engine.Start(ctx, cmdline, addr, logf)
+	env := engine.AllowLoopbackEnv(os.Getenv)
+	fmt.Fprintf(stderr, "charla-bench: starting engine: %s %s (output in %s)\n", strings.Join(env, " "), cmdline, logPath)
+	p, err := engine.Start(ctx, cmdline, addr, logf, env...)
 	if err != nil {
 		_ = logf.Close()
 		return nil, nil, err

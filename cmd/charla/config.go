@@ -65,6 +65,20 @@ func (c *config) settings() flagSet {
 		{name: "auth-mode", env: "CHARLA_AUTH_MODE", usage: "jwt, or dev (?user=&role= trusted as given: development only)", value: strVar(&c.Transport.Auth.Mode, t.Auth.Mode)},
 		{name: "jwt-secret", env: "CHARLA_JWT_SECRET", usage: "HS256 secret (Supabase JWT secret); required in jwt mode, 32 bytes or more", value: bytesVar(&c.Transport.Auth.Secret, t.Auth.Secret), secret: true},
 		{name: "allowed-origins", env: "CHARLA_ALLOWED_ORIGINS", usage: "comma-separated browser origins allowed to connect; empty = same origin and non-browser clients only; * = any", value: listVar((*[]string)(&c.Transport.Origins), t.Origins)},
+		{name: "rate-limit-auth", env: "CHARLA_RATE_LIMIT_AUTH", usage: "login attempts per minute per client (IP when anonymous); 0 = off", value: intVar(&c.Transport.RateLimits.Auth, t.RateLimits.Auth)},
+		{name: "rate-limit-chat", env: "CHARLA_RATE_LIMIT_CHAT", usage: "messages per minute per user, WebSocket and POST /v1/send together; 0 = off", value: intVar(&c.Transport.RateLimits.Chat, t.RateLimits.Chat)},
+		{name: "rate-limit-media", env: "CHARLA_RATE_LIMIT_MEDIA", usage: "media requests per minute per user; 0 = off", value: intVar(&c.Transport.RateLimits.Media, t.RateLimits.Media)},
+		{name: "rate-limit-api", env: "CHARLA_RATE_LIMIT_API", usage: "other HTTP requests per minute per user (IP when anonymous); 0 = off", value: intVar(&c.Transport.RateLimits.API, t.RateLimits.API)},
+		{name: "rate-limit-ws", env: "CHARLA_RATE_LIMIT_WS", usage: "WebSocket upgrades per minute per client IP (a flood guard); 0 = off", value: intVar(&c.Transport.RateLimits.Upgrade, t.RateLimits.Upgrade)},
+		{name: "rate-limit-allow", env: "CHARLA_RATE_LIMIT_ALLOW", usage: "comma-separated CIDRs (or IPs) exempt from rate limits and the per-IP connection cap", value: listVar(&c.Transport.RateLimits.Allow, t.RateLimits.Allow)},
+		{name: "rate-limit-deny-user-agents", env: "CHARLA_RATE_LIMIT_DENY_USER_AGENTS", usage: "comma-separated User-Agent substrings refused with 403 (case-insensitive)", value: listVar(&c.Transport.RateLimits.DenyUserAgents, t.RateLimits.DenyUserAgents)},
+		{name: "trusted-proxies", env: "CHARLA_TRUSTED_PROXIES", usage: "comma-separated CIDRs (or IPs) of proxies whose X-Forwarded-For is believed; empty = none", value: listVar(&c.Transport.RateLimits.TrustedProxies, t.RateLimits.TrustedProxies)},
+		{name: "max-conns-per-ip", env: "CHARLA_MAX_CONNS_PER_IP", usage: "concurrent connections from one address (429 past it); 0 = no cap", value: intVar(&c.Transport.MaxConnsPerIP, t.MaxConnsPerIP)},
+		{name: "max-request-bytes", env: "CHARLA_MAX_REQUEST_BYTES", usage: "largest HTTP request body (413 past it)", value: int64Var(&c.Transport.MaxRequestBytes, t.MaxRequestBytes)},
+		{name: "max-media-bytes", env: "CHARLA_MAX_MEDIA_BYTES", usage: "largest request body under /v1/media", value: int64Var(&c.Transport.MaxMediaBytes, t.MaxMediaBytes)},
+		{name: "http-read-timeout", env: "CHARLA_HTTP_READ_TIMEOUT", usage: "a whole HTTP request, body included, must arrive within it", value: durVar(&c.Transport.ReadTimeout, t.ReadTimeout)},
+		{name: "http-write-timeout", env: "CHARLA_HTTP_WRITE_TIMEOUT", usage: "an HTTP answer must be written within it (not WebSockets); longer than the longest long-poll", value: durVar(&c.Transport.WriteTimeout, t.WriteTimeout)},
+		{name: "http-idle-timeout", env: "CHARLA_HTTP_IDLE_TIMEOUT", usage: "an idle keep-alive connection is closed after it", value: durVar(&c.Transport.IdleTimeout, t.IdleTimeout)},
 		{name: "heartbeat-interval", env: "CHARLA_HEARTBEAT_INTERVAL", usage: "server ping period", value: durVar(&c.Actors.HeartbeatInterval, a.HeartbeatInterval)},
 		{name: "heartbeat-timeout", env: "CHARLA_HEARTBEAT_TIMEOUT", usage: "silence after which a connection is closed (4008)", value: durVar(&c.Actors.HeartbeatTimeout, a.HeartbeatTimeout)},
 		{name: "connect-timeout", env: "CHARLA_CONNECT_TIMEOUT", usage: "time allowed for the WebSocket handshake", value: durVar(&c.Transport.ConnectTimeout, t.ConnectTimeout)},
@@ -401,6 +415,10 @@ func boolVar(p *bool, def bool) flag.Value {
 
 func intVar(p *int, def int) flag.Value {
 	return newVar(p, def, strconv.Atoi, "not a whole number")
+}
+
+func int64Var(p *int64, def int64) flag.Value {
+	return newVar(p, def, func(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }, "not a whole number")
 }
 
 func int32Var(p *int32, def int32) flag.Value {

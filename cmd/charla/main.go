@@ -30,6 +30,7 @@ import (
 	"charla/store/postgres"
 	"charla/store/spool"
 	"charla/transport"
+	"charla/transport/ratelimit"
 )
 
 const usage = `Usage: charla <command> [flags]
@@ -130,11 +131,18 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.Transport.Login, cfg.Transport.Media, err = openLogin(cfg, dep.Store); err != nil {
 		return err
 	}
+	// One registry for the edge and the conn actors: a user's chat bucket
+	// is one across WebSocket and HTTP.
+	limits, err := ratelimit.New(cfg.Transport.RateLimits)
+	if err != nil {
+		return err
+	}
+	dep.Limiter = limits
 	sys, err := actors.NewSystem(cfg.Actors, dep)
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
-	srv := transport.NewServer(cfg.Transport, sys, log)
+	srv := transport.NewServer(cfg.Transport, sys, log, transport.WithLimits(limits))
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		_ = sys.Shutdown(context.Background())

@@ -21,6 +21,7 @@ import (
 	"charla/store/bolt"
 	"charla/store/postgres"
 	"charla/store/postgres/pgtest"
+	"charla/transport/ratelimit"
 	"charla/transport/transporttest"
 	"charla/wire"
 )
@@ -114,7 +115,10 @@ func freeAddr(t *testing.T) string {
 func startEngine(t *testing.T, addr, dataDir string, extra ...string) *engineProc {
 	t.Helper()
 	var logs transporttest.LogBuffer
-	cmd := exec.Command(binary, append([]string{"serve", "--addr", addr, "--data-dir", dataDir, "--auth-mode", "dev"}, extra...)...)
+	// Loopback allow-listed, as for every load run: these tests measure
+	// crashes and outages, not the rate limits.
+	cmd := exec.Command(binary, append([]string{"serve", "--addr", addr, "--data-dir", dataDir, "--auth-mode", "dev",
+		"--rate-limit-allow", strings.Join(ratelimit.LoopbackCIDRs, ",")}, extra...)...)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -30,6 +30,7 @@ import (
 	"charla/store/pebble"
 	"charla/store/spool"
 	"charla/transport"
+	"charla/transport/ratelimit"
 	"charla/wire"
 )
 
@@ -39,6 +40,8 @@ type Engine struct {
 	Addr string
 	// Sys is the actor tree, for its Stats.
 	Sys *actors.System
+	// Limits is the rate-limit registry the edge and the actors share.
+	Limits *ratelimit.Registry
 
 	t      testing.TB
 	opts   options
@@ -58,6 +61,7 @@ type options struct {
 	log       zerolog.Logger
 	store     func(testing.TB) store.Store
 	spool     bool
+	clock     func() time.Time
 }
 
 // Option changes how Start builds the engine.
@@ -88,17 +92,24 @@ func WithStore(open func(testing.TB) store.Store) Option {
 // store must be able to take the drain, as PostgreSQL can).
 func WithSpool() Option { return func(o *options) { o.spool = true } }
 
+// WithRateLimitClock runs the rate limiter on now instead of time.Now, so
+// that a test plays minutes of traffic in seconds.
+func WithRateLimitClock(now func() time.Time) Option { return func(o *options) { o.clock = now } }
+
 // WithLogger routes the engine's logs (discarded by default).
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
 
 // Start runs an engine with dev auth and the engine's defaults
 // (actors.DefaultConfig, transport.DefaultConfig) as the options leave them,
-// and stops it when the test ends. The configuration is not validated, so
+// and stops it when the test ends. Loopback is on the rate-limit allow-list,
+// so that tests (and the bench) measure the engine, not its limits; a test
+// of the limits clears RateLimits.Allow. The configuration is not validated, so
 // that a test may set what an operator may not (a tiny send queue).
 func Start(t testing.TB, opts ...Option) *Engine {
 	t.Helper()
 	o := options{actors: actors.DefaultConfig(), transport: transport.DefaultConfig(), log: zerolog.Nop()}
 	o.transport.Auth = transport.Authenticator{Mode: transport.AuthDev}
+	o.transport.RateLimits.Allow = ratelimit.LoopbackCIDRs
 	for _, f := range opts {
 		f(&o)
 	}
@@ -140,7 +151,15 @@ func (e *Engine) start() error {
 	if e.opts.newSystem != nil {
 		newSystem = e.opts.newSystem
 	}
-	sys, err := newSystem(e.opts.actors, actors.Dependencies{Store: e.st, Spool: e.sp, Log: e.opts.log})
+	var limOpts []ratelimit.Option
+	if e.opts.clock != nil {
+		limOpts = append(limOpts, ratelimit.WithClock(e.opts.clock))
+	}
+	lim, err := ratelimit.New(e.opts.transport.RateLimits, limOpts...)
+	if err != nil {
+		return fmt.Errorf("rate limits: %w", err)
+	}
+	sys, err := newSystem(e.opts.actors, actors.Dependencies{Store: e.st, Spool: e.sp, Log: e.opts.log, Limiter: lim})
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
@@ -158,8 +177,8 @@ func (e *Engine) start() error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	e.Addr, e.Sys, e.closed = ln.Addr().String(), sys, false
-	e.srv = transport.NewServer(e.opts.transport, sys, e.opts.log)
+	e.Addr, e.Sys, e.Limits, e.closed = ln.Addr().String(), sys, lim, false
+	e.srv = transport.NewServer(e.opts.transport, sys, e.opts.log, transport.WithLimits(lim))
 	e.served = make(chan error, 1)
 	go func() { e.served <- e.srv.Serve(ln) }()
 	return nil
