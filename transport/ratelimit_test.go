@@ -207,16 +207,16 @@ func TestHTTPLimitIs429WithRetryAfter(t *testing.T) {
 	clock := newFakeClock()
 	e := limitedEngine(t, clock, nil)
 	for i := range 10 {
-		if resp := post(t, e, "/v1/login", nil); resp.StatusCode == http.StatusTooManyRequests {
+		if resp := post(t, e, "/v1/auth/login", nil); resp.StatusCode == http.StatusTooManyRequests {
 			t.Fatalf("login %d refused", i+1)
 		}
 	}
-	resp := post(t, e, "/v1/login", nil)
+	resp := post(t, e, "/v1/auth/login", nil)
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "6" {
 		t.Fatalf("11th login: %s, Retry-After %q; want 429 and 6", resp.Status, resp.Header.Get("Retry-After"))
 	}
 	clock.Advance(6 * time.Second)
-	if resp := post(t, e, "/v1/login", nil); resp.StatusCode == http.StatusTooManyRequests {
+	if resp := post(t, e, "/v1/auth/login", nil); resp.StatusCode == http.StatusTooManyRequests {
 		t.Fatal("no token back after Retry-After")
 	}
 	// Health probes are never limited.
