@@ -81,6 +81,7 @@ import (
 
 	"charla"
 	"charla/store"
+	"charla/store/internal/pebblefile"
 )
 
 // schemaVersion is bumped on any incompatible layout change, so that an old
@@ -290,7 +291,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	} else if err := fs.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("pebble: open %s: %w", dir, err)
 	}
-	lock, err := lockDir(ctx, dir, fs, opts.LockTimeout)
+	lock, err := pebblefile.LockDir(ctx, dir, fs, opts.LockTimeout, ErrLocked)
 	if err != nil {
 		return nil, err
 	}
@@ -328,28 +329,6 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	log.Info().Str("dir", dir).Int64("cache_bytes", opts.CacheSize).
 		Uint64("memtable_bytes", opts.MemTableSize).Msg("pebble store open")
 	return s, nil
-}
-
-// lockDir takes pebble's directory lock, retrying until timeout: the lock is
-// a non-blocking fcntl lock, and a process that is just exiting (a restart)
-// should not make the next one fail.
-func lockDir(ctx context.Context, dir string, fs vfs.FS, timeout time.Duration) (*pebbledb.Lock, error) {
-	start := time.Now()
-	for {
-		lock, err := pebbledb.LockDirectory(dir, fs)
-		if err == nil {
-			return lock, nil
-		}
-		waited := time.Since(start)
-		if timeout >= 0 && waited >= timeout {
-			return nil, fmt.Errorf("%w: %s (waited %v; is another charla using this data dir?): %w", ErrLocked, dir, timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("pebble: open %s: waiting for the lock: %w", dir, ctx.Err())
-		case <-time.After(min(20*time.Millisecond, max(timeout-waited, time.Millisecond))):
-		}
-	}
 }
 
 // checkSchema stamps a new store with the schema version and refuses a store

@@ -58,6 +58,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"charla"
+	"charla/store/internal/pebblefile"
 )
 
 // Key orders spooled messages by arrival: Peek returns keys, Remove takes the
@@ -225,7 +226,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Spool, error) {
 	if err := fs.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", dir, err)
 	}
-	lock, err := lockDir(ctx, dir, fs, opts.LockTimeout)
+	lock, err := pebblefile.LockDir(ctx, dir, fs, opts.LockTimeout, ErrLocked)
 	if err != nil {
 		return nil, err
 	}
@@ -254,27 +255,6 @@ func Open(ctx context.Context, dir string, opts Options) (*Spool, error) {
 			Int64("acks", s.acks.Load()).Msg("spool open")
 	}
 	return s, nil
-}
-
-// lockDir takes pebble's directory lock, retrying until timeout: a process
-// that is just exiting (a restart) should not make the next one fail.
-func lockDir(ctx context.Context, dir string, fs vfs.FS, timeout time.Duration) (*pebbledb.Lock, error) {
-	start := time.Now()
-	for {
-		lock, err := pebbledb.LockDirectory(dir, fs)
-		if err == nil {
-			return lock, nil
-		}
-		waited := time.Since(start)
-		if timeout >= 0 && waited >= timeout {
-			return nil, fmt.Errorf("%w: %s (waited %v; is another charla using this data dir?): %w", ErrLocked, dir, timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("spool: open %s: waiting for the lock: %w", dir, ctx.Err())
-		case <-time.After(min(20*time.Millisecond, max(timeout-waited, time.Millisecond))):
-		}
-	}
 }
 
 // load checks the schema and reads the counters: the next log key and how
