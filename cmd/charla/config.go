@@ -33,6 +33,8 @@ type config struct {
 	LogLevel  string
 	LogFormat string
 	DebugAddr string
+	// MinProcs raises GOMAXPROCS to at least this (see serve).
+	MinProcs int
 
 	Actors    actors.Config
 	Transport transport.Config // HeartbeatTimeout is Actors.HeartbeatTimeout: one flag sets both
@@ -93,6 +95,7 @@ func (c *config) settings() flagSet {
 		{name: "shutdown-timeout", env: "CHARLA_SHUTDOWN_TIMEOUT", usage: "how long SIGTERM waits for in-flight sends", value: durVar(&c.Actors.ShutdownGrace, a.ShutdownGrace)},
 		{name: "log-level", env: "CHARLA_LOG_LEVEL", usage: "debug, info, warn or error", value: strVar(&c.LogLevel, "info")},
 		{name: "log-format", env: "CHARLA_LOG_FORMAT", usage: "json or console", value: strVar(&c.LogFormat, "json")},
+		{name: "min-procs", env: "CHARLA_MIN_PROCS", usage: "fewest Go Ps (GOMAXPROCS) the engine runs with, even on one core: a P blocked in an fsync stalls every actor until the runtime takes it back", value: intVar(&c.MinProcs, 2)},
 		{name: "debug-addr", env: "CHARLA_DEBUG_ADDR", usage: "serve Go's pprof profiles on this address (keep it private); empty = off", value: strVar(&c.DebugAddr, "")},
 		{name: "database-url", env: "DATABASE_URL", usage: "PostgreSQL URL (Supabase: add default_query_exec_mode=simple_protocol for the transaction pooler); empty = embedded store", value: strVar(&c.DB.URL, db.URL), secret: true, dbField: "URL"},
 		{name: "migrate", env: "CHARLA_MIGRATE", usage: "apply pending database migrations before serving", value: boolVar(&c.DB.AutoMigrate, db.AutoMigrate), dbField: "AutoMigrate"},
@@ -174,6 +177,9 @@ func (c config) validate(serving bool) error {
 	}
 	if c.DataDir == "" {
 		bad("data-dir must not be empty")
+	}
+	if c.MinProcs < 1 {
+		bad("min-procs must be at least 1 (got %d)", c.MinProcs)
 	}
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
 		bad("log-level %q: must be debug, info, warn or error", c.LogLevel)
