@@ -31,6 +31,15 @@ func (e *Engine) HTTPURL(path, user string, role charla.Role) string {
 // the body. It fails the test only when the request cannot be made.
 func Do(t testing.TB, method, u string, body any, header http.Header) (int, []byte) {
 	t.Helper()
+	resp, data := roundTrip(t, method, u, body, header, true)
+	return resp.StatusCode, data
+}
+
+// roundTrip makes one request and reads the whole answer. body is sent as
+// is when it is []byte, a string or an io.Reader, else JSON-encoded;
+// jsonType labels a body application/json unless header names a type.
+func roundTrip(t testing.TB, method, u string, body any, header http.Header, jsonType bool) (*http.Response, []byte) {
+	t.Helper()
 	var r io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -38,6 +47,8 @@ func Do(t testing.TB, method, u string, body any, header http.Header) (int, []by
 		r = bytes.NewReader(b)
 	case string:
 		r = strings.NewReader(b)
+	case io.Reader:
+		r = b
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
@@ -52,7 +63,7 @@ func Do(t testing.TB, method, u string, body any, header http.Header) (int, []by
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	if body != nil {
+	if body != nil && jsonType && req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -64,7 +75,7 @@ func Do(t testing.TB, method, u string, body any, header http.Header) (int, []by
 	if err != nil {
 		t.Fatalf("%s %s: read body: %v", method, u, err)
 	}
-	return resp.StatusCode, data
+	return resp, data
 }
 
 // DoJSON is Do that decodes the answer into out (when not nil) and fails
