@@ -111,13 +111,23 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	s.answerSession(w, sess, err)
 }
 
-func (s *Server) handleRefresh(w http.ResponseWriter, r *http.Request) {
-	if !s.loginReady(w) {
-		return
-	}
+// refreshBody reads the body of /v1/auth/refresh and /logout, answering
+// the request itself when it cannot.
+func (s *Server) refreshBody(w http.ResponseWriter, r *http.Request) (refreshRequest, bool) {
 	var req refreshRequest
+	if !s.loginReady(w) {
+		return req, false
+	}
 	if status, e := decodeJSONBody(w, r, maxAuthBody, &req); e != nil {
 		writeProblemStatus(w, status, e)
+		return req, false
+	}
+	return req, true
+}
+
+func (s *Server) handleRefresh(w http.ResponseWriter, r *http.Request) {
+	req, ok := s.refreshBody(w, r)
+	if !ok {
 		return
 	}
 	sess, err := s.cfg.Login.Refresh(r.Context(), req.RefreshToken)
@@ -125,12 +135,8 @@ func (s *Server) handleRefresh(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
-	if !s.loginReady(w) {
-		return
-	}
-	var req refreshRequest
-	if status, e := decodeJSONBody(w, r, maxAuthBody, &req); e != nil {
-		writeProblemStatus(w, status, e)
+	req, ok := s.refreshBody(w, r)
+	if !ok {
 		return
 	}
 	if err := s.cfg.Login.Logout(r.Context(), req.RefreshToken); err != nil {
