@@ -97,8 +97,15 @@ func (c *checker) expect(status int, method, path, token, ctype string, body []b
 
 func jsonBody(v any) []byte { b, _ := json.Marshal(v); return b }
 
-// TestContract runs every documented REST endpoint of login, media and
-// health through its answers on both stores.
+// frameType is the type of a server frame.
+func frameType(frame []byte) string {
+	var f struct{ Type string }
+	json.Unmarshal(frame, &f)
+	return f.Type
+}
+
+// TestContract runs every documented REST endpoint of login, media,
+// health, long-polling and history through its answers on both stores.
 func TestContract(t *testing.T) {
 	for _, kind := range []string{"pebble", "postgres"} {
 		t.Run(kind, func(t *testing.T) {
@@ -149,6 +156,56 @@ func TestContract(t *testing.T) {
 			c.expect(403, "GET", "/v1/media/"+m.ID, other, "", nil)
 			c.expect(404, "GET", "/v1/media/ffffffffffffffffffffffffffffffff", cust, "", nil)
 			c.expect(401, "GET", "/v1/media/"+m.ID, "", "", nil)
+
+			// Long-polling (poll.go): a new session's first answer is its
+			// welcome, even with wait_ms 0.
+			var pr transport.PollResponse
+			json.Unmarshal(c.expect(200, "POST", "/v1/poll", cust, js, jsonBody(map[string]any{"cursors": map[string]int{"carol": 0}, "wait_ms": 0})), &pr)
+			if len(pr.Frames) == 0 || frameType(pr.Frames[0]) != "welcome" {
+				t.Fatalf("first poll of a session = %s, want a welcome first", pr.Frames)
+			}
+			c.expect(400, "POST", "/v1/poll", cust, js, jsonBody(map[string]any{"cursors": map[string]int{}, "wait_ms": -1}))
+			c.expect(401, "POST", "/v1/poll", "", js, jsonBody(map[string]any{"cursors": map[string]int{}, "wait_ms": 0}))
+
+			const msgID = "0b7e8c6a-3f4e-4f57-9c1a-2d7b8f0e1a01"
+			send := jsonBody(map[string]any{"ref": "s1", "conv": "carol", "client_msg_id": msgID, "body": map[string]string{"text": "hola"}})
+			var ack struct {
+				Type      string
+				Seq       int64
+				Duplicate bool
+			}
+			json.Unmarshal(c.expect(200, "POST", "/v1/send", cust, js, send), &ack)
+			if ack.Type != "ack" || ack.Seq != 1 || ack.Duplicate {
+				t.Fatalf("send = %+v, want the ack of seq 1", ack)
+			}
+			json.Unmarshal(c.expect(200, "POST", "/v1/send", cust, js, send), &ack)
+			if ack.Type != "ack" || ack.Seq != 1 || !ack.Duplicate {
+				t.Fatalf("resend = %+v, want a duplicate ack of seq 1", ack)
+			}
+			c.expect(400, "POST", "/v1/send", cust, js, jsonBody(map[string]any{"conv": "carol", "client_msg_id": msgID, "body": "not an object"}))
+			c.expect(400, "POST", "/v1/send", cust, js, []byte(`{"conv":`))
+			c.expect(403, "POST", "/v1/send", other, js, send)
+			c.expect(401, "POST", "/v1/send", "", js, send)
+
+			c.expect(202, "POST", "/v1/frames", cust, js, jsonBody(map[string]any{"session": pr.Session, "frames": []any{map[string]string{"type": "typing", "conv": "carol"}}}))
+			c.expect(400, "POST", "/v1/frames", cust, js, jsonBody(map[string]any{"session": pr.Session, "frames": []any{map[string]string{"type": "subscribe", "conv": "carol"}}}))
+			c.expect(401, "POST", "/v1/frames", "", js, jsonBody(map[string]any{"frames": []any{map[string]string{"type": "typing", "conv": "carol"}}}))
+
+			// History and read cursors (history.go).
+			var page transport.HistoryPage
+			json.Unmarshal(c.expect(200, "GET", "/v1/conversations/carol/messages", cust, "", nil), &page)
+			if len(page.Messages) != 1 || page.Messages[0].ClientMsgID != msgID || page.HasMore {
+				t.Fatalf("history = %+v, want the one message sent", page)
+			}
+			c.expect(200, "GET", "/v1/conversations/carol/messages?after=0&before=2&limit=1", tr.AccessToken, "", nil)
+			c.expect(400, "GET", "/v1/conversations/carol/messages?limit=500", cust, "", nil)
+			c.expect(403, "GET", "/v1/conversations/carol/messages", other, "", nil)
+			c.expect(401, "GET", "/v1/conversations/carol/messages", "", "", nil)
+			c.expect(200, "PUT", "/v1/conversations/carol/read", cust, js, jsonBody(map[string]int{"seq": 1}))
+			c.expect(200, "GET", "/v1/conversations/carol/read", tr.AccessToken, "", nil)
+			c.expect(400, "PUT", "/v1/conversations/carol/read", cust, js, []byte(`[1]`))
+			c.expect(403, "PUT", "/v1/conversations/carol/read", other, js, jsonBody(map[string]int{"seq": 1}))
+			c.expect(401, "GET", "/v1/conversations/carol/read", "", "", nil)
 		})
 	}
 }
