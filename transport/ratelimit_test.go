@@ -14,34 +14,14 @@ import (
 	"charla"
 	"charla/transport"
 	"charla/transport/ratelimit"
+	"charla/transport/ratelimit/ratelimittest"
 	"charla/transport/transporttest"
 	"charla/wire"
 )
 
-// fakeClock is the rate limiter's clock in these tests: minutes of traffic
-// play in seconds, and a test decides when tokens come back.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // limitedEngine runs an engine whose limits apply to loopback (tests run
 // over it, which transporttest allow-lists by default), on clock.
-func limitedEngine(t *testing.T, clock *fakeClock, edit func(*transport.Config)) *transporttest.Engine {
+func limitedEngine(t *testing.T, clock *ratelimittest.Clock, edit func(*transport.Config)) *transporttest.Engine {
 	return transporttest.Start(t, transporttest.WithRateLimitClock(clock.Now), transporttest.WithTransport(func(c *transport.Config) {
 		c.RateLimits.Allow = nil
 		if edit != nil {
@@ -74,7 +54,7 @@ func sendOne(t *testing.T, c *transporttest.Client, conv charla.ConvID) wire.Fra
 // An agent typing 90 messages a minute for 3 minutes, under the default
 // 100, is never limited.
 func TestSteadyAgentIsNeverLimited(t *testing.T) {
-	clock := newFakeClock()
+	clock := ratelimittest.NewClock()
 	e := limitedEngine(t, clock, nil)
 	ana := e.Dial(t, "ana", charla.RoleAgent)
 	for i := range 3 * 90 {
@@ -92,7 +72,7 @@ func TestSteadyAgentIsNeverLimited(t *testing.T) {
 // with retry_after_ms, the connection still open, until the refusals within
 // a minute pass FloodFactor times the limit; then 4029.
 func TestFloodIsCutToTheLimitThen4029(t *testing.T) {
-	clock := newFakeClock()
+	clock := ratelimittest.NewClock()
 	e := limitedEngine(t, clock, nil)
 	ana := e.Dial(t, "ana", charla.RoleAgent)
 	start := clock.Now()
@@ -148,7 +128,7 @@ func TestFloodIsCutToTheLimitThen4029(t *testing.T) {
 // Fifty agents behind one IP (one office NAT) are limited each on their
 // own, not together.
 func TestAgentsBehindOneIPAreLimitedOnTheirOwn(t *testing.T) {
-	clock := newFakeClock()
+	clock := ratelimittest.NewClock()
 	const agents, limit = 50, 20
 	e := limitedEngine(t, clock, func(c *transport.Config) { c.RateLimits.Chat = limit })
 	var wg sync.WaitGroup
@@ -179,7 +159,7 @@ func TestAgentsBehindOneIPAreLimitedOnTheirOwn(t *testing.T) {
 
 // A client on the allow-list is never limited, over WebSocket or HTTP.
 func TestAllowListedIPIsNeverLimited(t *testing.T) {
-	clock := newFakeClock()
+	clock := ratelimittest.NewClock()
 	e := limitedEngine(t, clock, func(c *transport.Config) {
 		c.RateLimits.Allow = []string{"127.0.0.0/8"}
 		c.RateLimits.Chat, c.RateLimits.API, c.RateLimits.Upgrade = 5, 5, 5
@@ -204,7 +184,7 @@ func TestAllowListedIPIsNeverLimited(t *testing.T) {
 // login attempt inside a minute is refused, and a token is back within
 // seconds.
 func TestHTTPLimitIs429WithRetryAfter(t *testing.T) {
-	clock := newFakeClock()
+	clock := ratelimittest.NewClock()
 	e := limitedEngine(t, clock, nil)
 	for i := range 10 {
 		if resp := post(t, e, "/v1/auth/login", nil); resp.StatusCode == http.StatusTooManyRequests {
@@ -239,7 +219,7 @@ func TestForwardedForOnlyFromTrustedProxies(t *testing.T) {
 		{"trusted proxy", []string{"127.0.0.1"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := newFakeClock()
+			clock := ratelimittest.NewClock()
 			e := limitedEngine(t, clock, func(c *transport.Config) {
 				c.RateLimits.TrustedProxies = tc.trusted
 				c.RateLimits.Upgrade = 3
@@ -295,7 +275,7 @@ var noKeepAlive = &http.Client{Transport: &http.Transport{DisableKeepAlives: tru
 // the user who spent it over one transport is refused over the other, with
 // 429, Retry-After and retry_after_ms.
 func TestChatBucketIsSharedAcrossTransports(t *testing.T) {
-	clock := newFakeClock()
+	clock := ratelimittest.NewClock()
 	e := limitedEngine(t, clock, func(c *transport.Config) { c.RateLimits.Chat = 5 })
 	ana := e.Dial(t, "ana", charla.RoleAgent)
 	for i := range 5 {

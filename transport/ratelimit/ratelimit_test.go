@@ -14,31 +14,12 @@ import (
 	"go.uber.org/goleak"
 
 	"charla/transport/ratelimit"
+	"charla/transport/ratelimit/ratelimittest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// Clock is a settable clock for the registry.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *Clock { return &Clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func newRegistry(t testing.TB, c ratelimit.Config, clock *Clock) *ratelimit.Registry {
+func newRegistry(t testing.TB, c ratelimit.Config, clock *ratelimittest.Clock) *ratelimit.Registry {
 	t.Helper()
 	r, err := ratelimit.New(c, ratelimit.WithClock(clock.Now))
 	if err != nil {
@@ -51,7 +32,7 @@ func newRegistry(t testing.TB, c ratelimit.Config, clock *Clock) *ratelimit.Regi
 // inside a minute is refused, with the time until a token is back, and the
 // token is back after that time (6 s at 10 per minute), not after a window.
 func TestBurstAndContinuousRefill(t *testing.T) {
-	clock := newClock()
+	clock := ratelimittest.NewClock()
 	r := newRegistry(t, ratelimit.DefaultConfig(), clock)
 	key := ratelimit.IPKey(netip.MustParseAddr("203.0.113.7"))
 	for i := range 10 {
@@ -86,7 +67,7 @@ func TestBurstAndContinuousRefill(t *testing.T) {
 func TestZeroTurnsAClassOff(t *testing.T) {
 	c := ratelimit.DefaultConfig()
 	c.Chat = 0
-	r := newRegistry(t, c, newClock())
+	r := newRegistry(t, c, ratelimittest.NewClock())
 	for range 10_000 {
 		if ok, _ := r.AllowSend("ana"); !ok {
 			t.Fatal("chat limited with rate-limit-chat 0")
@@ -140,7 +121,7 @@ func TestValidate(t *testing.T) {
 func TestClientIP(t *testing.T) {
 	c := ratelimit.DefaultConfig()
 	c.TrustedProxies = []string{"10.0.0.0/8"}
-	r := newRegistry(t, c, newClock())
+	r := newRegistry(t, c, ratelimittest.NewClock())
 	for _, tc := range []struct {
 		name, peer string
 		xff        []string
@@ -174,7 +155,7 @@ func TestAllowListAndDenyRules(t *testing.T) {
 	c := ratelimit.DefaultConfig()
 	c.Allow = []string{"127.0.0.0/8", "2001:db8::/32", "192.0.2.5"}
 	c.DenyUserAgents = []string{"BadBot", "sqlmap"}
-	r := newRegistry(t, c, newClock())
+	r := newRegistry(t, c, ratelimittest.NewClock())
 	for addr, want := range map[string]bool{"127.0.0.1": true, "::ffff:127.0.0.1": true, "2001:db8::9": true, "192.0.2.5": true, "192.0.2.6": false, "::1": false} {
 		if got := r.Exempt(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("Exempt(%s) = %v, want %v", addr, got, want)
@@ -199,7 +180,7 @@ func TestMillionKeysStayBounded(t *testing.T) {
 		keys = 100_000
 	}
 	const boundPerKey = 256 // bytes, the figure docs/PROTOCOL.md and the README state
-	clock := newClock()
+	clock := ratelimittest.NewClock()
 	r := newRegistry(t, ratelimit.DefaultConfig(), clock)
 	before := heap()
 	for i := range keys {
@@ -239,7 +220,7 @@ func heap() int64 {
 // Allow sweeps a shard by itself once a Window has passed, so a registry
 // that nobody calls Sweep on still forgets its idle keys.
 func TestAllowSweepsByItself(t *testing.T) {
-	clock := newClock()
+	clock := ratelimittest.NewClock()
 	r := newRegistry(t, ratelimit.DefaultConfig(), clock)
 	for i := range 10_000 {
 		r.Allow(ratelimit.API, ratelimit.UserKey(fmt.Sprint("u", i)))
