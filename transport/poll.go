@@ -672,10 +672,14 @@ func decodeSendRequest(body []byte, maxBodyBytes int) (wire.Frame, *charla.Error
 	if f.Type != wire.TypeSend {
 		return f, charla.Errorf(charla.CodeBadRequest, "/v1/send takes send frames; send %q frames to /v1/frames", f.Type)
 	}
-	for _, err := range []error{f.Conv.Validate(), charla.ValidateClientMsgID(f.ClientMsgID), charla.ValidateBody(f.Body, maxBodyBytes)} {
-		if err != nil {
-			return f, charla.AsError(err)
-		}
+	if err := f.Conv.Validate(); err != nil {
+		return f, charla.AsError(err)
+	}
+	if err := charla.ValidateClientMsgID(f.ClientMsgID); err != nil {
+		return f, charla.AsError(err)
+	}
+	if err := charla.ValidateBody(f.Body, maxBodyBytes); err != nil {
+		return f, charla.AsError(err)
 	}
 	return f, nil
 }
