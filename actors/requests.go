@@ -9,6 +9,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"charla"
+	"charla/wire"
 )
 
 // The request/response API of the tree for the HTTP endpoints (history and
@@ -87,6 +88,36 @@ func (s *System) MarkRead(ctx context.Context, by charla.Sender, conv charla.Con
 		return 0, m.err
 	default:
 		return 0, fmt.Errorf("mark read: unexpected answer %T", res)
+	}
+}
+
+// Post appends msg to its conversation exactly as a client's send does
+// (same single writer, same dedup by ClientMsgID, same fan-out to the
+// subscribers) and returns the ack once it is durable. It is the door for
+// producers inside the engine — the WhatsApp webhook, the chatbot, REST —
+// which authenticate and validate on their own side: msg.Sender is trusted.
+// Errors are *charla.Error (a refused or unavailable append).
+func (s *System) Post(ctx context.Context, msg charla.Message) (wire.Ack, error) {
+	if err := msg.Conv.Validate(); err != nil {
+		return wire.Ack{}, err
+	}
+	if err := charla.ValidateClientMsgID(msg.ClientMsgID); err != nil {
+		return wire.Ack{}, err
+	}
+	res, err := s.request(ctx, s.deps.conversations, func(reply *actor.PID) any {
+		return sendReq{conn: reply, msg: msg}
+	})
+	if err != nil {
+		return wire.Ack{}, err
+	}
+	switch m := res.(type) {
+	case sendReply:
+		if m.err != nil {
+			return wire.Ack{}, m.err
+		}
+		return m.ack, nil
+	default:
+		return wire.Ack{}, fmt.Errorf("post to %s: unexpected answer %T", msg.Conv, res)
 	}
 }
 
