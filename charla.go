@@ -54,9 +54,12 @@ const (
 	RoleCustomer Role = "customer"
 	RoleAgent    Role = "agent"
 	RoleAdmin    Role = "admin"
+	// RoleBot is the chatbot's: only the engine posts as it (through
+	// actors.System.Post); no token may carry it, so Valid refuses it.
+	RoleBot Role = "bot"
 )
 
-// Valid reports whether r is one of the known roles.
+// Valid reports whether r is a role a client may authenticate as.
 func (r Role) Valid() bool {
 	return r == RoleCustomer || r == RoleAgent || r == RoleAdmin
 }
@@ -81,6 +84,25 @@ func (s Sender) CanAccess(c ConvID) bool {
 
 // Owner is the user id that owns a customer conversation: the id up to its
 // first ':', or the whole id.
+// WhatsAppConv is the one conversation of WhatsApp user waID with the
+// business number phoneNumberID (both digits as the Cloud API gives them).
+// Its owner (see Owner) is "wa." + waID: a customer token for that user id
+// may read it, and no web customer id collides with it by accident.
+func WhatsAppConv(phoneNumberID, waID string) ConvID {
+	return ConvID("wa." + waID + ":" + phoneNumberID)
+}
+
+// WhatsApp reports whether c is a WhatsApp conversation (see WhatsAppConv)
+// and returns its customer's wa_id and business phone number id.
+func (c ConvID) WhatsApp() (waID, phoneNumberID string, ok bool) {
+	owner, phone, found := strings.Cut(string(c), ":")
+	waID, isWA := strings.CutPrefix(owner, "wa.")
+	if !found || !isWA || waID == "" || phone == "" {
+		return "", "", false
+	}
+	return waID, phone, true
+}
+
 func (c ConvID) Owner() string {
 	owner, _, _ := strings.Cut(string(c), ":")
 	return owner

@@ -101,3 +101,22 @@ func TestValidateUserID(t *testing.T) {
 		}
 	}
 }
+
+func TestWhatsAppConv(t *testing.T) {
+	c := WhatsAppConv("1065", "5215551234567")
+	if err := c.Validate(); err != nil {
+		t.Fatalf("%s does not validate: %v", c, err)
+	}
+	if c.Owner() != "wa.5215551234567" {
+		t.Errorf("owner of %s = %q", c, c.Owner())
+	}
+	wa, phone, ok := c.WhatsApp()
+	if !ok || wa != "5215551234567" || phone != "1065" {
+		t.Errorf("WhatsApp() of %s = %q, %q, %v", c, wa, phone, ok)
+	}
+	for _, other := range []ConvID{"alice:support", "wa.:1065", "wa.123", "wax.1:2", "alice"} {
+		if _, _, ok := other.WhatsApp(); ok {
+			t.Errorf("%s is not a WhatsApp conversation", other)
+		}
+	}
+}
