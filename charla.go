@@ -82,8 +82,6 @@ func (s Sender) CanAccess(c ConvID) bool {
 	return c.Owner() == s.ID
 }
 
-// Owner is the user id that owns a customer conversation: the id up to its
-// first ':', or the whole id.
 // WhatsAppConv is the one conversation of WhatsApp user waID with the
 // business number phoneNumberID (both digits as the Cloud API gives them).
 // Its owner (see Owner) is "wa." + waID: a customer token for that user id
@@ -103,6 +101,8 @@ func (c ConvID) WhatsApp() (waID, phoneNumberID string, ok bool) {
 	return waID, phone, true
 }
 
+// Owner is the user id that owns a customer conversation: the id up to its
+// first ':', or the whole id.
 func (c ConvID) Owner() string {
 	owner, _, _ := strings.Cut(string(c), ":")
 	return owner
