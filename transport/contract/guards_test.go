@@ -123,10 +123,14 @@ func TestContractGuards(t *testing.T) {
 		// come back.
 		{name: "login past the auth limit", method: "POST", path: "/v1/auth/login",
 			body: jsonBody(map[string]string{"email": "a@example.com", "password": "x"}), status: 429, code: charla.CodeRateLimited, retryAfter: true,
-			before: func() { c.do("POST", "/v1/auth/login", "", js, jsonBody(map[string]string{"email": "a@example.com", "password": "x"})) }},
+			before: func() {
+				c.do("POST", "/v1/auth/login", "", js, jsonBody(map[string]string{"email": "a@example.com", "password": "x"}))
+			}},
 		{name: "send past the chat limit", method: "POST", path: as("/v1/send", "chatty", charla.RoleAgent),
 			body: send("chatty", "two"), status: 429, code: charla.CodeRateLimited, retryAfter: true,
-			before: func() { c.expect(200, "POST", as("/v1/send", "chatty", charla.RoleAgent), "", js, send("chatty", "one")) }},
+			before: func() {
+				c.expect(200, "POST", as("/v1/send", "chatty", charla.RoleAgent), "", js, send("chatty", "one"))
+			}},
 		{name: "history past the api limit", method: "GET", path: as("/v1/conversations/busy/messages", "busy", charla.RoleAgent),
 			status: 429, code: charla.CodeRateLimited, retryAfter: true,
 			before: func() {
