@@ -61,6 +61,10 @@ type Dependencies struct {
 	// Limiter, when set, limits every user's sends across all their
 	// connections; the HTTP edge shares it for POST /v1/send.
 	Limiter SendLimiter
+	// Histograms, when set, receive the tree's latency and size
+	// distributions (the metrics package makes them); unset ones cost
+	// nothing.
+	Histograms Histograms
 }
 
 // System is a running actor tree.
@@ -91,7 +95,7 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	pool := newPoolDispatcher(4*runtime.GOMAXPROCS(0), 300)
-	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(), limiter: dep.Limiter}
+	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(dep.Histograms), limiter: dep.Limiter}
 	s := &System{as: as, deps: d, cancel: cancel, pool: pool}
 	if d.bridge, err = newSOAPBridge(cfg.SOAP); err != nil {
 		cancel()
@@ -102,7 +106,7 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	storeProps := actor.PropsFromProducer(func() actor.Actor {
 		return newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("component", "store").Logger())
 	})
-	restart := backoffStrategy{maxFailures: 10, window: time.Minute, base: 100 * time.Millisecond, cap: 5 * time.Second, log: log}
+	restart := backoffStrategy{maxFailures: 10, window: time.Minute, base: 100 * time.Millisecond, cap: 5 * time.Second, log: log, stats: d.stats}
 	if s.depsSup, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return &depsSupervisor{children: map[string]*actor.Props{"store": storeProps, "soap": soapProps}}
 	}, actor.WithSupervisor(restart)), "deps"); err != nil {

@@ -33,6 +33,12 @@ type config struct {
 	LogLevel  string
 	LogFormat string
 	DebugAddr string
+	// MetricsAddr is a private listener for Prometheus (/metrics without
+	// credentials, /healthz, /readyz with details); empty = none.
+	MetricsAddr string
+	// Metrics turns the Prometheus registry on (/metrics for admins on the
+	// main listener, on MetricsAddr and DebugAddr, and the alert rules).
+	Metrics bool
 	// MinProcs raises GOMAXPROCS to at least this (see serve).
 	MinProcs int
 
@@ -96,7 +102,9 @@ func (c *config) settings() flagSet {
 		{name: "log-level", env: "CHARLA_LOG_LEVEL", usage: "debug, info, warn or error", value: strVar(&c.LogLevel, "info")},
 		{name: "log-format", env: "CHARLA_LOG_FORMAT", usage: "json or console", value: strVar(&c.LogFormat, "json")},
 		{name: "min-procs", env: "CHARLA_MIN_PROCS", usage: "fewest Go Ps (GOMAXPROCS) the engine runs with, even on one core: a P blocked in an fsync stalls every actor until the runtime takes it back", value: intVar(&c.MinProcs, 2)},
-		{name: "debug-addr", env: "CHARLA_DEBUG_ADDR", usage: "serve Go's pprof profiles on this address (keep it private); empty = off", value: strVar(&c.DebugAddr, "")},
+		{name: "debug-addr", env: "CHARLA_DEBUG_ADDR", usage: "serve Go's pprof profiles, /metrics and the detailed /readyz on this address (keep it private); empty = off", value: strVar(&c.DebugAddr, "")},
+		{name: "metrics", env: "CHARLA_METRICS", usage: "export Prometheus metrics (GET /metrics for admins, and on metrics-addr); false also stops the latency histograms", value: boolVar(&c.Metrics, true)},
+		{name: "metrics-addr", env: "CHARLA_METRICS_ADDR", usage: "serve /metrics (no credentials), /healthz and the detailed /readyz on this private address, for Prometheus; empty = off", value: strVar(&c.MetricsAddr, "")},
 		{name: "database-url", env: "DATABASE_URL", usage: "PostgreSQL URL (Supabase: add default_query_exec_mode=simple_protocol for the transaction pooler); empty = embedded store", value: strVar(&c.DB.URL, db.URL), secret: true, dbField: "URL"},
 		{name: "migrate", env: "CHARLA_MIGRATE", usage: "apply pending database migrations before serving", value: boolVar(&c.DB.AutoMigrate, db.AutoMigrate), dbField: "AutoMigrate"},
 		{name: "db-max-conns", env: "CHARLA_DB_MAX_CONNS", usage: "connection pool size", value: int32Var(&c.DB.MaxConns, db.MaxConns), dbField: "MaxConns"},
@@ -173,6 +181,14 @@ func (c config) validate(serving bool) error {
 	if c.DebugAddr != "" {
 		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
 			bad("debug-addr %q: %v", c.DebugAddr, err)
+		}
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("metrics-addr %q: %v", c.MetricsAddr, err)
+		}
+		if !c.Metrics {
+			bad("metrics-addr needs metrics=true")
 		}
 	}
 	if c.DataDir == "" {
