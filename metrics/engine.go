@@ -24,21 +24,21 @@ const (
 // engineDescs are the collector's series, built once so that Describe and
 // Collect agree.
 type engineDescs struct {
-	connsActive, connsOpened, connsClosed, slowConsumer               desc
-	framesIn, framesOut, errorsSent                                   desc
-	messages, duplicates                                              desc
-	convActive, convLoaded, convUnloaded, restarts                    desc
-	commits, storeErrors                                              desc
-	breakerState, breakerOpen, breakerTrips                           desc
-	spoolDepth, spooled, drained, deadLetters                         desc
-	rateLimited                                                       desc
-	soapCalls, soapRetries, soapTimeouts, soapFailures, soapRejected  desc
-	soapCoalesced, soapStale, soapInflight, soapQueued                desc
-	soapJobs, soapJobsActive                                          desc
-	cacheHits, cacheMisses, cacheStale, cacheHitRatio                 desc
-	poolAcquired, poolIdle, poolTotal, poolMax, poolConstructing      desc
-	poolAcquires, poolEmptyAcquires, poolCanceled                     desc
-	poolAcquireSeconds, poolEmptyWaitSeconds                          desc
+	connsActive, connsOpened, connsClosed, slowConsumer              desc
+	framesIn, framesOut, errorsSent                                  desc
+	messages, duplicates                                             desc
+	convActive, convLoaded, convUnloaded, restarts                   desc
+	commits, storeErrors                                             desc
+	breakerState, breakerOpen, breakerTrips                          desc
+	spoolDepth, spooled, drained, deadLetters                        desc
+	rateLimited                                                      desc
+	soapCalls, soapRetries, soapTimeouts, soapFailures, soapRejected desc
+	soapCoalesced, soapStale, soapInflight, soapQueued               desc
+	soapJobs, soapJobsActive                                         desc
+	cacheHits, cacheMisses, cacheStale, cacheHitRatio                desc
+	poolAcquired, poolIdle, poolTotal, poolMax, poolConstructing     desc
+	poolAcquires, poolEmptyAcquires, poolCanceled                    desc
+	poolAcquireSeconds, poolEmptyWaitSeconds                         desc
 	dbOp, dbOpErrors, dbOpRetries, dbOpMax, dbAppended, dbDuplicates desc
 }
 

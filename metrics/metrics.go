@@ -27,8 +27,9 @@ const Namespace = "charla"
 // histograms the actor tree observes into, and the collectors added by
 // Watch and Register.
 type Metrics struct {
-	reg  *prometheus.Registry
-	hist actors.Histograms
+	reg    *prometheus.Registry
+	hist   actors.Histograms
+	engine *collector // Watch's
 }
 
 // Buckets of the histograms, in seconds (sizes in messages). The
@@ -80,13 +81,18 @@ type Sources struct {
 	Limits Refusals
 }
 
-// Watch registers the collector of the engine's counters. Call it once,
-// after the actor tree is built.
+// Watch registers the collector of the engine's counters, after the actor
+// tree is built. Watching again (a tree rebuilt in a test's restart)
+// replaces the previous sources; the histograms carry on.
 func (m *Metrics) Watch(src Sources) error {
 	if src.System == nil {
 		return fmt.Errorf("metrics: Watch needs the actor system")
 	}
-	return m.Register(newEngineCollector(src))
+	if m.engine != nil {
+		m.reg.Unregister(m.engine)
+	}
+	m.engine = newEngineCollector(src)
+	return m.Register(m.engine)
 }
 
 // Register adds a collector: the hook for the figures of actors built
