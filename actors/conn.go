@@ -183,6 +183,8 @@ func (c *conn) Receive(ctx actor.Context) {
 			c.deps.stats.errorSent(m.code)
 		}
 		c.enqueue(m.frame)
+	case pushFrame:
+		c.enqueue(m.frame)
 	case delivery:
 		c.onDelivery(ctx, m.conv, m.seq, m.frame)
 	case relay:

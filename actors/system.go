@@ -65,6 +65,12 @@ type Dependencies struct {
 	// distributions (the metrics package makes them); unset ones cost
 	// nothing.
 	Histograms Histograms
+	// Metrics, when set, is what the alert rules read (the metrics
+	// package's registry); without it there is no alert actor.
+	Metrics MetricSource
+	// Flags, when set, is turned off by alert rules with a disable_flag
+	// (ops.Runtime).
+	Flags FlagSwitch
 }
 
 // System is a running actor tree.
@@ -75,6 +81,8 @@ type System struct {
 
 	gateway *actor.PID
 	depsSup *actor.PID
+	opsSup  *actor.PID // nil without alerts
+	alerts  *actor.PID // nil without alerts
 	pool    *poolDispatcher
 }
 
@@ -133,6 +141,21 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		actor.WithSupervisor(stopStrategy{log: log})), "gateway"); err != nil {
 		cancel()
 		return nil, fmt.Errorf("spawn gateway: %w", err)
+	}
+	if dep.Metrics != nil {
+		// ops: what watches the engine, restarted on its own like deps.
+		alertProps := actor.PropsFromProducer(func() actor.Actor { return newAlertActor(d, dep.Metrics, dep.Flags) })
+		if s.opsSup, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+			return &depsSupervisor{children: map[string]*actor.Props{"alerts": alertProps}}
+		}, actor.WithSupervisor(restart)), "ops"); err != nil {
+			cancel()
+			return nil, fmt.Errorf("spawn ops: %w", err)
+		}
+		if res, err = as.Root.RequestFuture(s.opsSup, childReq{name: "alerts"}, 5*time.Second).Result(); err != nil {
+			cancel()
+			return nil, fmt.Errorf("start alert actor: %w", err)
+		}
+		s.alerts = res.(*actor.PID)
 	}
 	return s, nil
 }
@@ -195,6 +218,12 @@ func (s *System) Shutdown(ctx context.Context) error {
 		}
 		if _, err := s.as.Root.RequestFuture(pid, msg, timeout).Result(); err != nil {
 			errs = append(errs, fmt.Errorf("%w: %T: %v", ErrShutdownTimeout, msg, err))
+		}
+	}
+	if s.opsSup != nil {
+		// First, so that the drain's own figures raise no alert.
+		if err := s.as.Root.StopFuture(s.opsSup).Wait(); err != nil {
+			errs = append(errs, fmt.Errorf("stop ops: %w", err))
 		}
 	}
 	wait(s.gateway, shutdownAll{})

@@ -21,6 +21,7 @@ import (
 	"charla/auth"
 	"charla/docs"
 	"charla/media"
+	"charla/ops"
 	"charla/transport/ratelimit"
 )
 
@@ -116,9 +117,10 @@ type Server struct {
 	http     *http.Server
 	limits   *ratelimit.Registry
 	conns    *ipConns
-	polls    *pollRegistry // poll.go
-	metrics  http.Handler  // ops.go; nil: no /metrics on this listener
-	state    atomic.Int32  // a serverState
+	polls    *pollRegistry   // poll.go
+	metrics  http.Handler    // ops.go; nil: no /metrics on this listener
+	state    atomic.Int32    // a serverState
+	settings RuntimeSettings // ops.go; nil: no runtime settings
 	// readyExtra are the details other parts add to /readyz.
 	readyExtra map[string]func() any
 }
@@ -152,7 +154,7 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger, opts ...Serve
 	mux.HandleFunc("GET /v1/media/{id}", s.handleMediaGet)
 	mux.Handle("GET /v1/openapi.json", docs.OpenAPIHandler())
 	s.http = &http.Server{
-		Handler:           s.edge(mux),
+		Handler:           s.edge(s.gateFlags(mux)),
 		ReadHeaderTimeout: cfg.ConnectTimeout,
 		// Hijacked WebSockets are outside these: gws clears the deadlines
 		// once its handshake answer is written (limits.go says more).
@@ -244,8 +246,10 @@ type ReadinessDetails struct {
 	// SOAP is the inventory bridge: "off" when no --soap-url is set, else
 	// its breaker (closed, open, half_open); chat is unaffected either way.
 	SOAP string `json:"soap"`
+	// Alerts are the alerts firing now (docs/PROTOCOL.md's alert frame).
+	Alerts []ops.Event `json:"alerts,omitempty"`
 	// Extra holds what other parts of the engine add (WithReadinessDetails):
-	// runtime settings and feature flags, firing alerts.
+	// the runtime settings and feature flags under "settings".
 	Extra map[string]any `json:"extra,omitempty"`
 }
 
@@ -264,7 +268,8 @@ func WithReadinessDetails(name string, f func() any) ServerOption {
 func (s *Server) Readiness() Readiness {
 	st := s.sys.Stats()
 	d := &ReadinessDetails{Store: actors.BreakerState(st.StoreBreaker.Load()).String(),
-		SpoolDepth: st.SpoolDepth.Load(), DeadLetters: st.DeadLetters.Load(), Connections: st.ConnsActive.Load(), SOAP: s.sys.SOAPState()}
+		SpoolDepth: st.SpoolDepth.Load(), DeadLetters: st.DeadLetters.Load(), Connections: st.ConnsActive.Load(), SOAP: s.sys.SOAPState(),
+		Alerts: s.firingAlerts()}
 	for name, f := range s.readyExtra {
 		if d.Extra == nil {
 			d.Extra = map[string]any{}

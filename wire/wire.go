@@ -47,7 +47,7 @@ var FrameTypes = [...]string{
 	TypeWelcome, TypeSubscribe, TypeSubscribed, TypeUnsubscribe, TypeUnsubscribed,
 	TypeSend, TypeAck, TypeMsg, TypePing, TypePong, TypeTyping, TypeRead, TypeError,
 	TypeInventory, TypeJob, TypePresence, TypeConversation, TypeReserve, TypeReserved,
-	TypeInvalidate, TypeInvalidated,
+	TypeInvalidate, TypeInvalidated, TypeAlert,
 }
 
 // TypeOf returns the type of a frame Encode made, read from its first

@@ -26,6 +26,7 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/metrics"
+	"charla/ops"
 	"charla/store"
 	"charla/store/postgres"
 	"charla/store/spool"
@@ -147,16 +148,34 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	dep.Limiter = limits
+	// The settings that change without a restart: the level of every
+	// logger (theirs is Trace; the global level filters), the limits, the
+	// alert rules once the tree runs, the feature flags.
+	var sys *actors.System
+	zerolog.SetGlobalLevel(log.GetLevel())
+	log = log.Level(zerolog.TraceLevel)
+	rt, err := cfg.runtimeSettings(log, ops.Appliers{LogLevel: zerolog.SetGlobalLevel, RateLimits: limits.SetRates,
+		Alerts: func(r ops.Rules) error {
+			if sys == nil {
+				return nil // the tree starts with them (below)
+			}
+			return sys.SetAlertRules(r)
+		}})
+	if err != nil {
+		return err
+	}
+	cfg.Actors.Alerts.Rules = rt.Current().Alerts
+	dep.Flags = rt
 	var reg *metrics.Metrics
 	if cfg.Metrics {
 		reg = metrics.New()
-		dep.Histograms = reg.Histograms()
+		dep.Histograms, dep.Metrics = reg.Histograms(), reg.Gatherer()
 	}
-	sys, err := actors.NewSystem(cfg.Actors, dep)
-	if err != nil {
+	if sys, err = actors.NewSystem(cfg.Actors, dep); err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
-	srvOpts := []transport.ServerOption{transport.WithLimits(limits)}
+	reloadOnHUP(ctx, rt, cfg.SettingsFile, log)
+	srvOpts := []transport.ServerOption{transport.WithLimits(limits), transport.WithSettings(rt)}
 	if reg != nil {
 		src := metrics.Sources{System: sys, Limits: limits}
 		if pg, ok := dep.Store.(metrics.StoreStats); ok {

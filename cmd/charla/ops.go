@@ -1,14 +1,20 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"charla/metrics"
+	"charla/ops"
 	"charla/transport"
 )
 
@@ -39,4 +45,52 @@ func servePrivate(addr, what string, mux *http.ServeMux, log zerolog.Logger) (fu
 	go func() { _ = s.Serve(ln) }()
 	log.Info().Str("addr", ln.Addr().String()).Msg(what + " listening")
 	return func() { _ = s.Close() }, nil
+}
+
+// runtimeSettings builds the settings that change without a restart from
+// the engine's startup values, with the settings file applied over them.
+func (c config) runtimeSettings(log zerolog.Logger, apply ops.Appliers) (*ops.Runtime, error) {
+	rt, err := ops.NewRuntime(ops.InitialSettings(c.LogLevel, c.Transport.RateLimits, c.Actors.Alerts.Rules), apply, log)
+	if err != nil {
+		return nil, err
+	}
+	if c.SettingsFile != "" {
+		if _, err := rt.Reload(c.SettingsFile); err != nil {
+			return nil, err
+		}
+	}
+	return rt, nil
+}
+
+// indentAll puts each problem of a joined error on its own line, for a
+// problem that has several inside it (a settings file's).
+func indentAll(err error) string {
+	var out []string
+	for _, e := range flatten(err) {
+		out = append(out, e.Error())
+	}
+	return strings.Join(out, "; ")
+}
+
+// reloadOnHUP reloads the settings file on every SIGHUP until ctx ends.
+func reloadOnHUP(ctx context.Context, rt *ops.Runtime, path string, log zerolog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if path == "" {
+					log.Warn().Msg("SIGHUP: no --settings-file to reload")
+					continue
+				}
+				if _, err := rt.Reload(path); err == nil {
+					log.Info().Str("file", path).Msg("SIGHUP: runtime settings reloaded")
+				}
+			}
+		}
+	}()
 }
