@@ -43,6 +43,7 @@ type Config struct {
 	SpoolDedupMax    int           // spool-dedup-max: most acks the spool's ack index keeps (oldest pruned first)
 	ShutdownGrace    time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
 	SOAP             SOAPConfig    // soap-*, inventory-*, job-*: the inventory bridge (soapconfig.go)
+	Alerts           AlertConfig   // alert-*: the alert rules and where alerts go (alerts.go)
 }
 
 // DefaultConfig returns the engine's defaults, the ones README.md's
@@ -72,6 +73,7 @@ func DefaultConfig() Config {
 		// in-flight sends (and Shutdown without a deadline as long).
 		ShutdownGrace: 10 * time.Second,
 		SOAP:          DefaultSOAPConfig(),
+		Alerts:        DefaultAlertConfig(),
 	}
 }
 
@@ -117,6 +119,7 @@ func (c Config) Validate() error {
 	atLeast("spool-dedup-max", c.SpoolDedupMax, 1)
 	positive("shutdown-timeout", c.ShutdownGrace)
 	errs = append(errs, c.SOAP.problems()...)
+	errs = append(errs, c.Alerts.problems()...)
 	return errors.Join(errs...)
 }
 

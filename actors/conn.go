@@ -147,6 +147,7 @@ func (c *conn) Receive(ctx actor.Context) {
 			return // read after our close frame: the client resends after reconnecting
 		}
 		c.lastSeen = time.Now()
+		c.deps.stats.framesIn.add(m.f.Type)
 		c.onFrame(ctx, m.f)
 	case inInvalid:
 		c.lastSeen = time.Now()
@@ -181,6 +182,8 @@ func (c *conn) Receive(ctx actor.Context) {
 		if m.code != "" {
 			c.deps.stats.errorSent(m.code)
 		}
+		c.enqueue(m.frame)
+	case pushFrame:
 		c.enqueue(m.frame)
 	case delivery:
 		c.onDelivery(ctx, m.conv, m.seq, m.frame)
@@ -261,7 +264,7 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 			return
 		}
 		c.sends++
-		ctx.Send(c.deps.conversations, sendReq{conn: ctx.Self(), ref: f.Ref, msg: charla.Message{
+		ctx.Send(c.deps.conversations, sendReq{conn: ctx.Self(), ref: f.Ref, at: c.lastSeen, msg: charla.Message{
 			Conv: f.Conv, ClientMsgID: f.ClientMsgID, Sender: c.user, Body: f.Body,
 		}})
 	case wire.TypeTyping:
@@ -466,7 +469,9 @@ func (c *conn) enqueue(frame []byte) {
 	}
 	if !c.out.push(frame) {
 		c.close(charla.DisconnectSlowConsumer)
+		return
 	}
+	c.deps.stats.framesOut.addEncoded(frame)
 }
 
 // maybeFinishShutdown closes with 1012 once a shutting-down conn has

@@ -48,6 +48,7 @@ type ackInfo struct {
 type waiter struct {
 	conn *actor.PID
 	ref  string
+	at   time.Time // the sendReq's, for the send→ack latency
 }
 
 type pendingSend struct {
@@ -77,6 +78,7 @@ type (
 		conn *actor.PID
 		ref  string
 		msg  charla.Message
+		at   time.Time // when the conn actor read it: send→ack latency is measured from here (zero: not measured)
 	}
 	typingReq struct {
 		conv  charla.ConvID
@@ -258,6 +260,7 @@ func (c *conversation) onLoaded(ctx actor.Context, m loaded) {
 		return
 	}
 	c.loaded = true
+	c.deps.stats.ConversationsLoaded.Add(1)
 	c.head = m.head
 	for _, msg := range m.recent {
 		c.dedup.Add(msg.ClientMsgID, ackInfo{msg.Seq, msg.TS})
@@ -292,13 +295,14 @@ func (c *conversation) send(ctx actor.Context, m sendReq) {
 	if a, ok := c.dedup.Get(cmid); ok {
 		c.deps.stats.Duplicates.Add(1)
 		ctx.Send(m.conn, sendReply{ref: m.ref, ack: c.ack(cmid, a, true)})
+		c.observeAck(m.at)
 		return
 	}
 	if p, ok := c.byCMID[cmid]; ok {
-		p.waiters = append(p.waiters, waiter{m.conn, m.ref})
+		p.waiters = append(p.waiters, waiter{m.conn, m.ref, m.at})
 		return
 	}
-	p := &pendingSend{msg: m.msg, waiters: []waiter{{m.conn, m.ref}}}
+	p := &pendingSend{msg: m.msg, waiters: []waiter{{m.conn, m.ref, m.at}}}
 	c.pending = append(c.pending, p)
 	c.byCMID[cmid] = p
 	c.flush(ctx)
@@ -346,6 +350,7 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 		// The sender hears first: its ack is the latency it feels.
 		for j, w := range p.waiters {
 			ctx.Send(w.conn, sendReply{ref: w.ref, ack: c.ack(p.msg.ClientMsgID, a, r.Duplicate || j > 0)})
+			c.observeAck(w.at)
 		}
 		if !r.Duplicate {
 			msg := p.msg
@@ -363,6 +368,13 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 	}
 	c.flush(ctx)
 	c.stopIfDone(ctx)
+}
+
+// observeAck records a send→ack latency, for sends whose start is known.
+func (c *conversation) observeAck(at time.Time) {
+	if !at.IsZero() {
+		c.deps.stats.hist.SendAck.Observe(time.Since(at).Seconds())
+	}
 }
 
 func (c *conversation) ack(cmid string, a ackInfo, dup bool) wire.Ack {

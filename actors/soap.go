@@ -143,6 +143,7 @@ type (
 		item soapbridge.Item
 		resv soapbridge.Reservation
 		err  error
+		took time.Duration // the attempt, for the SOAP latency histogram
 	}
 	callRetry struct {
 		gen uint64
@@ -377,11 +378,13 @@ func (a *soapActor) run(ctx actor.Context, c *soapCall, retry bool) {
 		defer a.io.Done()
 		defer cancel()
 		m := callDone{gen: gen, key: key}
+		start := time.Now()
 		if op == soapbridge.OpReserveItem {
 			m.resv, m.err = client.ReserveItem(callCtx, sku, qty, resv)
 		} else {
 			m.item, m.err = client.GetStock(callCtx, sku)
 		}
+		m.took = time.Since(start)
 		root.Send(self, m)
 	}()
 }
@@ -395,6 +398,7 @@ func (a *soapActor) onDone(ctx actor.Context, m callDone) {
 	a.inflight--
 	st := &a.d.stats.SOAP
 	st.Inflight.Store(int64(a.inflight))
+	a.d.stats.hist.SOAPCall.Observe(m.took.Seconds())
 	defer a.pump(ctx)
 	now := time.Now()
 	if m.err == nil {

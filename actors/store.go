@@ -277,6 +277,13 @@ func (a *storeActor) onWritten(ctx actor.Context, d storeWritten) {
 	a.stats.Spooled.Add(int64(d.spooled))
 	if len(d.batch) > 0 {
 		a.stats.StoreWrites.Add(1)
+		a.stats.hist.CommitSize.Observe(float64(d.msgs))
+		a.stats.hist.CommitLatency.Observe(d.took.Seconds())
+		// A refused message is its sender's problem, not the store's.
+		failed := func(err error) bool { return err != nil && !errors.Is(err, store.ErrInvalid) }
+		if failed(d.dbErr) || failed(d.err) {
+			a.stats.StoreErrors.Add(1)
+		}
 	}
 	for i, r := range d.batch {
 		ctx.Send(r.replyTo, d.reply[i])

@@ -61,6 +61,16 @@ type Dependencies struct {
 	// Limiter, when set, limits every user's sends across all their
 	// connections; the HTTP edge shares it for POST /v1/send.
 	Limiter SendLimiter
+	// Histograms, when set, receive the tree's latency and size
+	// distributions (the metrics package makes them); unset ones cost
+	// nothing.
+	Histograms Histograms
+	// Metrics, when set, is what the alert rules read (the metrics
+	// package's registry); without it there is no alert actor.
+	Metrics MetricSource
+	// Flags, when set, is turned off by alert rules with a disable_flag
+	// (ops.Runtime).
+	Flags FlagSwitch
 }
 
 // System is a running actor tree.
@@ -71,6 +81,8 @@ type System struct {
 
 	gateway *actor.PID
 	depsSup *actor.PID
+	opsSup  *actor.PID // nil without alerts
+	alerts  *actor.PID // nil without alerts
 	pool    *poolDispatcher
 }
 
@@ -91,7 +103,7 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	pool := newPoolDispatcher(4*runtime.GOMAXPROCS(0), 300)
-	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(), limiter: dep.Limiter}
+	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(dep.Histograms), limiter: dep.Limiter}
 	s := &System{as: as, deps: d, cancel: cancel, pool: pool}
 	if d.bridge, err = newSOAPBridge(cfg.SOAP); err != nil {
 		cancel()
@@ -102,7 +114,7 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	storeProps := actor.PropsFromProducer(func() actor.Actor {
 		return newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("component", "store").Logger())
 	})
-	restart := backoffStrategy{maxFailures: 10, window: time.Minute, base: 100 * time.Millisecond, cap: 5 * time.Second, log: log}
+	restart := backoffStrategy{maxFailures: 10, window: time.Minute, base: 100 * time.Millisecond, cap: 5 * time.Second, log: log, stats: d.stats}
 	if s.depsSup, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
 		return &depsSupervisor{children: map[string]*actor.Props{"store": storeProps, "soap": soapProps}}
 	}, actor.WithSupervisor(restart)), "deps"); err != nil {
@@ -129,6 +141,21 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		actor.WithSupervisor(stopStrategy{log: log})), "gateway"); err != nil {
 		cancel()
 		return nil, fmt.Errorf("spawn gateway: %w", err)
+	}
+	if dep.Metrics != nil {
+		// ops: what watches the engine, restarted on its own like deps.
+		alertProps := actor.PropsFromProducer(func() actor.Actor { return newAlertActor(d, dep.Metrics, dep.Flags) })
+		if s.opsSup, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+			return &depsSupervisor{children: map[string]*actor.Props{"alerts": alertProps}}
+		}, actor.WithSupervisor(restart)), "ops"); err != nil {
+			cancel()
+			return nil, fmt.Errorf("spawn ops: %w", err)
+		}
+		if res, err = as.Root.RequestFuture(s.opsSup, childReq{name: "alerts"}, 5*time.Second).Result(); err != nil {
+			cancel()
+			return nil, fmt.Errorf("start alert actor: %w", err)
+		}
+		s.alerts = res.(*actor.PID)
 	}
 	return s, nil
 }
@@ -191,6 +218,12 @@ func (s *System) Shutdown(ctx context.Context) error {
 		}
 		if _, err := s.as.Root.RequestFuture(pid, msg, timeout).Result(); err != nil {
 			errs = append(errs, fmt.Errorf("%w: %T: %v", ErrShutdownTimeout, msg, err))
+		}
+	}
+	if s.opsSup != nil {
+		// First, so that the drain's own figures raise no alert.
+		if err := s.as.Root.StopFuture(s.opsSup).Wait(); err != nil {
+			errs = append(errs, fmt.Errorf("stop ops: %w", err))
 		}
 	}
 	wait(s.gateway, shutdownAll{})

@@ -16,6 +16,7 @@ import (
 
 	"charla/actors"
 	"charla/auth"
+	"charla/ops"
 	"charla/store/postgres"
 	"charla/transport"
 )
@@ -33,6 +34,15 @@ type config struct {
 	LogLevel  string
 	LogFormat string
 	DebugAddr string
+	// MetricsAddr is a private listener for Prometheus (/metrics without
+	// credentials, /healthz, /readyz with details); empty = none.
+	MetricsAddr string
+	// Metrics turns the Prometheus registry on (/metrics for admins on the
+	// main listener, on MetricsAddr and DebugAddr, and the alert rules).
+	Metrics bool
+	// SettingsFile holds the runtime settings (log level, rate limits,
+	// feature flags, alert rules), read at start and again on SIGHUP.
+	SettingsFile string
 	// MinProcs raises GOMAXPROCS to at least this (see serve).
 	MinProcs int
 
@@ -96,7 +106,14 @@ func (c *config) settings() flagSet {
 		{name: "log-level", env: "CHARLA_LOG_LEVEL", usage: "debug, info, warn or error", value: strVar(&c.LogLevel, "info")},
 		{name: "log-format", env: "CHARLA_LOG_FORMAT", usage: "json or console", value: strVar(&c.LogFormat, "json")},
 		{name: "min-procs", env: "CHARLA_MIN_PROCS", usage: "fewest Go Ps (GOMAXPROCS) the engine runs with, even on one core: a P blocked in an fsync stalls every actor until the runtime takes it back", value: intVar(&c.MinProcs, 2)},
-		{name: "debug-addr", env: "CHARLA_DEBUG_ADDR", usage: "serve Go's pprof profiles on this address (keep it private); empty = off", value: strVar(&c.DebugAddr, "")},
+		{name: "debug-addr", env: "CHARLA_DEBUG_ADDR", usage: "serve Go's pprof profiles, /metrics and the detailed /readyz on this address (keep it private); empty = off", value: strVar(&c.DebugAddr, "")},
+		{name: "metrics", env: "CHARLA_METRICS", usage: "export Prometheus metrics (GET /metrics for admins, and on metrics-addr); false also stops the latency histograms", value: boolVar(&c.Metrics, true)},
+		{name: "settings-file", env: "CHARLA_SETTINGS_FILE", usage: "YAML file of the runtime settings (log level, rate limits, feature flags, alert rules; docs/SETTINGS.md), applied at start and on SIGHUP; empty = none", value: strVar(&c.SettingsFile, "")},
+		{name: "alert-interval", env: "CHARLA_ALERT_INTERVAL", usage: "how often the alert rules are evaluated", value: durVar(&c.Actors.Alerts.Interval, a.Alerts.Interval)},
+		{name: "alert-webhook-url", env: "CHARLA_ALERT_WEBHOOK_URL", usage: "POST every alert firing and resolving here (JSON); empty = none", value: strVar(&c.Actors.Alerts.WebhookURL, a.Alerts.WebhookURL), secret: true},
+		{name: "alert-webhook-timeout", env: "CHARLA_ALERT_WEBHOOK_TIMEOUT", usage: "deadline of one webhook attempt", value: durVar(&c.Actors.Alerts.WebhookTimeout, a.Alerts.WebhookTimeout)},
+		{name: "alert-webhook-retries", env: "CHARLA_ALERT_WEBHOOK_RETRIES", usage: "webhook attempts after the first (backoff with jitter); then the event is dropped and logged", value: intVar(&c.Actors.Alerts.WebhookRetries, a.Alerts.WebhookRetries)},
+		{name: "metrics-addr", env: "CHARLA_METRICS_ADDR", usage: "serve /metrics (no credentials), /healthz and the detailed /readyz on this private address, for Prometheus; empty = off", value: strVar(&c.MetricsAddr, "")},
 		{name: "database-url", env: "DATABASE_URL", usage: "PostgreSQL URL (Supabase: add default_query_exec_mode=simple_protocol for the transaction pooler); empty = embedded store", value: strVar(&c.DB.URL, db.URL), secret: true, dbField: "URL"},
 		{name: "migrate", env: "CHARLA_MIGRATE", usage: "apply pending database migrations before serving", value: boolVar(&c.DB.AutoMigrate, db.AutoMigrate), dbField: "AutoMigrate"},
 		{name: "db-max-conns", env: "CHARLA_DB_MAX_CONNS", usage: "connection pool size", value: int32Var(&c.DB.MaxConns, db.MaxConns), dbField: "MaxConns"},
@@ -175,6 +192,14 @@ func (c config) validate(serving bool) error {
 			bad("debug-addr %q: %v", c.DebugAddr, err)
 		}
 	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("metrics-addr %q: %v", c.MetricsAddr, err)
+		}
+		if !c.Metrics {
+			bad("metrics-addr needs metrics=true")
+		}
+	}
 	if c.DataDir == "" {
 		bad("data-dir must not be empty")
 	}
@@ -190,6 +215,11 @@ func (c config) validate(serving bool) error {
 	// The one check across two packages: a body travels inside a frame.
 	if c.Actors.MaxBodyBytes > c.Transport.MaxFrameBytes {
 		bad("max-body-bytes (%d) must not exceed max-frame-bytes (%d)", c.Actors.MaxBodyBytes, c.Transport.MaxFrameBytes)
+	}
+	if c.SettingsFile != "" {
+		if _, err := c.runtimeSettings(zerolog.Nop(), ops.Appliers{}); err != nil {
+			bad("settings-file %s: %v", c.SettingsFile, indentAll(err))
+		}
 	}
 	errs = append(errs, flatten(c.Actors.Validate())...)
 	errs = append(errs, flatten(c.Transport.Validate())...)
