@@ -152,6 +152,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	dep.Limiter = limits
+	if dep.Inbound, err = openInbound(cfg, dep.Store, cfg.Transport.Media); err != nil {
+		return err
+	}
 	sys, err := actors.NewSystem(cfg.Actors, dep)
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
