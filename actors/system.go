@@ -71,6 +71,9 @@ type Dependencies struct {
 	// Flags, when set, is turned off by alert rules with a disable_flag
 	// (ops.Runtime).
 	Flags FlagSwitch
+	// Inbound, when set, runs the WhatsApp webhook's inbound actor
+	// (whatsapp_inbound.go).
+	Inbound *Inbound
 }
 
 // System is a running actor tree.
@@ -84,6 +87,9 @@ type System struct {
 	opsSup  *actor.PID // nil without alerts
 	alerts  *actor.PID // nil without alerts
 	pool    *poolDispatcher
+
+	inbound   *actor.PID // nil: the WhatsApp channel is off
+	inboundRT *inboundRuntime
 }
 
 // NewSystem builds and starts the tree.
@@ -136,6 +142,12 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		actor.WithSupervisor(restart)), "conversations"); err != nil {
 		cancel()
 		return nil, fmt.Errorf("spawn conversations: %w", err)
+	}
+	if dep.Inbound != nil {
+		if err = s.startInbound(*dep.Inbound); err != nil {
+			cancel()
+			return nil, err
+		}
 	}
 	if s.gateway, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newGateway(d) },
 		actor.WithSupervisor(stopStrategy{log: log})), "gateway"); err != nil {
@@ -225,6 +237,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 		if err := s.as.Root.StopFuture(s.opsSup).Wait(); err != nil {
 			errs = append(errs, fmt.Errorf("stop ops: %w", err))
 		}
+	}
+	if s.inbound != nil {
+		wait(s.inbound, inboundStop{}) // no new message from the webhook while the rest drains
 	}
 	wait(s.gateway, shutdownAll{})
 	if len(errs) > 0 {

@@ -30,6 +30,12 @@
 //	't' <SHA-256 of refresh token> the token (JSON: family, agent_id, expires_at, used)
 //	'f' <refresh family>           "" once the family is revoked
 //
+// The WhatsApp channel (whatsapp.go) adds two more:
+//
+//	'w' 'e' <body hash, hex>       a webhook event (JSON: body, received_at, processed_at, problem)
+//	'w' 'p' <received: 8 bytes BE nanos> <hash>   "" while that event is pending
+//	'c' <wa_id>                    a contact (JSON: name, phone_number_id, last_inbound_at)
+//
 // Messages sorted by (conv, seq) make Range one bounded forward scan and Head
 // one reverse seek to the end of the conversation's range (Last within
 // bounds): no separate head key, so a head can never disagree with the log,
@@ -251,6 +257,9 @@ type Store struct {
 	// authMu serialises the read-modify-writes of agents and refresh tokens
 	// (agents.go): logins are rare, one lock is plenty.
 	authMu sync.Mutex
+	// waMu serialises the read-modify-writes of webhook events and
+	// contacts (whatsapp.go).
+	waMu sync.Mutex
 }
 
 // convState is Append's view of one conversation.

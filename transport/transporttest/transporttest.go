@@ -64,6 +64,7 @@ type options struct {
 	spool     bool
 	clock     func() time.Time
 	metrics   *metrics.Metrics
+	deps      func(*actors.Dependencies)
 }
 
 // Option changes how Start builds the engine.
@@ -102,6 +103,10 @@ func WithRateLimitClock(now func() time.Time) Option { return func(o *options) {
 // observes into its histograms, its collector reads the engine's counters,
 // and GET /metrics serves it to admins.
 func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metrics = m } }
+// WithDependencies edits the actor tree's dependencies once the store is
+// open (at every start: a Restart calls it again with the new store), e.g.
+// to give it the WhatsApp channel's.
+func WithDependencies(f func(*actors.Dependencies)) Option { return func(o *options) { o.deps = f } }
 
 // WithLogger routes the engine's logs (discarded by default).
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
@@ -170,6 +175,9 @@ func (e *Engine) start() error {
 	var srvOpts []transport.ServerOption
 	if m := e.opts.metrics; m != nil {
 		dep.Histograms = m.Histograms()
+	}
+	if e.opts.deps != nil {
+		e.opts.deps(&dep)
 	}
 	sys, err := newSystem(e.opts.actors, dep)
 	if err != nil {
