@@ -40,9 +40,10 @@ type Config struct {
 	// durable ack index, so that a resend is recognised during an outage
 	// even past the in-memory DedupWindow (PROTOCOL.md's idempotency).
 	SpoolDedupWindow time.Duration
-	SpoolDedupMax    int           // spool-dedup-max: most acks the spool's ack index keeps (oldest pruned first)
-	ShutdownGrace    time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
-	SOAP             SOAPConfig    // soap-*, inventory-*, job-*: the inventory bridge (soapconfig.go)
+	SpoolDedupMax    int            // spool-dedup-max: most acks the spool's ack index keeps (oldest pruned first)
+	ShutdownGrace    time.Duration  // shutdown-timeout: how long in-flight sends may take to finish on shutdown
+	SOAP             SOAPConfig     // soap-*, inventory-*, job-*: the inventory bridge (soapconfig.go)
+	WhatsApp         WhatsAppConfig // whatsapp-*: the outbound WhatsApp policy (whatsappconfig.go)
 }
 
 // DefaultConfig returns the engine's defaults, the ones README.md's
@@ -72,6 +73,7 @@ func DefaultConfig() Config {
 		// in-flight sends (and Shutdown without a deadline as long).
 		ShutdownGrace: 10 * time.Second,
 		SOAP:          DefaultSOAPConfig(),
+		WhatsApp:      DefaultWhatsAppConfig(),
 	}
 }
 
@@ -117,6 +119,7 @@ func (c Config) Validate() error {
 	atLeast("spool-dedup-max", c.SpoolDedupMax, 1)
 	positive("shutdown-timeout", c.ShutdownGrace)
 	errs = append(errs, c.SOAP.problems()...)
+	errs = append(errs, c.WhatsApp.problems()...)
 	return errors.Join(errs...)
 }
 

@@ -31,7 +31,8 @@ type Stats struct {
 	Drained      atomic.Int64 // messages moved from the spool to the store
 	DeadLetters  atomic.Int64 // spooled messages the store refused, kept aside in the spool (a tombstone holds their seq)
 
-	SOAP SOAPStats // the inventory bridge (soap.go)
+	SOAP     SOAPStats     // the inventory bridge (soap.go)
+	WhatsApp WhatsAppStats // the outbound WhatsApp channel (whatsapp.go)
 
 	mu          sync.Mutex
 	disconnects map[string]int64 // by Disconnect.Label()
