@@ -46,6 +46,8 @@ Commands:
                 prints every frame, sends each line typed as a message
   soapsim       the inventory service simulator: --addr HOST:PORT (127.0.0.1:8081) [--catalog FILE];
                 point serve's --soap-url at it
+  fakegraph     a fake WhatsApp Graph API: --addr HOST:PORT (127.0.0.1:8082) --webhook-url URL
+                --whatsapp-app-secret S [--whatsapp-token T]; point serve's --whatsapp-graph-url at it
   agents        manage agent logins: add --email E --name N [--role agent|admin]
                 (password on stdin or --password-file), list, disable --email E
   token         mint an HS256 JWT: --secret S --user ID [--role agent|customer|admin] [--ttl 24h]
@@ -94,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return migrateStore(ctx, args[1:], stdout, stderr, getenv)
 	case "soapsim":
 		return soapsimCmd(ctx, args[1:], stdout, stderr, getenv)
+	case "fakegraph":
+		return fakegraphCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "token":
 		return token(args[1:], stdout, stderr, getenv)
 	case "agents":
