@@ -251,6 +251,9 @@ func (c *conversation) handle(ctx actor.Context, msg any) {
 		}
 		ctx.Send(c.deps.store, readCursorReq{conv: c.id, user: m.by.ID, seq: m.seq})
 		c.broadcast(ctx, m.conn, wire.Encode(wire.Read{Type: wire.TypeRead, Conv: c.id, User: m.by.ID, Seq: m.seq}))
+		if _, _, wa := c.id.WhatsApp(); wa && c.deps.whatsapp != nil && m.by.Role != charla.RoleCustomer {
+			ctx.Send(c.deps.whatsapp, markReadReq{conv: c.id, seq: m.seq})
+		}
 		if m.confirm {
 			ctx.Send(m.conn, readDone{head: c.head})
 		}

@@ -19,6 +19,7 @@ import (
 
 	"charla"
 	"charla/store"
+	"charla/whatsapp"
 	"charla/wire"
 )
 
@@ -26,9 +27,8 @@ import (
 // (whatsapp.Client): send one message, mark a customer's message read.
 type GraphSender interface {
 	// Send posts payload to /{phoneNumberID}/messages and returns the wamid.
-	// A refusal of the API is an error with Throttled and Retryable
-	// methods (graphRefusal); any other error means no answer came, and
-	// the message may have gone out.
+	// A refusal of the API is a *whatsapp.GraphError; any other error means
+	// no answer came, and the message may have gone out.
 	Send(ctx context.Context, phoneNumberID string, payload any) (string, error)
 	MarkRead(ctx context.Context, phoneNumberID, wamid string, typing bool) error
 }
@@ -39,6 +39,7 @@ type outboxStore interface {
 	SaveOutbox(ctx context.Context, e store.OutboxEntry) (store.DeliveryStatus, error)
 	ApplyWhatsAppStatus(ctx context.Context, n store.DeliveryStatus) (store.DeliveryStatus, bool, error)
 	LastInbound(ctx context.Context, conv charla.ConvID) (time.Time, error)
+	Range(ctx context.Context, conv charla.ConvID, after charla.Seq, limit int) ([]charla.Message, error)
 }
 
 // WhatsAppStats are the outbound channel's counters (Stats.WhatsApp).
@@ -105,6 +106,9 @@ type whatsappActor struct {
 
 	statusQueue []applyStatusesReq
 	applying    bool
+	// marked is how far each conversation was marked read (this
+	// incarnation): an agent's read frames cost one call per new message.
+	marked map[charla.ConvID]charla.Seq
 }
 
 type outKey struct {
@@ -149,10 +153,10 @@ type (
 		replyTo  *actor.PID
 	}
 	statusesApplied struct{ err error }
-	// markReadReq: an agent read a WhatsApp conversation up to the
-	// customer's message wamid.
+	// markReadReq: an agent read WhatsApp conversation conv up to seq.
 	markReadReq struct {
-		phone, wamid string
+		conv charla.ConvID
+		seq  charla.Seq
 	}
 
 	waLoaded struct {
@@ -257,6 +261,7 @@ func (a *whatsappActor) start(ctx actor.Context) {
 	a.queues = map[charla.ConvID]*waQueue{}
 	a.items = map[outKey]*outItem{}
 	a.done = map[outKey]time.Time{}
+	a.marked = map[charla.ConvID]charla.Seq{}
 	a.publish()
 	a.load(false)
 }
@@ -519,14 +524,6 @@ func (a *whatsappActor) attempt(it *outItem) {
 	})
 }
 
-// graphRefusal is an answer of the Graph API refusing a call
-// (*whatsapp.GraphError).
-type graphRefusal interface {
-	error
-	Throttled() bool
-	Retryable() bool
-}
-
 // onAttempt settles one attempt.
 func (a *whatsappActor) onAttempt(ctx actor.Context, m waAttempt) {
 	a.inflight--
@@ -556,7 +553,7 @@ func (a *whatsappActor) onAttempt(ctx actor.Context, m waAttempt) {
 		a.record(it)
 		return
 	}
-	var ref graphRefusal
+	var ref *whatsapp.GraphError
 	var dial *net.OpError
 	switch {
 	case errors.As(m.err, &ref) && ref.Throttled():
@@ -568,8 +565,7 @@ func (a *whatsappActor) onAttempt(ctx actor.Context, m waAttempt) {
 		a.retry(it, m, ref, false)
 	case errors.As(m.err, &ref):
 		a.breaker.Success()
-		code, title := graphErrorCode(ref)
-		a.fail(it, code, title)
+		a.fail(it, ref.Code, refusalTitle(ref))
 	case errors.As(m.err, &dial) && dial.Op == "dial":
 		// No connection was made: certainly not sent.
 		a.breaker.Failure(m.at)
@@ -590,12 +586,13 @@ func (a *whatsappActor) onAttempt(ctx actor.Context, m waAttempt) {
 }
 
 // retry schedules the next attempt of it after a backoff; a throttled
-// number or recipient pauses as a whole. Past MaxAttempts it fails.
-func (a *whatsappActor) retry(it *outItem, m waAttempt, ref graphRefusal, throttled bool) {
+// number or recipient pauses as a whole. Past MaxAttempts it fails. ref is
+// nil when no answer came.
+func (a *whatsappActor) retry(it *outItem, m waAttempt, ref *whatsapp.GraphError, throttled bool) {
 	if it.e.Attempts >= a.cfg.MaxAttempts {
-		code, title := graphErrorCode(ref)
-		if ref == nil {
-			title = m.err.Error()
+		code, title := 0, m.err.Error()
+		if ref != nil {
+			code, title = ref.Code, refusalTitle(ref)
 		}
 		a.fail(it, code, fmt.Sprintf("gave up after %d attempts: %s", it.e.Attempts, title))
 		return
@@ -603,8 +600,8 @@ func (a *whatsappActor) retry(it *outItem, m waAttempt, ref graphRefusal, thrott
 	at := m.at.Add(fullJitter(a.cfg.BackoffBase, a.cfg.BackoffMax, it.e.Attempts))
 	it.e.State, it.e.NextAttempt = store.OutboxPending, at
 	if throttled {
-		if code, _ := graphErrorCode(ref); code == 131056 {
-			a.queue(it.e.Conv).pausedUntil = at
+		if ref.Code == 131056 {
+			a.queue(it.e.Conv).pausedUntil = at // the pair limit: this recipient only
 		} else {
 			a.number(it.phone).pausedUntil = at
 		}
@@ -614,16 +611,13 @@ func (a *whatsappActor) retry(it *outItem, m waAttempt, ref graphRefusal, thrott
 	a.record(it)
 }
 
-// graphErrorCode reads the code and text of a refusal; codeOf is set by
-// the Graph client's error type (see whatsapp_graph.go).
-func graphErrorCode(ref graphRefusal) (int, string) {
-	if ref == nil {
-		return 0, ""
+// refusalTitle is what the agent reads of a refusal: the API's message and
+// its most specific details.
+func refusalTitle(e *whatsapp.GraphError) string {
+	if e.Details != "" && e.Details != e.Message {
+		return e.Message + ": " + e.Details
 	}
-	if c, ok := ref.(interface{ GraphCode() int }); ok {
-		return c.GraphCode(), ref.Error()
-	}
-	return 0, ref.Error()
+	return e.Message
 }
 
 // fail ends it as failed with code and title.
@@ -809,18 +803,41 @@ func parseCallback(s string) (outKey, bool) {
 	return outKey{charla.ConvID(s[:i]), charla.Seq(seq)}, true
 }
 
-// markRead marks the customer's message read with the typing indicator,
-// best effort (a lost mark costs blue ticks, never a message).
+// markReadScan is how many messages before the read seq are looked through
+// for the customer's last one.
+const markReadScan = 20
+
+// markRead marks the customer's latest message up to m.seq read, with the
+// typing indicator, best effort (a lost mark costs blue ticks, never a
+// message). The message's wamid is its body's "wamid" (inbound bodies carry
+// it); a conversation read again at or below a marked seq costs nothing.
 func (a *whatsappActor) markRead(m markReadReq) {
-	if a.breaker.state == BreakerOpen {
+	_, phone, ok := m.conv.WhatsApp()
+	if !ok || m.seq <= a.marked[m.conv] || a.breaker.state == BreakerOpen {
 		return
 	}
-	graph := a.graph
+	a.marked[m.conv] = m.seq
+	graph, st := a.graph, a.st
 	a.goIO(func() {
 		ctx, cancel := context.WithTimeout(a.life, a.cfg.CallTimeout)
 		defer cancel()
-		if err := graph.MarkRead(ctx, m.phone, m.wamid, true); err != nil {
-			a.log.Debug().Err(err).Str("wamid", m.wamid).Msg("whatsapp mark-as-read failed")
+		after := m.seq - min(m.seq, markReadScan)
+		msgs, err := st.Range(ctx, m.conv, after, int(m.seq-after))
+		if err != nil {
+			a.log.Debug().Err(err).Str("conv", string(m.conv)).Msg("whatsapp mark-as-read: history unreadable")
+			return
+		}
+		for i := len(msgs) - 1; i >= 0; i-- {
+			var b struct {
+				WAMID string `json:"wamid"`
+			}
+			if msgs[i].Sender.Role != charla.RoleCustomer || json.Unmarshal(msgs[i].Body, &b) != nil || b.WAMID == "" {
+				continue
+			}
+			if err := graph.MarkRead(ctx, phone, b.WAMID, true); err != nil {
+				a.log.Debug().Err(err).Str("wamid", b.WAMID).Msg("whatsapp mark-as-read failed")
+			}
+			return
 		}
 	})
 }
@@ -829,4 +846,37 @@ func (a *whatsappActor) publish() {
 	st := &a.d.stats.WhatsApp
 	st.Breaker.Store(int32(a.breaker.state))
 	st.Trips.Store(a.breaker.trips)
+}
+
+// ApplyWhatsAppStatuses stores the platform's status notifications of
+// outgoing messages, forward-only per message (a late sent never
+// overwrites read; failed keeps its code and text), and relays each change
+// to the conversation's subscribers as a wa_status frame. It returns once
+// they are durable; an error names the statuses that are not (the caller
+// may hand them again: applying a status twice changes nothing).
+func (s *System) ApplyWhatsAppStatuses(ctx context.Context, statuses []whatsapp.Status) error {
+	if len(statuses) == 0 {
+		return nil
+	}
+	if s.deps.whatsapp == nil {
+		return errors.New("actors: whatsapp statuses: no Graph API client is configured, so no message was sent")
+	}
+	in := make([]inStatus, len(statuses))
+	for i, st := range statuses {
+		d := store.DeliveryStatus{WAMID: st.MessageID, Status: string(st.Status), TS: st.Timestamp}
+		if st.Error != nil {
+			d.ErrorCode, d.ErrorTitle = st.Error.Code, st.Error.Title
+			if st.Error.Details != "" && st.Error.Details != st.Error.Title {
+				d.ErrorTitle += ": " + st.Error.Details
+			}
+		}
+		in[i] = inStatus{DeliveryStatus: d, callback: st.BizOpaqueCallbackData}
+	}
+	res, err := s.request(ctx, s.deps.whatsapp, func(reply *actor.PID) any {
+		return applyStatusesReq{statuses: in, replyTo: reply}
+	})
+	if err != nil {
+		return err
+	}
+	return res.(statusesApplied).err
 }

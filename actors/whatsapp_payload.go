@@ -107,15 +107,3 @@ func marshalPayload(p map[string]any, k outboundKind) ([]byte, outboundKind, err
 func callbackData(conv charla.ConvID, seq charla.Seq) string {
 	return fmt.Sprintf("%s#%d", conv, seq)
 }
-
-// markReadPayload marks the customer's message wamid as read and shows the
-// typing indicator while the agent answers.
-func markReadPayload(wamid string) []byte {
-	b, _ := json.Marshal(map[string]any{
-		"messaging_product": "whatsapp",
-		"status":            "read",
-		"message_id":        wamid,
-		"typing_indicator":  map[string]string{"type": "text"},
-	})
-	return b
-}

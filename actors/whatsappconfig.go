@@ -15,7 +15,7 @@ type WhatsAppConfig struct {
 	// API's default throughput is 80).
 	Rate float64
 	// whatsapp-burst: messages a business number may send at once after a
-	// quiet spell.
+	// quiet spell; small, so that no second ever sees more than Rate+Burst.
 	Burst int
 	// whatsapp-pair-interval: one message per this interval to one
 	// customer from one business number, past the burst (the platform's
@@ -50,7 +50,7 @@ type WhatsAppConfig struct {
 func DefaultWhatsAppConfig() WhatsAppConfig {
 	return WhatsAppConfig{
 		Rate:            80,
-		Burst:           80,
+		Burst:           8,
 		PairInterval:    6 * time.Second,
 		PairBurst:       5,
 		Window:          24 * time.Hour,
