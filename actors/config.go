@@ -40,10 +40,11 @@ type Config struct {
 	// durable ack index, so that a resend is recognised during an outage
 	// even past the in-memory DedupWindow (PROTOCOL.md's idempotency).
 	SpoolDedupWindow time.Duration
-	SpoolDedupMax    int           // spool-dedup-max: most acks the spool's ack index keeps (oldest pruned first)
-	ShutdownGrace    time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
-	SOAP             SOAPConfig    // soap-*, inventory-*, job-*: the inventory bridge (soapconfig.go)
-	Alerts           AlertConfig   // alert-*: the alert rules and where alerts go (alerts.go)
+	SpoolDedupMax    int            // spool-dedup-max: most acks the spool's ack index keeps (oldest pruned first)
+	ShutdownGrace    time.Duration  // shutdown-timeout: how long in-flight sends may take to finish on shutdown
+	SOAP             SOAPConfig     // soap-*, inventory-*, job-*: the inventory bridge (soapconfig.go)
+	Alerts           AlertConfig    // alert-*: the alert rules and where alerts go (alerts.go)
+	WhatsApp         WhatsAppConfig // whatsapp-*: the outbound WhatsApp policy (whatsappconfig.go)
 }
 
 // DefaultConfig returns the engine's defaults, the ones README.md's
@@ -74,6 +75,7 @@ func DefaultConfig() Config {
 		ShutdownGrace: 10 * time.Second,
 		SOAP:          DefaultSOAPConfig(),
 		Alerts:        DefaultAlertConfig(),
+		WhatsApp:      DefaultWhatsAppConfig(),
 	}
 }
 
@@ -120,6 +122,7 @@ func (c Config) Validate() error {
 	positive("shutdown-timeout", c.ShutdownGrace)
 	errs = append(errs, c.SOAP.problems()...)
 	errs = append(errs, c.Alerts.problems()...)
+	errs = append(errs, c.WhatsApp.problems()...)
 	return errors.Join(errs...)
 }
 

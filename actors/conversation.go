@@ -98,6 +98,17 @@ type (
 	}
 )
 
+// statusNote is a frame about the conversation from outside it (a WhatsApp
+// delivery status, wire.WhatsAppStatus) for its subscribers. It never loads
+// a conversation: one that is not loaded has no subscriber.
+type statusNote struct {
+	conv  charla.ConvID
+	frame []byte
+}
+
+func (m statusNote) target() charla.ConvID    { return m.conv }
+func (m statusNote) requester() charla.Sender { return charla.Sender{} }
+
 func (m subscribeReq) target() charla.ConvID   { return m.conv }
 func (m unsubscribeReq) target() charla.ConvID { return m.conv }
 func (m sendReq) target() charla.ConvID        { return m.msg.Conv }
@@ -208,6 +219,8 @@ func (c *conversation) receive(ctx actor.Context, msg any) {
 			return
 		}
 		c.handle(ctx, m)
+	case statusNote:
+		c.broadcast(ctx, nil, m.frame)
 	case appendDone:
 		c.onAppended(ctx, m)
 	case idleCheck:
@@ -240,6 +253,9 @@ func (c *conversation) handle(ctx actor.Context, msg any) {
 		}
 		ctx.Send(c.deps.store, readCursorReq{conv: c.id, user: m.by.ID, seq: m.seq})
 		c.broadcast(ctx, m.conn, wire.Encode(wire.Read{Type: wire.TypeRead, Conv: c.id, User: m.by.ID, Seq: m.seq}))
+		if _, _, wa := c.id.WhatsApp(); wa && c.deps.whatsapp != nil && m.by.Role != charla.RoleCustomer {
+			ctx.Send(c.deps.whatsapp, markReadReq{conv: c.id, seq: m.seq})
+		}
 		if m.confirm {
 			ctx.Send(m.conn, readDone{head: c.head})
 		}
@@ -381,10 +397,11 @@ func (c *conversation) ack(cmid string, a ackInfo, dup bool) wire.Ack {
 	return wire.Ack{Type: wire.TypeAck, Conv: c.id, ClientMsgID: cmid, Seq: a.seq, TS: a.ts, Duplicate: dup}
 }
 
+// broadcast relays frame to every subscriber but from (nil: to all).
 func (c *conversation) broadcast(ctx actor.Context, from *actor.PID, frame []byte) {
 	r := relay{conv: c.id, frame: frame}
 	for id, s := range c.subs {
-		if id != from.Id {
+		if from == nil || id != from.Id {
 			ctx.Send(s, r)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -634,15 +633,9 @@ func (a *soapActor) retryAfter(now time.Time) time.Duration {
 	return max(a.breaker.RetryAt().Sub(now), time.Second)
 }
 
-// backoff is the wait before the attempt after attempt n: full jitter,
-// uniform in [0, min(max, base·2^(n-1))], so that many calls failing
-// together do not come back together.
+// backoff is the wait before the attempt after attempt n (fullJitter).
 func (a *soapActor) backoff(n int) time.Duration {
-	d := a.cfg.BackoffBase << min(n-1, 20)
-	if d > a.cfg.BackoffMax || d <= 0 {
-		d = a.cfg.BackoffMax
-	}
-	return time.Duration(rand.Int64N(int64(d) + 1))
+	return fullJitter(a.cfg.BackoffBase, a.cfg.BackoffMax, n)
 }
 
 func (a *soapActor) publish() { a.d.stats.SOAP.Breaker.Store(int32(a.breaker.state)) }

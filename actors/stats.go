@@ -35,7 +35,8 @@ type Stats struct {
 	Drained      atomic.Int64 // messages moved from the spool to the store
 	DeadLetters  atomic.Int64 // spooled messages the store refused, kept aside in the spool (a tombstone holds their seq)
 
-	SOAP SOAPStats // the inventory bridge (soap.go)
+	SOAP     SOAPStats     // the inventory bridge (soap.go)
+	WhatsApp WhatsAppStats // the outbound WhatsApp channel (whatsapp.go)
 
 	framesIn, framesOut frameCounts
 	hist                Histograms // never nil fields (see newStats)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -43,6 +44,7 @@ type deps struct {
 	conversations *actor.PID
 	store         *actor.PID
 	soap          *actor.PID
+	whatsapp      *actor.PID // nil: no Graph API configured
 	bridge        *soapBridge
 	log           zerolog.Logger
 	hooks         *hooks
@@ -74,6 +76,10 @@ type Dependencies struct {
 	// Inbound, when set, runs the WhatsApp webhook's inbound actor
 	// (whatsapp_inbound.go).
 	Inbound *Inbound
+	// Graph, when set, sends the WhatsApp outbox (whatsapp.go); Store must
+	// then have the outbox (store/outbox.go). Unset, outbound WhatsApp
+	// messages wait in the outbox.
+	Graph GraphSender
 }
 
 // System is a running actor tree.
@@ -117,12 +123,28 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	}
 	soapProps := actor.PropsFromProducer(func() actor.Actor { return newSOAPActor(d, d.bridge) })
 
+	var whatsapp *actor.PID // the name depsSupervisor gives it
+	if dep.Graph != nil {
+		whatsapp = actor.NewPID(as.Address(), "deps/whatsapp")
+	}
 	storeProps := actor.PropsFromProducer(func() actor.Actor {
-		return newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("component", "store").Logger())
+		a := newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("component", "store").Logger())
+		a.whatsapp = whatsapp
+		return a
 	})
+	children := map[string]*actor.Props{"store": storeProps, "soap": soapProps}
+	if dep.Graph != nil {
+		ob, ok := st.(outboxStore)
+		if !ok {
+			cancel()
+			return nil, fmt.Errorf("a WhatsApp Graph API client needs a store with the outbox; %T has none", st)
+		}
+		gens := &atomic.Uint64{}
+		children["whatsapp"] = actor.PropsFromProducer(func() actor.Actor { return newWhatsAppActor(d, ob, dep.Graph, gens) })
+	}
 	restart := backoffStrategy{maxFailures: 10, window: time.Minute, base: 100 * time.Millisecond, cap: 5 * time.Second, log: log, stats: d.stats}
 	if s.depsSup, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &depsSupervisor{children: map[string]*actor.Props{"store": storeProps, "soap": soapProps}}
+		return &depsSupervisor{children: children}
 	}, actor.WithSupervisor(restart)), "deps"); err != nil {
 		cancel()
 		return nil, fmt.Errorf("spawn deps: %w", err)
@@ -138,6 +160,13 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		return nil, fmt.Errorf("start soap actor: %w", err)
 	}
 	d.soap = res.(*actor.PID)
+	if dep.Graph != nil {
+		if res, err = as.Root.RequestFuture(s.depsSup, childReq{name: "whatsapp"}, 5*time.Second).Result(); err != nil {
+			cancel()
+			return nil, fmt.Errorf("start whatsapp actor: %w", err)
+		}
+		d.whatsapp = res.(*actor.PID)
+	}
 	if d.conversations, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newConversations(d) },
 		actor.WithSupervisor(restart)), "conversations"); err != nil {
 		cancel()

@@ -118,6 +118,11 @@ type Frame struct {
 	Attempt     int                     `json:"attempt,omitempty"`
 	Result      json.RawMessage         `json:"result,omitempty"`
 	JobError    *JobError               `json:"error,omitempty"`
+	// Server side of wa_status (whatsapp.go); Seq, ClientMsgID and TS above.
+	Status     string `json:"status,omitempty"`
+	WAMID      string `json:"wamid,omitempty"`
+	ErrorCode  int    `json:"error_code,omitempty"`
+	ErrorTitle string `json:"error_title,omitempty"`
 }
 
 // Decode parses one client frame. A frame that is not a JSON object, or

@@ -156,6 +156,20 @@ func (c *config) settings() flagSet {
 		{name: "inventory-cache-size", env: "CHARLA_INVENTORY_CACHE_SIZE", usage: "inventory items kept fresh in the cache", value: intVar(&c.Actors.SOAP.CacheSize, a.SOAP.CacheSize)},
 		{name: "job-retention", env: "CHARLA_JOB_RETENTION", usage: "how long a finished inventory job can still be asked for", value: durVar(&c.Actors.SOAP.JobRetention, a.SOAP.JobRetention)},
 		{name: "job-max", env: "CHARLA_JOB_MAX", usage: "inventory jobs kept (oldest finished dropped first)", value: intVar(&c.Actors.SOAP.MaxJobs, a.SOAP.MaxJobs)},
+		{name: "whatsapp-rate", env: "CHARLA_WHATSAPP_RATE", usage: "WhatsApp messages per second per business number (the Cloud API's throughput)", value: floatVar(&c.Actors.WhatsApp.Rate, a.WhatsApp.Rate)},
+		{name: "whatsapp-burst", env: "CHARLA_WHATSAPP_BURST", usage: "WhatsApp messages a business number may send at once after a quiet spell", value: intVar(&c.Actors.WhatsApp.Burst, a.WhatsApp.Burst)},
+		{name: "whatsapp-pair-interval", env: "CHARLA_WHATSAPP_PAIR_INTERVAL", usage: "one WhatsApp message per this interval to one customer, past whatsapp-pair-burst (the pair rate limit)", value: durVar(&c.Actors.WhatsApp.PairInterval, a.WhatsApp.PairInterval)},
+		{name: "whatsapp-pair-burst", env: "CHARLA_WHATSAPP_PAIR_BURST", usage: "WhatsApp messages to one customer sent back to back before the pair interval applies", value: intVar(&c.Actors.WhatsApp.PairBurst, a.WhatsApp.PairBurst)},
+		{name: "whatsapp-window", env: "CHARLA_WHATSAPP_WINDOW", usage: "the customer-service window after the customer's last message; outside it only templates are sent (131047)", value: durVar(&c.Actors.WhatsApp.Window, a.WhatsApp.Window)},
+		{name: "whatsapp-call-timeout", env: "CHARLA_WHATSAPP_CALL_TIMEOUT", usage: "deadline of one Graph API call", value: durVar(&c.Actors.WhatsApp.CallTimeout, a.WhatsApp.CallTimeout)},
+		{name: "whatsapp-backoff-base", env: "CHARLA_WHATSAPP_BACKOFF_BASE", usage: "first retry backoff after throttling or a 5xx (exponential, full jitter)", value: durVar(&c.Actors.WhatsApp.BackoffBase, a.WhatsApp.BackoffBase)},
+		{name: "whatsapp-backoff-max", env: "CHARLA_WHATSAPP_BACKOFF_MAX", usage: "largest WhatsApp retry backoff", value: durVar(&c.Actors.WhatsApp.BackoffMax, a.WhatsApp.BackoffMax)},
+		{name: "whatsapp-max-attempts", env: "CHARLA_WHATSAPP_MAX_ATTEMPTS", usage: "Graph API calls for one message before it fails", value: intVar(&c.Actors.WhatsApp.MaxAttempts, a.WhatsApp.MaxAttempts)},
+		{name: "whatsapp-max-inflight", env: "CHARLA_WHATSAPP_MAX_INFLIGHT", usage: "Graph API calls in flight at once", value: intVar(&c.Actors.WhatsApp.MaxInflight, a.WhatsApp.MaxInflight)},
+		{name: "whatsapp-reconcile-window", env: "CHARLA_WHATSAPP_RECONCILE_WINDOW", usage: "how long a send of unknown outcome waits for a status naming it before it fails as unknown (never resent)", value: durVar(&c.Actors.WhatsApp.ReconcileWindow, a.WhatsApp.ReconcileWindow)},
+		{name: "whatsapp-rescan-interval", env: "CHARLA_WHATSAPP_RESCAN_INTERVAL", usage: "how often the WhatsApp outbox is read again for entries not seen otherwise", value: durVar(&c.Actors.WhatsApp.RescanInterval, a.WhatsApp.RescanInterval)},
+		{name: "whatsapp-breaker-failures", env: "CHARLA_WHATSAPP_BREAKER_FAILURES", usage: "consecutive Graph API failures (5xx, no answer) that open the breaker", value: intVar(&c.Actors.WhatsApp.Breaker.Failures, a.WhatsApp.Breaker.Failures)},
+		{name: "whatsapp-breaker-cooldown", env: "CHARLA_WHATSAPP_BREAKER_COOLDOWN", usage: "how long the open Graph API breaker waits before a probe", value: durVar(&c.Actors.WhatsApp.Breaker.Cooldown, a.WhatsApp.Breaker.Cooldown)},
 	}
 }
 
@@ -446,6 +460,10 @@ func listVar(p *[]string, def []string) flag.Value {
 
 func durVar(p *time.Duration, def time.Duration) flag.Value {
 	return newVar(p, def, time.ParseDuration, "not a duration (e.g. 5s, 1m30s)")
+}
+
+func floatVar(p *float64, def float64) flag.Value {
+	return newVar(p, def, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }, "not a number")
 }
 
 func boolVar(p *bool, def bool) flag.Value {

@@ -19,6 +19,7 @@ const (
 	opMigrate
 	opAuth     // agents and refresh tokens (agents.go)
 	opWhatsApp // webhook events and contacts (whatsapp.go)
+	opOutbox   // the WhatsApp outbox and delivery statuses (outbox.go)
 	numOps
 )
 
@@ -33,6 +34,7 @@ var opNames = [numOps]string{
 	opMigrate:         "migrate",
 	opAuth:            "auth",
 	opWhatsApp:        "whatsapp",
+	opOutbox:          "outbox",
 }
 
 func (o op) String() string { return opNames[o] }

@@ -377,6 +377,9 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, phone str
 		Status    string          `json:"status"`
 		MessageID string          `json:"message_id"`
 		Text      json.RawMessage `json:"text"`
+		// Callback is echoed in the message's status webhooks, as the
+		// platform does.
+		Callback string `json:"biz_opaque_callback_data"`
 	}
 	req := Request{Kind: "send", PhoneNumberID: phone, Payload: json.RawMessage(raw), At: time.Now().UTC()}
 	problem := ""
@@ -446,7 +449,7 @@ func (s *Server) serveMessages(w http.ResponseWriter, r *http.Request, phone str
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
-				s.postStatuses(hook, plan, phone, req.To, req.WAMID)
+				s.postStatuses(hook, plan, phone, req.To, req.WAMID, p.Callback)
 			}()
 		}
 	}
@@ -467,7 +470,7 @@ func (f FailRule) status() int {
 
 // postStatuses posts the plan's status webhooks for one accepted message,
 // one webhook per status, as the platform does.
-func (s *Server) postStatuses(hook string, plan StatusPlan, phone, to, wamid string) {
+func (s *Server) postStatuses(hook string, plan StatusPlan, phone, to, wamid, callback string) {
 	kinds := []whatsapp.StatusKind{whatsapp.StatusSent, whatsapp.StatusDelivered, whatsapp.StatusRead}
 	switch {
 	case plan.FailCode != 0:
@@ -484,7 +487,7 @@ func (s *Server) postStatuses(hook string, plan StatusPlan, phone, to, wamid str
 	start := time.Now()
 	var statuses []whatsapp.StatusPayload
 	for i, k := range kinds {
-		st := whatsapp.StatusPayload{ID: wamid, Status: string(k), RecipientID: to,
+		st := whatsapp.StatusPayload{ID: wamid, Status: string(k), RecipientID: to, BizOpaqueCallbackData: callback,
 			Timestamp: strconv.FormatInt(start.Add(time.Duration(i)*time.Second).Unix(), 10)}
 		if k == whatsapp.StatusFailed {
 			st.Errors = []whatsapp.ErrorPayload{{Code: plan.FailCode, Title: "Message failed (fakegraph)", Message: "Message failed (fakegraph)"}}
