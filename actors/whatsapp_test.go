@@ -56,7 +56,7 @@ type waOption struct {
 	graph func(actors.GraphSender) actors.GraphSender
 }
 
-func startWA(t *testing.T, storeKind string, o waOption) *waRig {
+func startOutbound(t *testing.T, storeKind string, o waOption) *waRig {
 	t.Helper()
 	r := &waRig{}
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -199,7 +199,7 @@ func outboxOf(t *testing.T, e *transporttest.Engine, conv charla.ConvID) []store
 func TestWhatsAppReplyThroughThrottling(t *testing.T) {
 	for _, kind := range waStores {
 		t.Run(kind, func(t *testing.T) {
-			r := startWA(t, kind, waOption{})
+			r := startOutbound(t, kind, waOption{})
 			conv := r.customerWrites(t, "34600000001", "hola")
 			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
 			agent.Subscribe(conv, 0)
@@ -237,7 +237,7 @@ func TestWhatsAppReplyThroughThrottling(t *testing.T) {
 func TestWhatsAppStatuses(t *testing.T) {
 	for _, kind := range waStores {
 		t.Run(kind, func(t *testing.T) {
-			r := startWA(t, kind, waOption{})
+			r := startOutbound(t, kind, waOption{})
 			conv := r.customerWrites(t, "34600000002", "hola")
 			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
 			agent.Subscribe(conv, 0)
@@ -275,7 +275,7 @@ func TestWhatsAppStatuses(t *testing.T) {
 func TestWhatsAppWindow(t *testing.T) {
 	for _, kind := range waStores {
 		t.Run(kind, func(t *testing.T) {
-			r := startWA(t, kind, waOption{cfg: func(c *actors.WhatsAppConfig) { c.Window = time.Second }})
+			r := startOutbound(t, kind, waOption{cfg: func(c *actors.WhatsAppConfig) { c.Window = time.Second }})
 			conv := r.customerWrites(t, "34600000003", "hola")
 			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
 			agent.Subscribe(conv, 0)
@@ -327,7 +327,7 @@ func TestWhatsAppUnknownOutcome(t *testing.T) {
 			}}
 		},
 	}
-	r := startWA(t, "pebble", lose)
+	r := startOutbound(t, "pebble", lose)
 	conv := r.customerWrites(t, "34600000004", "hola")
 	agent := r.engine.Dial(t, "alice", charla.RoleAgent)
 	agent.Subscribe(conv, 0)
@@ -358,7 +358,7 @@ func TestWhatsAppUnknownOutcome(t *testing.T) {
 // TestWhatsAppRestartMidBackoff: a reply throttled, then the engine
 // restarted while it waits, goes out once after the restart.
 func TestWhatsAppRestartMidBackoff(t *testing.T) {
-	r := startWA(t, "pebble", waOption{cfg: func(c *actors.WhatsAppConfig) {
+	r := startOutbound(t, "pebble", waOption{cfg: func(c *actors.WhatsAppConfig) {
 		c.BackoffBase, c.BackoffMax = time.Second, time.Second
 	}})
 	conv := r.customerWrites(t, "34600000005", "hola")
