@@ -251,6 +251,8 @@ type Store struct {
 	// authMu serialises the read-modify-writes of agents and refresh tokens
 	// (agents.go): logins are rare, one lock is plenty.
 	authMu sync.Mutex
+	// workflowMu serialises the read-modify-writes of workflow.go.
+	workflowMu sync.Mutex
 }
 
 // convState is Append's view of one conversation.

@@ -17,7 +17,8 @@ const (
 	opReadCursors
 	opPing
 	opMigrate
-	opAuth // agents and refresh tokens (agents.go)
+	opAuth     // agents and refresh tokens (agents.go)
+	opWorkflow // conversation states, bot sessions, canned replies, search (workflow.go)
 	numOps
 )
 
@@ -31,6 +32,7 @@ var opNames = [numOps]string{
 	opPing:            "ping",
 	opMigrate:         "migrate",
 	opAuth:            "auth",
+	opWorkflow:        "workflow",
 }
 
 func (o op) String() string { return opNames[o] }
