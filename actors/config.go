@@ -43,6 +43,13 @@ type Config struct {
 	SpoolDedupMax    int           // spool-dedup-max: most acks the spool's ack index keeps (oldest pruned first)
 	ShutdownGrace    time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
 	SOAP             SOAPConfig    // soap-*, inventory-*, job-*: the inventory bridge (soapconfig.go)
+	// agent-capacity: open conversations an agent is auto-assigned at most
+	// unless they have their own (PUT /v1/agents/{id}/capacity).
+	AgentCapacity int
+	// presence-grace: how long an agent whose last connection closed stays
+	// online, so that a reconnect does not flap their presence.
+	PresenceGrace time.Duration
+	Bot           BotConfig // bot-*: the chatbot (bots.go)
 }
 
 // DefaultConfig returns the engine's defaults, the ones README.md's
@@ -72,6 +79,9 @@ func DefaultConfig() Config {
 		// in-flight sends (and Shutdown without a deadline as long).
 		ShutdownGrace: 10 * time.Second,
 		SOAP:          DefaultSOAPConfig(),
+		AgentCapacity: 5,
+		PresenceGrace: 10 * time.Second,
+		Bot:           DefaultBotConfig(),
 	}
 }
 
@@ -117,6 +127,9 @@ func (c Config) Validate() error {
 	atLeast("spool-dedup-max", c.SpoolDedupMax, 1)
 	positive("shutdown-timeout", c.ShutdownGrace)
 	errs = append(errs, c.SOAP.problems()...)
+	atLeast("agent-capacity", c.AgentCapacity, 0)
+	positive("presence-grace", c.PresenceGrace)
+	errs = append(errs, c.Bot.problems()...)
 	return errors.Join(errs...)
 }
 

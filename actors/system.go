@@ -43,6 +43,8 @@ type deps struct {
 	conversations *actor.PID
 	store         *actor.PID
 	soap          *actor.PID
+	inbox         *actor.PID // the conversation workflow (inbox.go)
+	bots          *actor.PID // the chatbot's sessions (bots.go); nil when the bot is off
 	bridge        *soapBridge
 	log           zerolog.Logger
 	hooks         *hooks
@@ -120,6 +122,11 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		return nil, fmt.Errorf("start soap actor: %w", err)
 	}
 	d.soap = res.(*actor.PID)
+	if d.inbox, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newInbox(d, st) },
+		actor.WithSupervisor(restart)), "inbox"); err != nil {
+		cancel()
+		return nil, fmt.Errorf("spawn inbox: %w", err)
+	}
 	if d.conversations, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newConversations(d) },
 		actor.WithSupervisor(restart)), "conversations"); err != nil {
 		cancel()
@@ -198,8 +205,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 		wait(s.gateway, closeAll{charla.DisconnectServiceRestart})
 	}
 	wait(s.deps.conversations, stopAll{})
+	wait(s.deps.inbox, flushReq{})
 	wait(s.deps.store, flushReq{})
-	for _, pid := range []*actor.PID{s.gateway, s.deps.conversations} {
+	for _, pid := range []*actor.PID{s.gateway, s.deps.conversations, s.deps.inbox} {
 		if err := s.as.Root.StopFuture(pid).Wait(); err != nil {
 			errs = append(errs, fmt.Errorf("stop %s: %w", pid.Id, err))
 		}

@@ -119,7 +119,7 @@ func TestParseInput(t *testing.T) {
 	for body, want := range map[string]Input{
 		`{"text":"hola"}`: {Text: "hola"},
 		`{"type":"interactive","text":"Reservar","interactive":{"type":"button_reply","button_reply":{"id":"reserve","title":"Reservar"}}}`: {Text: "Reservar", ReplyID: "reserve"},
-		`{"text":"x","interactive":{"list_reply":{"id":"r2"}}}`: {Text: "x", ReplyID: "r2"},
+		`{"text":"x","interactive":{"list_reply":{"id":"r2"}}}`:                                                                             {Text: "x", ReplyID: "r2"},
 	} {
 		if got := ParseInput([]byte(body)); got != want {
 			t.Errorf("ParseInput(%s) = %+v, want %+v", body, got, want)
