@@ -73,6 +73,9 @@ type ConvFilter struct {
 	Assignee   string
 	Unassigned bool
 	Tag        string
+	// VisibleTo keeps the conversations an agent may see: the unassigned
+	// ones and theirs.
+	VisibleTo string
 	// ChangedSince lists the conversations whose Version is above it,
 	// ordered by Version (oldest change first), instead of by activity.
 	ChangedSince uint64
@@ -88,6 +91,7 @@ func (f ConvFilter) Matches(c ConvState) bool {
 	case f.Status != "" && c.Status != f.Status,
 		f.Assignee != "" && c.Assignee != f.Assignee,
 		f.Unassigned && c.Assignee != "",
+		f.VisibleTo != "" && c.Assignee != "" && c.Assignee != f.VisibleTo,
 		f.ChangedSince > 0 && c.Version <= f.ChangedSince:
 		return false
 	}

@@ -134,6 +134,9 @@ func (s *Store) ListConvStates(ctx context.Context, f store.ConvFilter) ([]store
 	if f.Unassigned {
 		where = append(where, "assignee IS NULL")
 	}
+	if f.VisibleTo != "" {
+		where = append(where, "(assignee IS NULL OR assignee = "+arg(f.VisibleTo)+")")
+	}
 	if f.Tag != "" {
 		where = append(where, "tags @> ARRAY["+arg(f.Tag)+"]::text[]")
 	}

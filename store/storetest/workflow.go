@@ -85,6 +85,7 @@ func RunWorkflow(t *testing.T, open func(t *testing.T) WorkflowStore) {
 		{"assignee", store.ConvFilter{Assignee: "ana"}, "c2 "},
 		{"unassigned", store.ConvFilter{Unassigned: true}, "wa.1:9 c1 "},
 		{"tag", store.ConvFilter{Tag: "vip"}, "c2 wa.1:9 "},
+		{"visible to bea", store.ConvFilter{VisibleTo: "bea"}, "c4 wa.1:9 c1 "},
 		{"page 1", store.ConvFilter{Limit: 2}, "c4 c2 "},
 		{"page 2", store.ConvFilter{Limit: 2, After: &states[1]}, "wa.1:9 c1 "},
 		{"changed since", store.ConvFilter{ChangedSince: 2}, "wa.1:9 c4 c2 "},
