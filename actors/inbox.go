@@ -40,9 +40,10 @@ type workflowStore interface {
 // customer messages of pending conversations to the chatbot, and writes the
 // states through to the store in batches (one save in flight at a time).
 //
-// It keeps in memory every conversation that is not resolved (loaded at
-// start) and every one touched since; another is loaded on first use, and
-// what is asked of it meanwhile waits in order.
+// It keeps in memory the conversations in the workflow: customers' that
+// are pending or open (loaded at start). A resolved or staff-only one is
+// dropped from memory once saved, and loaded again on its next use; what is
+// asked of a conversation meanwhile waits, in order.
 type inbox struct {
 	d  *deps
 	st workflowStore // nil: memory only
@@ -51,11 +52,13 @@ type inbox struct {
 	waiting []any // messages that arrived before it
 
 	convs   map[charla.ConvID]*store.ConvState
+	peak    int                     // most states held since convs was last rebuilt
 	loading map[charla.ConvID][]any // messages waiting for a conversation's load
 	version uint64
 
 	dirty       map[charla.ConvID]struct{}
 	saving      bool
+	saved       []charla.ConvID   // the conversations of the save in flight
 	saveWaiters []func(err error) // answered when the save in flight is done
 	nextWaiters []func(err error) // answered by the save after it
 
@@ -363,6 +366,7 @@ func (ib *inbox) create(a convAppended) {
 		s.Customer, s.Status = a.conv.Owner(), store.StatusPending
 	}
 	ib.convs[a.conv] = s
+	ib.peak = max(ib.peak, len(ib.convs))
 }
 
 func (ib *inbox) refuse(ctx actor.Context, msg any, err *charla.Error) {
@@ -608,7 +612,12 @@ func (ib *inbox) save(ctx actor.Context) {
 	}
 	ib.saveWaiters, ib.nextWaiters = ib.nextWaiters, nil
 	if ib.st == nil || len(ib.dirty) == 0 {
-		clear(ib.dirty)
+		// Memory only: nothing to write, and an inactive state cannot be
+		// kept for later (it is made anew on its next message).
+		for id := range ib.dirty {
+			ib.evict(id)
+		}
+		ib.dirty = map[charla.ConvID]struct{}{}
 		ib.onSaved(ctx, nil)
 		return
 	}
@@ -616,8 +625,12 @@ func (ib *inbox) save(ctx actor.Context) {
 	for id := range ib.dirty {
 		batch = append(batch, cloneState(*ib.convs[id]))
 	}
-	clear(ib.dirty)
+	ib.dirty = map[charla.ConvID]struct{}{} // not clear: a burst's buckets would stay
 	ib.saving = true
+	ib.saved = ib.saved[:0]
+	for _, c := range batch {
+		ib.saved = append(ib.saved, c.ID)
+	}
 	self, root, st := ctx.Self(), ib.d.root, ib.st
 	ib.io.Add(1)
 	go func() {
@@ -649,7 +662,12 @@ func (ib *inbox) onSaved(ctx actor.Context, err error) {
 		for _, s := range se.batch {
 			ib.dirty[s.ID] = struct{}{}
 		}
+	} else {
+		for _, s := range ib.saved {
+			ib.evict(s)
+		}
 	}
+	ib.saved = nil
 	waiters := ib.saveWaiters
 	ib.saveWaiters = nil
 	for _, w := range waiters {
@@ -657,6 +675,25 @@ func (ib *inbox) onSaved(ctx actor.Context, err error) {
 	}
 	if err == nil {
 		ib.save(ctx)
+	}
+}
+
+// evict drops conv's state from memory when it is out of the workflow
+// (resolved, or no customer's) and has no change waiting to be saved.
+func (ib *inbox) evict(conv charla.ConvID) {
+	s := ib.convs[conv]
+	if s == nil || (s.Customer != "" && s.Status != store.StatusResolved) {
+		return
+	}
+	if _, dirty := ib.dirty[conv]; dirty {
+		return
+	}
+	delete(ib.convs, conv)
+	// Go maps keep the buckets of their peak: rebuild once a burst has
+	// gone, as conversations.shrink does.
+	if ib.peak >= 1024 && len(ib.convs) <= ib.peak/4 {
+		ib.convs = maps.Clone(ib.convs)
+		ib.peak = len(ib.convs)
 	}
 }
 
