@@ -147,13 +147,23 @@ func Parse(data []byte) (*Flow, error) {
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("bot flow: %w", err)
+		return nil, &FlowError{Problems: []error{err}}
 	}
 	if errs := f.validate(); len(errs) > 0 {
-		return nil, fmt.Errorf("bot flow has %d problems:\n  %w", len(errs), errors.Join(errs...))
+		return nil, &FlowError{Problems: errs}
 	}
 	return &f, nil
 }
+
+// FlowError is every problem of an invalid flow.
+type FlowError struct{ Problems []error }
+
+func (e *FlowError) Error() string {
+	return fmt.Sprintf("bot flow: %d problems: %v", len(e.Problems), errors.Join(e.Problems...))
+}
+
+// Unwrap returns the problems, one error each.
+func (e *FlowError) Unwrap() []error { return e.Problems }
 
 var dayNames = map[string]time.Weekday{"sun": time.Sunday, "mon": time.Monday, "tue": time.Tuesday, "wed": time.Wednesday,
 	"thu": time.Thursday, "fri": time.Friday, "sat": time.Saturday}
