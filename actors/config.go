@@ -45,6 +45,13 @@ type Config struct {
 	SOAP             SOAPConfig     // soap-*, inventory-*, job-*: the inventory bridge (soapconfig.go)
 	Alerts           AlertConfig    // alert-*: the alert rules and where alerts go (alerts.go)
 	WhatsApp         WhatsAppConfig // whatsapp-*: the outbound WhatsApp policy (whatsappconfig.go)
+	// agent-capacity: open conversations an agent is auto-assigned at most
+	// unless they have their own (PUT /v1/agents/{id}/capacity).
+	AgentCapacity int
+	// presence-grace: how long an agent whose last connection closed stays
+	// online, so that a reconnect does not flap their presence.
+	PresenceGrace time.Duration
+	Bot           BotConfig // bot-*: the chatbot (bots.go)
 }
 
 // DefaultConfig returns the engine's defaults, the ones README.md's
@@ -76,6 +83,9 @@ func DefaultConfig() Config {
 		SOAP:          DefaultSOAPConfig(),
 		Alerts:        DefaultAlertConfig(),
 		WhatsApp:      DefaultWhatsAppConfig(),
+		AgentCapacity: 5,
+		PresenceGrace: 10 * time.Second,
+		Bot:           DefaultBotConfig(),
 	}
 }
 
@@ -123,6 +133,9 @@ func (c Config) Validate() error {
 	errs = append(errs, c.SOAP.problems()...)
 	errs = append(errs, c.Alerts.problems()...)
 	errs = append(errs, c.WhatsApp.problems()...)
+	atLeast("agent-capacity", c.AgentCapacity, 0)
+	positive("presence-grace", c.PresenceGrace)
+	errs = append(errs, c.Bot.problems()...)
 	return errors.Join(errs...)
 }
 

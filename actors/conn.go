@@ -142,6 +142,9 @@ func (c *conn) Receive(ctx actor.Context) {
 			ServerTime: now.UTC(),
 		}))
 		c.arm(ctx)
+		if c.staff() {
+			ctx.Send(c.deps.inbox, staffConn{user: c.user, pid: ctx.Self(), up: true})
+		}
 	case inFrame:
 		if c.state == connClosed {
 			return // read after our close frame: the client resends after reconnecting
@@ -178,6 +181,12 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.maybeFinishShutdown()
 	case requestFailed:
 		c.reply(ctx, m.ref, m.err)
+	case workflowDone:
+		if m.err != nil {
+			c.reply(ctx, m.ref, m.err)
+			break
+		}
+		c.enqueue(wire.Encode(ConversationFrame(m.state, c.user.ID, m.ref)))
 	case soapFrame:
 		if m.code != "" {
 			c.deps.stats.errorSent(m.code)
@@ -222,6 +231,9 @@ func (c *conn) Receive(ctx actor.Context) {
 			ctx.Send(c.deps.conversations, unsubscribeReq{conv: conv, conn: ctx.Self()})
 		}
 		c.close(charla.DisconnectInternal) // a no-op unless we failed
+		if c.staff() {
+			ctx.Send(c.deps.inbox, staffConn{user: c.user, pid: ctx.Self()})
+		}
 		c.deps.stats.ConnsActive.Add(-1)
 	}
 }
@@ -289,6 +301,8 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 		ctx.Send(c.deps.conversations, readReq{conv: f.Conv, conn: ctx.Self(), ref: f.Ref, by: c.user, seq: f.Seq})
 	case wire.TypeInventory, wire.TypeReserve, wire.TypeJob, wire.TypeInvalidate:
 		c.onInventoryFrame(ctx, f) // conn_inventory.go
+	case wire.TypeInbox, wire.TypePresence, wire.TypeTake, wire.TypeAssign, wire.TypeTransfer, wire.TypeResolve, wire.TypeReopen, wire.TypeHandoff:
+		c.onWorkflowFrame(ctx, f) // conn_workflow.go
 	default:
 		c.reply(ctx, f.Ref, charla.Errorf(charla.CodeBadRequest, "unknown frame type %q", f.Type))
 	}

@@ -252,6 +252,7 @@ func (c *conversation) handle(ctx actor.Context, msg any) {
 			break
 		}
 		ctx.Send(c.deps.store, readCursorReq{conv: c.id, user: m.by.ID, seq: m.seq})
+		ctx.Send(c.deps.inbox, convRead{conv: c.id, user: m.by, seq: m.seq})
 		c.broadcast(ctx, m.conn, wire.Encode(wire.Read{Type: wire.TypeRead, Conv: c.id, User: m.by.ID, Seq: m.seq}))
 		if _, _, wa := c.id.WhatsApp(); wa && c.deps.whatsapp != nil && m.by.Role != charla.RoleCustomer {
 			ctx.Send(c.deps.whatsapp, markReadReq{conv: c.id, seq: m.seq})
@@ -344,6 +345,7 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 	if len(batch) == 0 {
 		return // the answer to a batch of our previous incarnation
 	}
+	var durable []charla.Message // told to the inbox, once for the batch
 	for i, p := range batch {
 		delete(c.byCMID, p.msg.ClientMsgID)
 		err := m.err
@@ -377,10 +379,14 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 			for _, s := range c.subs {
 				ctx.Send(s, d)
 			}
+			durable = append(durable, msg)
 			c.deps.stats.MessagesIn.Add(1)
 		} else {
 			c.deps.stats.Duplicates.Add(1)
 		}
+	}
+	if len(durable) > 0 {
+		ctx.Send(c.deps.inbox, convAppended{conv: c.id, msgs: durable})
 	}
 	c.flush(ctx)
 	c.stopIfDone(ctx)

@@ -114,6 +114,10 @@ type inventoryReq struct {
 type stockReq struct {
 	sku     string
 	replyTo *actor.PID
+	// qty > 0 makes it a ReserveItem of qty under the idempotency key resv
+	// (answered with the reservation).
+	qty  int
+	resv string
 }
 
 // stockReply answers stockReq: the item (Stale when it is a last known value
@@ -123,6 +127,7 @@ type stockReply struct {
 	item  soapbridge.Item
 	stale bool
 	age   time.Duration
+	resv  soapbridge.Reservation // a reserve's
 	err   *charla.Error
 }
 
@@ -187,7 +192,11 @@ func (a *soapActor) Receive(ctx actor.Context) {
 	case inventoryReq:
 		a.onRequest(ctx, m, nil)
 	case stockReq:
-		a.onRequest(ctx, inventoryReq{op: wire.TypeInventory, sku: m.sku}, m.replyTo)
+		op := wire.TypeInventory
+		if m.qty > 0 {
+			op = wire.TypeReserve
+		}
+		a.onRequest(ctx, inventoryReq{op: op, sku: m.sku, qty: m.qty, resv: m.resv}, m.replyTo)
 	case callDone:
 		if m.gen == a.gen {
 			a.onDone(ctx, m)
@@ -538,6 +547,8 @@ func (a *soapActor) finish(ctx actor.Context, c *soapCall, cause error, problem 
 		switch {
 		case problem != nil:
 			a.answerNow(ctx, r, j.replyTo, problem, retryAfter)
+		case j.op == wire.TypeReserve && j.replyTo != nil:
+			ctx.Send(j.replyTo, stockReply{sku: c.sku, resv: resv})
 		case j.op == wire.TypeReserve:
 			ctx.Send(j.conn, soapFrame{frame: wire.Encode(wire.Reserved{Type: wire.TypeReserved, Ref: j.ref, SKU: c.sku, Reservation: resv})})
 		default:

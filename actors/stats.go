@@ -22,6 +22,8 @@ type Stats struct {
 	ConversationsActive atomic.Int64 // conversation actors alive
 	ConversationsLoaded atomic.Int64 // conversation actors that loaded their head from the store
 	ConversationsIdled  atomic.Int64 // conversation actors unloaded: idle, or their load failed
+	BotSessions         atomic.Int64 // chatbot session actors alive
+	BotSessionsExpired  atomic.Int64 // chatbot session actors stopped (idle, or at shutdown)
 	Duplicates          atomic.Int64 // sends answered as duplicate:true
 	RTTCount            atomic.Int64 // heartbeat round trips measured
 	RTTMicros           atomic.Int64 // their sum

@@ -45,6 +45,8 @@ type deps struct {
 	store         *actor.PID
 	soap          *actor.PID
 	whatsapp      *actor.PID // nil: no Graph API configured
+	inbox         *actor.PID // the conversation workflow (inbox.go)
+	bots          *actor.PID // the chatbot's sessions (bots.go); nil when the bot is off
 	bridge        *soapBridge
 	log           zerolog.Logger
 	hooks         *hooks
@@ -167,6 +169,18 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		}
 		d.whatsapp = res.(*actor.PID)
 	}
+	if d.inbox, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newInbox(d, st) },
+		actor.WithSupervisor(restart)), "inbox"); err != nil {
+		cancel()
+		return nil, fmt.Errorf("spawn inbox: %w", err)
+	}
+	if cfg.Bot.Flow != nil {
+		if d.bots, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newBots(d, st) },
+			actor.WithSupervisor(restart)), "bots"); err != nil {
+			cancel()
+			return nil, fmt.Errorf("spawn bots: %w", err)
+		}
+	}
 	if d.conversations, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newConversations(d) },
 		actor.WithSupervisor(restart)), "conversations"); err != nil {
 		cancel()
@@ -274,9 +288,16 @@ func (s *System) Shutdown(ctx context.Context) error {
 	if len(errs) > 0 {
 		wait(s.gateway, closeAll{charla.DisconnectServiceRestart})
 	}
+	if s.deps.bots != nil {
+		wait(s.deps.bots, stopAll{}) // sessions save their state
+	}
 	wait(s.deps.conversations, stopAll{})
+	wait(s.deps.inbox, flushReq{})
 	wait(s.deps.store, flushReq{})
-	for _, pid := range []*actor.PID{s.gateway, s.deps.conversations} {
+	for _, pid := range []*actor.PID{s.gateway, s.deps.bots, s.deps.conversations, s.deps.inbox} {
+		if pid == nil {
+			continue // no bot
+		}
 		if err := s.as.Root.StopFuture(pid).Wait(); err != nil {
 			errs = append(errs, fmt.Errorf("stop %s: %w", pid.Id, err))
 		}

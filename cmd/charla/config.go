@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"charla/actors"
 	"charla/auth"
+	"charla/bot"
 	"charla/ops"
 	"charla/store/postgres"
 	"charla/transport"
@@ -45,6 +47,9 @@ type config struct {
 	SettingsFile string
 	// MinProcs raises GOMAXPROCS to at least this (see serve).
 	MinProcs int
+	// BotFlow is the chatbot's flow file; "" is the embedded default, "off"
+	// no bot. Parsed into Actors.Bot.Flow by parseConfig.
+	BotFlow string
 
 	Actors    actors.Config
 	Transport transport.Config // HeartbeatTimeout is Actors.HeartbeatTimeout: one flag sets both
@@ -170,6 +175,11 @@ func (c *config) settings() flagSet {
 		{name: "whatsapp-rescan-interval", env: "CHARLA_WHATSAPP_RESCAN_INTERVAL", usage: "how often the WhatsApp outbox is read again for entries not seen otherwise", value: durVar(&c.Actors.WhatsApp.RescanInterval, a.WhatsApp.RescanInterval)},
 		{name: "whatsapp-breaker-failures", env: "CHARLA_WHATSAPP_BREAKER_FAILURES", usage: "consecutive Graph API failures (5xx, no answer) that open the breaker", value: intVar(&c.Actors.WhatsApp.Breaker.Failures, a.WhatsApp.Breaker.Failures)},
 		{name: "whatsapp-breaker-cooldown", env: "CHARLA_WHATSAPP_BREAKER_COOLDOWN", usage: "how long the open Graph API breaker waits before a probe", value: durVar(&c.Actors.WhatsApp.Breaker.Cooldown, a.WhatsApp.Breaker.Cooldown)},
+		{name: "bot-flow", env: "CHARLA_BOT_FLOW", usage: "the chatbot's flow (YAML or JSON); empty = the embedded default, off = no chatbot", value: strVar(&c.BotFlow, "")},
+		{name: "bot-session-timeout", env: "CHARLA_BOT_SESSION_TIMEOUT", usage: "a chatbot session idle this long saves its state and stops; the next message resumes it", value: durVar(&c.Actors.Bot.SessionTimeout, a.Bot.SessionTimeout)},
+		{name: "bot-session-sweep", env: "CHARLA_BOT_SESSION_SWEEP", usage: "how often chatbot sessions are checked for idleness", value: durVar(&c.Actors.Bot.SweepInterval, a.Bot.SweepInterval)},
+		{name: "agent-capacity", env: "CHARLA_AGENT_CAPACITY", usage: "open conversations a handoff assigns one agent at most, unless they have their own (PUT /v1/agents/{id}/capacity)", value: intVar(&c.Actors.AgentCapacity, a.AgentCapacity)},
+		{name: "presence-grace", env: "CHARLA_PRESENCE_GRACE", usage: "an agent whose last connection closed stays online this long (a reconnect does not flap)", value: durVar(&c.Actors.PresenceGrace, a.PresenceGrace)},
 	}
 }
 
@@ -186,7 +196,37 @@ func parseConfig(args []string, getenv func(string) string, help io.Writer, serv
 	// One heartbeat-timeout: the actors close a silent connection after it,
 	// the edge bounds its socket writes with it.
 	c.Transport.HeartbeatTimeout = c.Actors.HeartbeatTimeout
-	return c, errors.Join(err, c.validate(serving))
+	var flowErr error
+	if serving {
+		c.Actors.Bot.Flow, flowErr = loadFlow(c.BotFlow)
+	}
+	return c, errors.Join(err, c.validate(serving), flowErr)
+}
+
+// loadFlow reads the chatbot's flow: path, the embedded default for "",
+// none for "off". Each problem of the file is one error, named after it.
+func loadFlow(path string) (*bot.Flow, error) {
+	data := bot.Default
+	switch path {
+	case "off":
+		return nil, nil
+	case "":
+		path = "(embedded default)"
+	default:
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return nil, fmt.Errorf("bot-flow: %w", err)
+		}
+	}
+	f, err := bot.Parse(data)
+	if err != nil {
+		var errs []error
+		for _, p := range flatten(err) {
+			errs = append(errs, fmt.Errorf("bot-flow %s: %w", path, p))
+		}
+		return nil, errors.Join(errs...)
+	}
+	return f, nil
 }
 
 // validate checks the process's own settings and has each package check its

@@ -35,6 +35,7 @@
 //	'w' 'e' <body hash, hex>       a webhook event (JSON: body, received_at, processed_at, problem)
 //	'w' 'p' <received: 8 bytes BE nanos> <hash>   "" while that event is pending
 //	'c' <wa_id>                    a contact (JSON: name, phone_number_id, last_inbound_at)
+//
 // The WhatsApp outbox (outbox.go) adds 'o' and 'q' per conversation (an
 // outbound message's entry, written in its message's batch, and the index of
 // the open entries) and 's' <wamid> (delivery statuses).
@@ -268,6 +269,8 @@ type Store struct {
 	// waMu serialises the read-modify-writes of webhook events and
 	// contacts (whatsapp.go).
 	waMu sync.Mutex
+	// workflowMu serialises the read-modify-writes of workflow.go.
+	workflowMu sync.Mutex
 }
 
 // convState is Append's view of one conversation.

@@ -20,6 +20,7 @@ const (
 	opAuth     // agents and refresh tokens (agents.go)
 	opWhatsApp // webhook events and contacts (whatsapp.go)
 	opOutbox   // the WhatsApp outbox and delivery statuses (outbox.go)
+	opWorkflow // conversation states, bot sessions, canned replies, search (workflow.go)
 	numOps
 )
 
@@ -35,6 +36,7 @@ var opNames = [numOps]string{
 	opAuth:            "auth",
 	opWhatsApp:        "whatsapp",
 	opOutbox:          "outbox",
+	opWorkflow:        "workflow",
 }
 
 func (o op) String() string { return opNames[o] }

@@ -103,6 +103,7 @@ func WithRateLimitClock(now func() time.Time) Option { return func(o *options) {
 // observes into its histograms, its collector reads the engine's counters,
 // and GET /metrics serves it to admins.
 func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metrics = m } }
+
 // WithDependencies edits the actor tree's dependencies once the store is
 // open (at every start: a Restart calls it again with the new store), e.g.
 // to give it the WhatsApp channel's.
