@@ -21,6 +21,7 @@ import (
 	"charla/docs"
 	"charla/media"
 	"charla/transport/ratelimit"
+	"charla/web"
 )
 
 // Config is what the edge needs; cmd/charla fills it from flags and checks
@@ -145,6 +146,7 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger, opts ...Serve
 	mux.HandleFunc("POST /v1/media", s.handleMediaUpload)
 	mux.HandleFunc("GET /v1/media/{id}", s.handleMediaGet)
 	mux.Handle("GET /v1/openapi.json", docs.OpenAPIHandler())
+	web.Register(mux) // charla.js, the agent panel at /, the dashboard at /dashboard
 	s.http = &http.Server{
 		Handler:           s.edge(mux),
 		ReadHeaderTimeout: cfg.ConnectTimeout,
