@@ -15,7 +15,7 @@ import (
 // start it for the outage tests.
 func TestCharlaJS(t *testing.T) {
 	node := requireTool(t, "node", "nodejs")
-	e := startEngine(t)
+	e := startEngine(t, t.TempDir())
 	control := controlServer(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -86,14 +86,17 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startEngine runs the engine with extra flags (dev auth unless they say
-// otherwise), loopback exempt from the rate limits, and stops it when the
+// startEngine runs the engine on dataDir with the given auth flags (dev auth
+// when none), loopback exempt from the rate limits, and stops it when the
 // test ends.
-func startEngine(t *testing.T, extra ...string) *engine {
+func startEngine(t *testing.T, dataDir string, auth ...string) *engine {
 	t.Helper()
+	if len(auth) == 0 {
+		auth = []string{"--auth-mode", "dev"}
+	}
 	e := &engine{Addr: freeAddr(t)}
-	e.args = append([]string{"serve", "--addr", e.Addr, "--data-dir", t.TempDir(), "--auth-mode", "dev", "--log-level", "warn",
-		"--rate-limit-allow", strings.Join(ratelimit.LoopbackCIDRs, ",")}, extra...)
+	e.args = append([]string{"serve", "--addr", e.Addr, "--data-dir", dataDir, "--log-level", "warn",
+		"--rate-limit-allow", strings.Join(ratelimit.LoopbackCIDRs, ",")}, auth...)
 	if err := e.Start(); err != nil {
 		t.Fatal(err)
 	}
