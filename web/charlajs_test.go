@@ -20,10 +20,13 @@ func TestCharlaJS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	args := []string{"--test", "--test-reporter=spec"}
-	if nodeMajor(t, node) < 22 {
+	switch major := nodeMajor(t, node); {
+	case major < 20:
+		t.Fatalf("node %d has no WebSocket; charla.js's tests need node 20 or later", major)
+	case major < 22:
 		args = append(args, "--experimental-websocket") // global WebSocket, on by default from node 22
 	}
-	cmd := exec.CommandContext(ctx, node, append(args, "jstest/charla.test.mjs")...)
+	cmd := exec.CommandContext(ctx, node, append(args, "jstest/charla.test.mjs", "jstest/prom.test.mjs")...)
 	cmd.Env = append(os.Environ(), "CHARLA_URL="+e.URL(), "CHARLA_CONTROL="+control)
 	out, err := cmd.CombinedOutput()
 	t.Logf("node --test:\n%s", out)
