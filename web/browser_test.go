@@ -177,7 +177,8 @@ func TestPanelInBrowser(t *testing.T) {
 	dataDir := t.TempDir()
 	addAgent(t, dataDir, "ana@example.com", "Ana", "agent", "correct horse battery")
 	addAgent(t, dataDir, "root@example.com", "Root", "admin", "correct horse battery")
-	e := startEngine(t, dataDir, "--auth-mode", "jwt", "--jwt-secret", jwtSecret)
+	sim := startSoapsim(t)
+	e := startEngine(t, dataDir, "--auth-mode", "jwt", "--jwt-secret", jwtSecret, "--soap-url", sim)
 	px := startProxy(t, e.URL())
 	const conv = charla.ConvID("cust-1")
 
@@ -240,6 +241,22 @@ func TestPanelInBrowser(t *testing.T) {
 		t.Fatalf("the customer got %s", f.Body)
 	}
 	checkThread(t, ctx, 2)
+
+	// A stock lookup slower than the answer budget becomes a job; the panel
+	// follows it to the item.
+	simFaults(t, sim, `{"latency_ms":1500}`)
+	js[bool](t, ctx, `(window.jobStates = [], window.charla.addEventListener("job", (e) => window.jobStates.push(e.detail.state)), true)`)
+	run(t, ctx, 10*time.Second, chromedp.SendKeys(chromedp.CSS(`#stock-form [name=sku]`), "SKU-00042\r"))
+	waitJS(t, ctx, 20*time.Second, "the job done", `document.querySelector("#stock-result .job[data-state=done] dl.item") !== null`)
+	if states := js[[]string](t, ctx, `window.jobStates`); len(states) < 2 || states[len(states)-1] != wire.JobDone {
+		t.Fatalf("job frames %v, want queued… done", states)
+	}
+	simFaults(t, sim, `{}`)
+
+	// A workflow action: done, or said to be unavailable on an engine
+	// without the workflow — never silently dropped.
+	run(t, ctx, 5*time.Second, chromedp.Click(chromedp.CSS(`[data-action=resolve]`)))
+	waitJS(t, ctx, 10*time.Second, "resolve answered", `document.querySelector("#conv-status").textContent === "resolved" || document.querySelector("#action-note").textContent.includes("not available on this engine yet")`)
 
 	// The engine restarts; the page is back within the budget, nothing lost or doubled.
 	if err := e.Stop(); err != nil {
@@ -321,6 +338,42 @@ func TestPanelInBrowser(t *testing.T) {
 	waitJS(t, ctx, 10*time.Second, "the store breaker", `document.querySelector("#breaker-rows [data-dependency=store]") !== null`)
 	time.Sleep(3 * time.Second) // a few more points on the plots
 	screenshot(t, ctx, "dashboard.png")
+}
+
+// startSoapsim runs the inventory simulator and returns its URL.
+func startSoapsim(t *testing.T) string {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(binary, "soapsim", "--addr", addr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if r, err := http.Get("http://" + addr + "/admin/faults"); err == nil {
+			r.Body.Close()
+			return "http://" + addr
+		}
+	}
+	t.Fatal("soapsim did not answer")
+	return ""
+}
+
+// simFaults sets the simulator's faults.
+func simFaults(t *testing.T, sim, faults string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, sim+"/admin/faults", strings.NewReader(faults))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusOK && r.StatusCode != http.StatusNoContent {
+		t.Fatalf("soapsim faults %s: HTTP %d", faults, r.StatusCode)
+	}
 }
 
 // screenshot saves the page under $CHARLA_SCREENSHOTS (the README's

@@ -4,12 +4,14 @@
 // connection, whose state is always shown in the header.
 //
 // Parts of the workflow come from the engine's workflow side (issue 13):
-// the inbox list (GET /v1/conversations and `conversation` frames), the
-// actions (POST /v1/conversations/{conv}/{take,assign,resolve,reopen}),
-// canned replies (GET /v1/canned-replies) and WhatsApp delivery statuses
-// (`status` frames). Where the engine does not have one yet, the panel says
-// so and goes on: conversations are opened by id, and sent messages show the
-// engine's own ticks (pending, stored, read by the customer).
+// the inbox (GET /v1/conversations, then an `inbox` request after each
+// connect, which makes every change arrive as a `conversation` frame), the
+// agents' `presence`, the actions (`take`, `transfer`, `resolve`, `reopen`
+// frames, answered by the conversation's new state), canned replies
+// (GET /v1/canned-replies); and from the WhatsApp side, delivery statuses
+// (`wa_status` frames). Where the engine does not have one yet, the panel
+// says so and goes on: conversations are opened by id, and sent messages
+// show the engine's own ticks (pending, stored, read by the customer).
 import { Charla, State } from "/charla.js";
 import * as session from "/static/session.js";
 
@@ -33,8 +35,10 @@ const threads = new Map();
 const reads = new Map();
 // conv id → Map(user → expiry): who is typing.
 const typers = new Map();
-// client_msg_id → WhatsApp delivery status (sent, delivered, read, failed).
+// client_msg_id → its wa_status frame (accepted, sent, delivered, read, failed).
 const deliveries = new Map();
+// agent → presence (online, away); offline ones are dropped.
+const presence = new Map();
 let active = null; // the open conversation
 let filter = "";
 let canned = null; // [{code, text}] once loaded, or null if the engine has none
@@ -95,7 +99,9 @@ function start() {
   client.addEventListener("typing", (e) => onTyping(e.detail));
   client.addEventListener("read", (e) => onRead(e.detail));
   client.addEventListener("conversation", (e) => upsertConv(e.detail));
-  client.addEventListener("status", (e) => onDelivery(e.detail));
+  client.addEventListener("wa_status", (e) => onDelivery(e.detail));
+  client.addEventListener("presence", (e) => onPresence(e.detail));
+  client.addEventListener("welcome", followInbox);
   client.addEventListener("job", (e) => onJob(e.detail));
   client.connect();
   loadInbox();
@@ -144,11 +150,31 @@ async function loadInbox() {
   renderInbox();
 }
 
+// After each connect: follow every conversation this agent may see. The
+// engine answers with its change counter; what changed while we were away
+// comes from the list, asked from that point.
+let inboxVersion = 0;
+async function followInbox() {
+  const f = await client.request({ type: "inbox" }).catch(() => null);
+  if (f?.type !== "inbox") return; // an engine without the workflow: conversations are opened by id
+  if (inboxVersion) {
+    const answer = await session.api(`/v1/conversations?changed_since=${inboxVersion}`).catch(() => null);
+    for (const c of answer?.conversations ?? []) upsertConv(c);
+  }
+  inboxVersion = Math.max(inboxVersion, f.version);
+  $("#inbox-note").textContent = "";
+}
+
 function upsertConv(c) {
-  const row = { ...(inbox.get(c.conv) ?? { conv: c.conv, unread: 0 }), ...c };
+  const known = inbox.get(c.conv);
+  // Frames and list rows may cross: keep the newest version of a conversation.
+  if (known?.version && c.version && c.version < known.version) return;
+  if (c.version) inboxVersion = Math.max(inboxVersion, c.version);
+  const row = { ...(known ?? { conv: c.conv, unread: 0 }), ...c };
   if (c.conv === active && document.visibilityState === "visible") row.unread = 0;
   inbox.set(c.conv, row);
   renderInbox();
+  if (c.conv === active) renderHead();
 }
 
 for (const b of document.querySelectorAll(".filters button"))
@@ -211,6 +237,13 @@ function renderHead() {
   $("#conv-assignee").textContent = c.assignee ? `assigned to ${c.assignee}` : c.status ? "unassigned" : "";
 }
 
+function onPresence(f) {
+  if (f.state === "offline") presence.delete(f.user);
+  else presence.set(f.user, f.state);
+  const online = [...presence].map(([u, st]) => (st === "away" ? `${u} (away)` : u));
+  $("#presence").textContent = online.length ? `Agents: ${online.join(", ")}` : "";
+}
+
 function onMessage(m) {
   if (!threads.has(m.conv)) threads.set(m.conv, new Map());
   threads.get(m.conv).set(m.client_msg_id, m);
@@ -241,11 +274,12 @@ function tick(m) {
   if (m.status === "pending") return ["🕓", "pending", "sending"];
   if (m.status === "failed") return ["⚠", "failed", `not sent: ${m.error?.message ?? ""}`];
   const d = deliveries.get(m.client_msg_id);
-  if (d === "failed") return ["⚠", "failed", "WhatsApp could not deliver it"];
+  if (d?.status === "failed") return ["⚠", "failed", `WhatsApp could not deliver it: ${d.error_title ?? ""} (${d.error_code ?? "?"})`];
   const readByOther = [...(reads.get(m.conv) ?? [])].some(([u, seq]) => u !== me.user && seq >= m.seq);
-  if (d === "read" || readByOther) return ["✓✓", "read", "read"];
-  if (d === "delivered") return ["✓✓", "delivered", "delivered"];
-  return ["✓", "sent", "stored"];
+  if (d?.status === "read" || readByOther) return ["✓✓", "read", "read"];
+  if (d?.status === "delivered") return ["✓✓", "delivered", "delivered"];
+  if (d?.status === "sent" || d?.status === "accepted") return ["✓", "sent", "sent to WhatsApp"];
+  return ["✓", "stored", "stored"];
 }
 
 function renderThread() {
@@ -294,9 +328,7 @@ function onRead(f) {
 }
 
 function onDelivery(f) {
-  const id = f.client_msg_id ?? [...(threads.get(f.conv)?.values() ?? [])].find((m) => m.seq === f.seq)?.client_msg_id;
-  if (!id) return;
-  deliveries.set(id, f.status ?? f.state);
+  deliveries.set(f.client_msg_id, f);
   if (f.conv === active) renderThread();
 }
 
@@ -390,26 +422,29 @@ function fillPlaceholders(text) {
 for (const b of document.querySelectorAll("[data-action]"))
   b.addEventListener("click", () => act(b.dataset.action));
 
+// take, transfer (to another agent), resolve, reopen: a frame, answered by
+// the conversation's new state or an error.
 async function act(action) {
   const note = $("#action-note");
-  let body = {};
+  const frame = { type: action, conv: active };
   if (action === "transfer") {
-    const to = prompt("Transfer to which agent (user id)?");
+    const to = prompt("Transfer to which agent (user id)?", [...presence.keys()].find((u) => u !== me.user) ?? "");
     if (!to) return;
-    action = "assign";
-    body = { assignee: to };
-  } else if (action === "take") {
-    action = "assign";
-    body = { assignee: me.user };
+    frame.user = to;
   }
+  note.textContent = `${action}…`;
   try {
-    const c = await session.api(`/v1/conversations/${encodeURIComponent(active)}/${action}`, { method: "POST", body });
-    if (c?.conv) upsertConv(c);
-    note.textContent = "";
-    renderHead();
+    const f = await client.request(frame);
+    if (f.type === "conversation") {
+      upsertConv(f);
+      note.textContent = "";
+    } else if (f.code === "bad_request" && /type/.test(f.message)) {
+      note.textContent = `"${action}" is not available on this engine yet.`;
+    } else {
+      note.textContent = `${action}: ${f.message}`;
+    }
   } catch (err) {
-    note.textContent =
-      err.status === 404 || err.status === 405 ? `"${action}" is not available on this engine yet.` : `${action}: ${err.message}`;
+    note.textContent = `${action}: ${err.message}`;
   }
 }
 
