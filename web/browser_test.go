@@ -229,6 +229,13 @@ func TestPanelInBrowser(t *testing.T) {
 	cust := customer()
 	customerSays(cust, "Hola, ¿tienen stock del SKU-00042?")
 	waitJS(t, ctx, 10*time.Second, "the customer's message, live", `document.querySelectorAll("#messages li[data-seq='1']").length === 1`)
+	// The agent has it on screen: the customer is told it was read.
+	if f := cust.NextOf(wire.TypeRead, transporttest.Wait); f.Conv != conv || f.Seq != 1 {
+		t.Fatalf("read frame %+v, want seq 1 of %s", f, conv)
+	}
+	// The customer types: the agent sees it.
+	cust.Send(wire.Frame{Type: wire.TypeTyping, Conv: conv, State: "on"})
+	waitJS(t, ctx, 10*time.Second, "typing shown", `document.querySelector("#typing").textContent.includes("cust-1 is typing")`)
 
 	// An optimistic reply: pending at once, confirmed on its ack.
 	js[bool](t, ctx, `(window.statuses = [], window.charla.addEventListener("message", (e) => e.detail.sender || window.statuses.push(e.detail.status)), true)`)
@@ -237,7 +244,7 @@ func TestPanelInBrowser(t *testing.T) {
 	if got := js[[]string](t, ctx, `window.statuses`); strings.Join(got, ",") != "pending,confirmed" {
 		t.Fatalf("the reply went through %v, want pending then confirmed", got)
 	}
-	if f := cust.Collect(conv, 0, 2)[1]; !strings.Contains(string(f.Body), "Lo miro") {
+	if f := cust.Collect(conv, 1, 1)[0]; !strings.Contains(string(f.Body), "Lo miro") {
 		t.Fatalf("the customer got %s", f.Body)
 	}
 	checkThread(t, ctx, 2)
