@@ -390,6 +390,7 @@ export class Charla extends EventTarget {
     this.welcome = welcome;
     this.breaker.success();
     this.attempt = 0;
+    if (link.kind === "websocket") this.wsFailures = 0; // only failures in a row count towards polling
     this._setState(link.kind === "poll" ? State.POLLING : State.CONNECTED, { transport: link.kind });
     for (const [conv, c] of this.convs) link.subscribe(conv, c.last);
     for (const m of this.pending.values()) if (m.status === "pending") this._transmit(m);
