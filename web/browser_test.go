@@ -343,7 +343,14 @@ func TestPanelInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#board")))
 	waitJS(t, ctx, 15*time.Second, "plotted", `document.querySelector("[data-chart=connections] .now").textContent !== "—" && document.querySelector("[data-chart=connections] .now").textContent !== ""`)
 	waitJS(t, ctx, 10*time.Second, "the store breaker", `document.querySelector("#breaker-rows [data-dependency=store]") !== null`)
-	time.Sleep(3 * time.Second) // a few more points on the plots
+	// Some traffic to plot: a message every 200 ms for 5 s.
+	for i := range 25 {
+		customerSays(cust, fmt.Sprintf("mensaje %d", i))
+		time.Sleep(200 * time.Millisecond)
+	}
+	// From /metrics (an engine with them), the message rate and the
+	// send→ack latency are plotted too; from /readyz, connections alone.
+	waitJS(t, ctx, 10*time.Second, "the message rate plotted", `document.querySelector("#source").textContent !== "from /metrics" || !document.querySelector("[data-chart=messages]").hidden && !document.querySelector("[data-chart=ack]").hidden`)
 	screenshot(t, ctx, "dashboard.png")
 }
 
