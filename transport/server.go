@@ -24,6 +24,7 @@ import (
 	"charla/ops"
 	"charla/transport/ratelimit"
 	"charla/whatsapp"
+	"charla/web"
 )
 
 // Config is what the edge needs; cmd/charla fills it from flags and checks
@@ -160,6 +161,7 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger, opts ...Serve
 	mux.HandleFunc("GET /v1/media/{id}", s.handleMediaGet)
 	s.routeWebhook(mux) // webhook.go
 	mux.Handle("GET /v1/openapi.json", docs.OpenAPIHandler())
+	web.Register(mux) // charla.js, the agent panel at /, the dashboard at /dashboard
 	s.http = &http.Server{
 		Handler:           s.edge(s.gateFlags(mux)),
 		ReadHeaderTimeout: cfg.ConnectTimeout,
