@@ -23,8 +23,8 @@ import (
 	"charla/media"
 	"charla/ops"
 	"charla/transport/ratelimit"
-	"charla/whatsapp"
 	"charla/web"
+	"charla/whatsapp"
 )
 
 // Config is what the edge needs; cmd/charla fills it from flags and checks
