@@ -77,6 +77,9 @@ const (
 	maxRecording = 256
 	// inboundParallel bounds the conversations of one event posted at once.
 	inboundParallel = 16
+	// maxEventsRunning bounds the events processed at once (each in
+	// conversations no other running event posts into).
+	maxEventsRunning = 8
 	// inboundRetryMax caps the backoff of an event that failed for a
 	// reason that may pass (the store or a conversation unavailable).
 	inboundRetryMax = 30 * time.Second
@@ -142,12 +145,23 @@ type inboundActor struct {
 	io     sync.WaitGroup
 
 	recording int
-	queue     []store.WebhookEvent // recorded, not yet processed, oldest first
-	queued    map[string]bool      // hashes in queue
-	busy      bool                 // queue[0] is being processed
-	loaded    bool                 // the pending events of the store are in queue
+	queue     []*inEvent         // recorded, not yet processed, oldest first
+	queued    map[string]*inEvent // by hash
+	running   int                // events of queue being processed
+	loaded    bool               // the pending events of the store are in queue
 	backoff   time.Duration
 	retry     *time.Timer
+}
+
+// inEvent is a recorded event parsed, with the conversations it posts
+// into: events that share none are processed at once, those that share one
+// in arrival order.
+type inEvent struct {
+	ev      store.WebhookEvent
+	batch   whatsapp.Batch
+	perr    error // the body is not a payload
+	convs   map[charla.ConvID]bool
+	running bool
 }
 
 // Messages of the inbound actor.
@@ -191,7 +205,7 @@ func (a *inboundActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.self = ctx.Self()
 		a.life, a.cancel = context.WithCancel(context.Background())
-		a.queued = map[string]bool{}
+		a.queued = map[string]*inEvent{}
 		a.loadPending()
 	case *actor.Stopping, *actor.Restarting:
 		a.stop()
@@ -267,7 +281,7 @@ func (a *inboundActor) onRecorded(ctx actor.Context, m recordDone) {
 	default:
 		a.rt.stats.Received.Add(1)
 		// Until the store's pending events are read, they include this one.
-		if a.loaded && !a.queued[m.ev.Hash] {
+		if a.loaded && a.queued[m.ev.Hash] == nil {
 			a.enqueue(m.ev)
 		}
 	}
@@ -276,8 +290,14 @@ func (a *inboundActor) onRecorded(ctx actor.Context, m recordDone) {
 }
 
 func (a *inboundActor) enqueue(ev store.WebhookEvent) {
-	a.queue = append(a.queue, ev)
-	a.queued[ev.Hash] = true
+	q := &inEvent{ev: ev, convs: map[charla.ConvID]bool{}}
+	q.batch, q.perr = whatsapp.Parse(ev.Body)
+	whatsapp.SortInbound(q.batch.Messages)
+	for _, in := range q.batch.Messages {
+		q.convs[in.Conv()] = true
+	}
+	a.queue = append(a.queue, q)
+	a.queued[ev.Hash] = q
 	a.rt.stats.Pending.Store(int64(len(a.queue)))
 }
 
@@ -317,7 +337,7 @@ func (a *inboundActor) onPending(m pendingLoaded) {
 	}
 	a.loaded = true
 	for _, ev := range m.events {
-		if !a.queued[ev.Hash] {
+		if a.queued[ev.Hash] == nil {
 			a.enqueue(ev)
 		}
 	}
@@ -327,35 +347,61 @@ func (a *inboundActor) onPending(m pendingLoaded) {
 	a.next()
 }
 
-// next starts processing the oldest event unless one is being processed.
+// next starts every queued event it may, oldest first: one whose
+// conversations no earlier unfinished event posts into (so that each
+// conversation gets its messages in arrival order), up to
+// maxEventsRunning at once.
 func (a *inboundActor) next() {
-	if a.busy || !a.loaded || len(a.queue) == 0 || a.retry != nil || a.life.Err() != nil {
+	if !a.loaded || a.retry != nil || a.life.Err() != nil {
 		return
 	}
-	a.busy = true
-	ev := a.queue[0]
-	a.spawnIO(func(life context.Context) any {
-		return eventDone{hash: ev.Hash, err: a.process(life, ev)}
-	})
+	blocked := map[charla.ConvID]bool{}
+	for _, q := range a.queue {
+		if a.running >= maxEventsRunning {
+			return
+		}
+		free := !q.running
+		for c := range q.convs {
+			free = free && !blocked[c]
+			blocked[c] = true
+		}
+		if !free {
+			continue
+		}
+		q.running = true
+		a.running++
+		a.spawnIO(func(life context.Context) any {
+			return eventDone{hash: q.ev.Hash, err: a.process(life, q)}
+		})
+	}
 }
 
 func (a *inboundActor) onEventDone(m eventDone) {
-	a.busy = false
-	if len(a.queue) == 0 || a.queue[0].Hash != m.hash {
+	q := a.queued[m.hash]
+	if q == nil || !q.running {
 		return
 	}
+	q.running = false
+	a.running--
 	if m.err != nil {
 		if a.life.Err() != nil {
 			return
 		}
 		a.rt.stats.Retries.Add(1)
 		a.log.Warn().Err(m.err).Str("hash", m.hash).Msg("webhook processing failed; it stays pending and is tried again")
-		a.scheduleRetry()
+		if a.retry == nil {
+			a.scheduleRetry()
+		}
 		return
 	}
 	a.backoff = 0
 	delete(a.queued, m.hash)
-	a.queue = a.queue[1:]
+	for i, e := range a.queue {
+		if e == q {
+			a.queue = append(a.queue[:i], a.queue[i+1:]...)
+			break
+		}
+	}
 	a.rt.stats.Pending.Store(int64(len(a.queue)))
 	a.rt.stats.Processed.Add(1)
 	a.next()
@@ -373,16 +419,15 @@ var errRetry = errors.New("inbound: retry")
 // process does all of one event; an error means it is to be tried again
 // (it stays pending); what cannot be used is recorded as the event's
 // problem and the event finished.
-func (a *inboundActor) process(ctx context.Context, ev store.WebhookEvent) error {
+func (a *inboundActor) process(ctx context.Context, q *inEvent) error {
 	var problems []string
-	b, err := whatsapp.Parse(ev.Body)
-	if err != nil {
+	ev, b := q.ev, q.batch
+	if q.perr != nil {
 		// Validly signed garbage: answered 200 already, kept with its
 		// problem for someone to look at; redelivering it would not help.
-		problems = append(problems, err.Error())
+		problems = append(problems, q.perr.Error())
 	}
 	problems = append(problems, b.Problems...)
-	whatsapp.SortInbound(b.Messages)
 
 	if len(b.Contacts) > 0 {
 		cs := make([]store.Contact, len(b.Contacts))

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/png"
 	"io"
@@ -483,4 +484,43 @@ func TestWebhookPendingAtStartIsProcessed(t *testing.T) {
 		t.Fatalf("the redelivery was not a duplicate: %d", st.Duplicates.Load())
 	}
 
+}
+
+// Webhooks processed at once keep each conversation in arrival order:
+// events of one customer wait for the earlier ones, others' go meanwhile.
+func TestWebhookEventsKeepArrivalOrder(t *testing.T) {
+	w := startWA(t, "pebble", waOptions{})
+	customers := []string{"34600000011", "34600000012", "34600000013"}
+	agent := w.Dial(t, "agent-3", charla.RoleAgent)
+	for _, c := range customers {
+		agent.Subscribe(charla.WhatsAppConv("1001", c), 0)
+	}
+	const per = 15
+	ts := time.Now()
+	for i := range per {
+		for _, c := range customers {
+			// The same platform second for all: arrival decides.
+			m := fakegraph.TextMessage(c, fmt.Sprintf("wamid.order.%s.%d", c, i), ts, fmt.Sprintf("%d", i))
+			if s, err := w.hook.PostPayload(context.Background(), fakegraph.Payload(fakegraph.Change("1001", nil, []whatsapp.Message{m}, nil))); err != nil || s != 200 {
+				t.Fatalf("webhook: %d, %v", s, err)
+			}
+		}
+	}
+	next := map[charla.ConvID]int{}
+	deadline := time.After(transporttest.Wait)
+	for n := 0; n < per*len(customers); {
+		select {
+		case f := <-agent.Frames():
+			if f.Type != wire.TypeMsg {
+				continue
+			}
+			if got, want := body(t, f).Text, fmt.Sprint(next[f.Conv]); got != want {
+				t.Fatalf("%s: message %q at seq %d, want %q", f.Conv, got, f.Seq, want)
+			}
+			next[f.Conv]++
+			n++
+		case <-deadline:
+			t.Fatalf("got %v", next)
+		}
+	}
 }
