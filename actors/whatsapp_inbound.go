@@ -145,10 +145,11 @@ type inboundActor struct {
 	io     sync.WaitGroup
 
 	recording int
-	queue     []*inEvent         // recorded, not yet processed, oldest first
+	queue     []*inEvent          // recorded, not yet processed, oldest first
 	queued    map[string]*inEvent // by hash
-	running   int                // events of queue being processed
-	loaded    bool               // the pending events of the store are in queue
+	running   int                 // events of queue being processed
+	loaded    bool                // the pending events of the store are in queue
+	loading   bool                // a read of the pending events runs
 	backoff   time.Duration
 	retry     *time.Timer
 }
@@ -275,6 +276,12 @@ func (a *inboundActor) onRecorded(ctx actor.Context, m recordDone) {
 		a.rt.stats.Refused.Add(1)
 		a.log.Warn().Err(m.err).Str("hash", m.ev.Hash).Msg("webhook not recorded; answered 503 for the platform to redeliver")
 		ctx.Send(m.replyTo, webhookRecorded{err: charla.Errorf(charla.CodeUnavailable, "the webhook could not be recorded; redeliver later")})
+		// A record that timed out may still have committed: its
+		// redelivery is then a duplicate, never queued by this path. Read
+		// the pending events again so that it is processed all the same.
+		if a.loaded {
+			a.loadPending()
+		}
 		return
 	case m.dup:
 		a.rt.stats.Duplicates.Add(1)
@@ -302,6 +309,10 @@ func (a *inboundActor) enqueue(ev store.WebhookEvent) {
 }
 
 func (a *inboundActor) loadPending() {
+	if a.loading {
+		return
+	}
+	a.loading = true
 	a.spawnIO(func(life context.Context) any {
 		var all []store.WebhookEvent
 		// Pages until a short one: events recorded meanwhile are read too,
@@ -328,6 +339,7 @@ func (a *inboundActor) loadPending() {
 }
 
 func (a *inboundActor) onPending(m pendingLoaded) {
+	a.loading = false
 	if m.err != nil {
 		if a.life.Err() == nil {
 			a.log.Warn().Err(m.err).Msg("pending webhooks unreadable; trying again")

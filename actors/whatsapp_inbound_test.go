@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +55,7 @@ type waEngine struct {
 
 type waOptions struct {
 	maxMedia int64
+	inbound  func(*actors.Inbound) // edits the inbound dependencies
 	store    func(testing.TB) store.Store // nil: pebble, or PostgreSQL for kind "postgres"
 }
 
@@ -79,6 +81,9 @@ func startWA(t *testing.T, kind string, o waOptions) *waEngine {
 		}),
 		transporttest.WithDependencies(func(d *actors.Dependencies) {
 			d.Inbound = &actors.Inbound{Store: d.Store.(actors.WebhookStore), Graph: graph, Media: ms}
+			if o.inbound != nil {
+				o.inbound(d.Inbound)
+			}
 		}),
 	}
 	if o.store != nil {
@@ -523,4 +528,73 @@ func TestWebhookEventsKeepArrivalOrder(t *testing.T) {
 			t.Fatalf("got %v", next)
 		}
 	}
+}
+
+// A store too slow to record a webhook makes it answer 503 within the
+// record timeout — the platform redelivers — never hang; a redelivery once
+// the store is quick again goes through, once.
+func TestWebhookSlowStoreAnswersBounded(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(fmt.Sprintf("committed %v", late), func(t *testing.T) { testSlowStore(t, late) })
+	}
+}
+
+func testSlowStore(t *testing.T, late bool) {
+	var slow atomic.Bool
+	slow.Store(true)
+	delay := func() time.Duration {
+		if slow.Load() {
+			return 2 * time.Second
+		}
+		return 0
+	}
+	w := startWA(t, "pebble", waOptions{inbound: func(in *actors.Inbound) {
+		in.RecordTimeout = 200 * time.Millisecond
+		in.Store = &switchable{WebhookStore: in.Store, delay: delay, late: late}
+	}})
+	payload, _ := json.Marshal(fakegraph.Payload(fakegraph.Change("1001", nil,
+		[]whatsapp.Message{fakegraph.TextMessage("34600000021", "wamid.slow", time.Now(), "slow store")}, nil)))
+	start := time.Now()
+	if s := w.post(t, payload); s != http.StatusServiceUnavailable {
+		t.Fatalf("slow store: %d, want 503", s)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("answered after %v with a 200 ms record timeout", took)
+	}
+	slow.Store(false)
+	if s := w.post(t, payload); s != http.StatusOK {
+		t.Fatalf("redelivery: %d", s)
+	}
+	w.waitProcessed(t, 1)
+	if h, _ := w.Store().Head(context.Background(), charla.WhatsAppConv("1001", "34600000021")); h != 1 {
+		t.Fatalf("head %d, want 1", h)
+	}
+}
+
+// switchable delays webhook records by what delay says; with late set, it
+// records first and then delays (the commit made, its answer too late).
+type switchable struct {
+	actors.WebhookStore
+	delay func() time.Duration
+	late  bool
+}
+
+func (s *switchable) RecordWebhook(ctx context.Context, ev store.WebhookEvent) (bool, error) {
+	if d := s.delay(); d > 0 && s.late {
+		dup, err := s.WebhookStore.RecordWebhook(context.Background(), ev)
+		select {
+		case <-time.After(d):
+			return dup, err
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	if d := s.delay(); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	return s.WebhookStore.RecordWebhook(ctx, ev)
 }
