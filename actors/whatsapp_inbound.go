@@ -79,7 +79,7 @@ const (
 	inboundParallel = 16
 	// maxEventsRunning bounds the events processed at once (each in
 	// conversations no other running event posts into).
-	maxEventsRunning = 8
+	maxEventsRunning = 32
 	// inboundRetryMax caps the backoff of an event that failed for a
 	// reason that may pass (the store or a conversation unavailable).
 	inboundRetryMax = 30 * time.Second
