@@ -67,6 +67,9 @@ type Inbound struct {
 	// answer: past it the webhook answers 503 and the platform redelivers.
 	// Default 2 s.
 	RecordTimeout time.Duration
+	// PendingPage is how many pending events are read from the store at a
+	// time, and the most held in memory. Default 500.
+	PendingPage int
 }
 
 // Defaults and bounds of the inbound actor.
@@ -85,8 +88,8 @@ const (
 	inboundRetryMax = 30 * time.Second
 	// mediaAttempts is how often a retryable media download is tried.
 	mediaAttempts = 3
-	// pendingPage is how many pending events are read per store call.
-	pendingPage = 500
+	// defaultPendingPage is Inbound.PendingPage's default.
+	defaultPendingPage = 500
 )
 
 // waNamespace derives client_msg_ids from wamids (UUIDv5): the same wamid
@@ -150,6 +153,7 @@ type inboundActor struct {
 	running   int                 // events of queue being processed
 	loaded    bool                // the pending events of the store are in queue
 	loading   bool                // a read of the pending events runs
+	more      bool                // the store holds pending events beyond the queue
 	backoff   time.Duration
 	retry     *time.Timer
 }
@@ -288,7 +292,7 @@ func (a *inboundActor) onRecorded(ctx actor.Context, m recordDone) {
 	default:
 		a.rt.stats.Received.Add(1)
 		// Until the store's pending events are read, they include this one.
-		if a.loaded && a.queued[m.ev.Hash] == nil {
+		if a.loaded && !a.more && a.queued[m.ev.Hash] == nil {
 			a.enqueue(m.ev)
 		}
 	}
@@ -308,33 +312,18 @@ func (a *inboundActor) enqueue(ev store.WebhookEvent) {
 	a.rt.stats.Pending.Store(int64(len(a.queue)))
 }
 
+// loadPending reads the oldest pending events, a page at most: the
+// queue holds no more, so that a backlog costs the store, not memory. When
+// a page is full (more), new records are left to later pages, which keeps
+// the arrival order; the next page is read when the queue runs dry.
 func (a *inboundActor) loadPending() {
 	if a.loading {
 		return
 	}
 	a.loading = true
 	a.spawnIO(func(life context.Context) any {
-		var all []store.WebhookEvent
-		// Pages until a short one: events recorded meanwhile are read too,
-		// and the hash set drops what a page repeats.
-		seen := map[string]bool{}
-		for {
-			page, err := a.rt.in.Store.PendingWebhooks(life, pendingPage)
-			if err != nil {
-				return pendingLoaded{err: err}
-			}
-			fresh := 0
-			for _, ev := range page {
-				if !seen[ev.Hash] {
-					seen[ev.Hash] = true
-					all = append(all, ev)
-					fresh++
-				}
-			}
-			if len(page) < pendingPage || fresh == 0 {
-				return pendingLoaded{events: all}
-			}
-		}
+		page, err := a.rt.in.Store.PendingWebhooks(life, a.rt.in.PendingPage)
+		return pendingLoaded{events: page, err: err}
 	})
 }
 
@@ -348,6 +337,7 @@ func (a *inboundActor) onPending(m pendingLoaded) {
 		return
 	}
 	a.loaded = true
+	a.more = len(m.events) >= a.rt.in.PendingPage
 	for _, ev := range m.events {
 		if a.queued[ev.Hash] == nil {
 			a.enqueue(ev)
@@ -416,6 +406,10 @@ func (a *inboundActor) onEventDone(m eventDone) {
 	}
 	a.rt.stats.Pending.Store(int64(len(a.queue)))
 	a.rt.stats.Processed.Add(1)
+	if a.more && len(a.queue) == 0 {
+		a.loadPending()
+		return
+	}
 	a.next()
 }
 
@@ -641,6 +635,9 @@ func (s *System) startInbound(in Inbound) error {
 	}
 	if in.RecordTimeout <= 0 {
 		in.RecordTimeout = defaultRecordTimeout
+	}
+	if in.PendingPage <= 0 {
+		in.PendingPage = defaultPendingPage
 	}
 	rt := &inboundRuntime{in: in, post: s.Post}
 	// The seam to the outbound side: once System has ApplyWhatsAppStatuses,

@@ -55,7 +55,7 @@ type waEngine struct {
 
 type waOptions struct {
 	maxMedia int64
-	inbound  func(*actors.Inbound) // edits the inbound dependencies
+	inbound  func(*actors.Inbound)        // edits the inbound dependencies
 	store    func(testing.TB) store.Store // nil: pebble, or PostgreSQL for kind "postgres"
 }
 
@@ -597,4 +597,49 @@ func (s *switchable) RecordWebhook(ctx context.Context, ev store.WebhookEvent) (
 		}
 	}
 	return s.WebhookStore.RecordWebhook(ctx, ev)
+}
+
+// A backlog larger than a page is processed page by page, and webhooks
+// arriving meanwhile wait their turn: every message once, each
+// conversation in arrival order.
+func TestWebhookBacklogInPages(t *testing.T) {
+	dir := t.TempDir()
+	const backlog = 10
+	conv := charla.WhatsAppConv("1001", "34600000031")
+	t0 := time.Now()
+	w := startWA(t, "pebble", waOptions{
+		inbound: func(in *actors.Inbound) { in.PendingPage = 3 },
+		store: func(tb testing.TB) store.Store {
+			st, err := pebble.Open(context.Background(), filepath.Join(dir, "charla.pebble"), pebble.Options{})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			for i := range backlog {
+				body, _ := json.Marshal(fakegraph.Payload(fakegraph.Change("1001", nil,
+					[]whatsapp.Message{fakegraph.TextMessage("34600000031", fmt.Sprintf("wamid.backlog.%d", i), t0, fmt.Sprint(i))}, nil)))
+				sum := sha256.Sum256(body)
+				if _, err := st.RecordWebhook(context.Background(), store.WebhookEvent{Hash: hex.EncodeToString(sum[:]), Body: body, ReceivedAt: t0.Add(time.Duration(i) * time.Millisecond)}); err != nil {
+					tb.Fatal(err)
+				}
+			}
+			return st
+		}})
+	for i := backlog; i < backlog+3; i++ {
+		m := fakegraph.TextMessage("34600000031", fmt.Sprintf("wamid.backlog.%d", i), t0, fmt.Sprint(i))
+		if s, err := w.hook.PostPayload(context.Background(), fakegraph.Payload(fakegraph.Change("1001", nil, []whatsapp.Message{m}, nil))); err != nil || s != 200 {
+			t.Fatalf("webhook: %d, %v", s, err)
+		}
+	}
+	w.waitProcessed(t, backlog+3)
+	msgs, err := w.Store().Range(context.Background(), conv, 0, 100)
+	if err != nil || len(msgs) != backlog+3 {
+		t.Fatalf("%d messages stored, want %d (%v)", len(msgs), backlog+3, err)
+	}
+	for i, m := range msgs {
+		var b bodyView
+		_ = json.Unmarshal(m.Body, &b)
+		if b.Text != fmt.Sprint(i) {
+			t.Fatalf("seq %d is %q, want %q (arrival order)", m.Seq, b.Text, fmt.Sprint(i))
+		}
+	}
 }
