@@ -3,14 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
+	"charla"
 	"charla/whatsapp"
+	"charla/whatsapp/fakegraph"
+	"charla/wire"
 )
 
 // simulate-customer posts each line as a signed webhook the engine's own
@@ -89,4 +96,41 @@ func TestWhatsAppSettingsProblems(t *testing.T) {
 			t.Errorf("serve: %q missing from %v", w, err)
 		}
 	}
+}
+
+// Every webhook answered 200 is a message after a kill -9, whatever its
+// processing had reached: recorded before the answer, processed at start.
+func TestKill9WebhooksLoseNothing(t *testing.T) {
+	dir, addr := t.TempDir(), freeAddr(t)
+	flags := []string{"--whatsapp-app-secret", "k9-secret", "--whatsapp-verify-token", "v", "--whatsapp-token", "t"}
+	p := startEngine(t, addr, dir, flags...)
+	hook := fakegraph.Webhook{URL: "http://" + addr + "/webhooks/whatsapp", Secret: []byte("k9-secret")}
+	const n = 200
+	ts := time.Now()
+	for i := range n {
+		m := fakegraph.TextMessage("34600000099", fmt.Sprintf("wamid.k9.%d", i), ts, fmt.Sprint(i))
+		if s, err := hook.PostPayload(context.Background(), fakegraph.Payload(fakegraph.Change("1001", nil, []whatsapp.Message{m}, nil))); err != nil || s != http.StatusOK {
+			t.Fatalf("webhook %d: %d, %v", i, s, err)
+		}
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+
+	startEngine(t, addr, dir, flags...)
+	c := dial(t, addr, "agent")
+	conv := charla.WhatsAppConv("1001", "34600000099")
+	c.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: conv})
+	for i := range n {
+		f := c.NextOf(wire.TypeMsg, 30*time.Second)
+		var b struct {
+			Text string `json:"text"`
+		}
+		_ = json.Unmarshal(f.Body, &b)
+		if f.Seq != charla.Seq(i+1) || b.Text != fmt.Sprint(i) {
+			t.Fatalf("after kill -9, message %d: seq %d %q", i, f.Seq, b.Text)
+		}
+	}
+	c.NoFrame(wire.TypeMsg, time.Second)
 }
