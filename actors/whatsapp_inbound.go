@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -372,7 +373,12 @@ func (a *inboundActor) next() {
 		}
 		q.running = true
 		a.running++
-		a.spawnIO(func(life context.Context) any {
+		a.spawnIO(func(life context.Context) (res any) {
+			defer func() {
+				if p := recover(); p != nil {
+					res = eventDone{hash: q.ev.Hash, err: a.poisoned(life, q, p)}
+				}
+			}()
 			return eventDone{hash: q.ev.Hash, err: a.process(life, q)}
 		})
 	}
@@ -456,16 +462,26 @@ func (a *inboundActor) process(ctx context.Context, q *inEvent) error {
 		byConv[c] = append(byConv[c], in)
 	}
 	var (
-		mu    sync.Mutex
-		wg    sync.WaitGroup
-		retry error
-		slots = make(chan struct{}, inboundParallel)
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		retry    error
+		panicked any
+		slots    = make(chan struct{}, inboundParallel)
 	)
 	for _, c := range order {
 		wg.Add(1)
 		slots <- struct{}{}
 		go func(msgs []whatsapp.Inbound) {
 			defer func() { <-slots; wg.Done() }()
+			// A panic here is the event's (see poisoned), raised again
+			// below on the goroutine that recovers it.
+			defer func() {
+				if p := recover(); p != nil {
+					mu.Lock()
+					panicked = p
+					mu.Unlock()
+				}
+			}()
 			for _, in := range msgs {
 				problem, err := a.postOne(ctx, in)
 				mu.Lock()
@@ -483,6 +499,9 @@ func (a *inboundActor) process(ctx context.Context, q *inEvent) error {
 		}(byConv[c])
 	}
 	wg.Wait()
+	if panicked != nil {
+		panic(panicked)
+	}
 	if retry != nil {
 		return retry
 	}
@@ -503,6 +522,19 @@ func (a *inboundActor) process(ctx context.Context, q *inEvent) error {
 	if problem != "" {
 		a.rt.stats.Problems.Add(1)
 		a.log.Warn().Str("hash", ev.Hash).Str("problem", problem).Msg("webhook processed with problems")
+	}
+	return nil
+}
+
+// poisoned finishes an event whose processing panicked, with the panic as
+// its problem: tried again it would panic again, and hold back every later
+// event of its conversations. Its messages posted so far stay; the rest
+// are in the recorded body for someone to look at.
+func (a *inboundActor) poisoned(ctx context.Context, q *inEvent, p any) error {
+	a.log.Error().Str("hash", q.ev.Hash).Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("webhook processing panicked; the event is set aside")
+	a.rt.stats.Problems.Add(1)
+	if err := a.rt.in.Store.FinishWebhook(ctx, q.ev.Hash, time.Now().UTC(), fmt.Sprintf("internal error while processing: %v", p)); err != nil {
+		return fmt.Errorf("%w: finish a poisoned event: %w", errRetry, err)
 	}
 	return nil
 }

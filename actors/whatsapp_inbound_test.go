@@ -643,3 +643,38 @@ func TestWebhookBacklogInPages(t *testing.T) {
 		}
 	}
 }
+
+// panickySink fails every media put with a panic.
+type panickySink struct{}
+
+func (panickySink) Put(charla.ConvID, string, string, io.Reader) (media.Meta, error) {
+	panic("media storage exploded")
+}
+
+// An event whose processing panics is set aside with the panic as its
+// problem; the engine lives on and the customer's next message goes
+// through.
+func TestWebhookPoisonedEventSetAside(t *testing.T) {
+	w := startWA(t, "pebble", waOptions{inbound: func(in *actors.Inbound) { in.Media = panickySink{} }})
+	w.fake.PutMedia("M1", "image/png", pngOf(t, 4))
+	now := time.Now()
+	poison, _ := json.Marshal(fakegraph.Payload(fakegraph.Change("1001", nil, []whatsapp.Message{
+		fakegraph.NewMessage("34600000041", "wamid.poison", now, "image", map[string]string{"id": "M1", "mime_type": "image/png"})}, nil)))
+	if s := w.post(t, poison); s != http.StatusOK {
+		t.Fatalf("webhook: %d", s)
+	}
+	next := fakegraph.Payload(fakegraph.Change("1001", nil, []whatsapp.Message{fakegraph.TextMessage("34600000041", "wamid.after", now, "after")}, nil))
+	if s, err := w.hook.PostPayload(context.Background(), next); err != nil || s != http.StatusOK {
+		t.Fatalf("webhook: %d, %v", s, err)
+	}
+	w.waitProcessed(t, 2)
+	sum := sha256.Sum256(poison)
+	ev, found, err := w.store().WebhookEvent(context.Background(), hex.EncodeToString(sum[:]))
+	if err != nil || !found || !strings.Contains(ev.Problem, "media storage exploded") {
+		t.Fatalf("poisoned event %+v found %v, %v", ev, found, err)
+	}
+	msgs, err := w.Store().Range(context.Background(), charla.WhatsAppConv("1001", "34600000041"), 0, 10)
+	if err != nil || len(msgs) != 1 || !strings.Contains(string(msgs[0].Body), "after") {
+		t.Fatalf("conversation after the poisoned event: %v, %v", msgs, err)
+	}
+}
