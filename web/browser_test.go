@@ -286,7 +286,8 @@ func TestPanelInBrowser(t *testing.T) {
 	waitJS(t, ctx, 10*time.Second, "a message after the restart", `document.querySelectorAll("#messages li[data-seq='3']").length === 1`)
 	checkThread(t, ctx, 3)
 
-	// Messages typed while the engine is down go out once when it is back.
+	// Messages typed while the engine is down go out once when it is back,
+	// even when the tab was closed meanwhile (the outbox is in IndexedDB).
 	if err := e.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -294,9 +295,13 @@ func TestPanelInBrowser(t *testing.T) {
 	agentSays("Escrito sin conexión (1)")
 	agentSays("Escrito sin conexión (2)")
 	waitJS(t, ctx, 5*time.Second, "both pending", `document.querySelectorAll("#messages li[data-status='pending']").length === 2`)
+	run(t, ctx, 10*time.Second, chromedp.Navigate("about:blank"))
 	if err := e.Start(); err != nil {
 		t.Fatal(err)
 	}
+	run(t, ctx, 15*time.Second, chromedp.Navigate(px.URL()+"/"), chromedp.WaitVisible(chromedp.CSS("#app")))
+	waitJS(t, ctx, 15*time.Second, "connected after the reload", connected)
+	run(t, ctx, 10*time.Second, chromedp.Click(chromedp.CSS(`#conv-list li[data-conv="cust-1"]`)), chromedp.WaitVisible(chromedp.CSS("#conv-view")))
 	waitJS(t, ctx, 15*time.Second, "both confirmed", `document.querySelectorAll("#messages li[data-status='confirmed']").length === 5`)
 	cust = customer()
 	got := cust.Collect(conv, 0, 5)
