@@ -75,6 +75,10 @@ func (b *breaker) Allow(now time.Time) bool {
 	}
 }
 
+// Unused reports that an allowed call was not made after all: a half-open
+// breaker lets the next one probe.
+func (b *breaker) Unused() { b.probing = false }
+
 // RetryAt is when an open breaker will let a probe through.
 func (b *breaker) RetryAt() time.Time { return b.openedAt.Add(b.cfg.Cooldown) }
 

@@ -40,9 +40,18 @@ type Config struct {
 	// durable ack index, so that a resend is recognised during an outage
 	// even past the in-memory DedupWindow (PROTOCOL.md's idempotency).
 	SpoolDedupWindow time.Duration
-	SpoolDedupMax    int           // spool-dedup-max: most acks the spool's ack index keeps (oldest pruned first)
-	ShutdownGrace    time.Duration // shutdown-timeout: how long in-flight sends may take to finish on shutdown
-	SOAP             SOAPConfig    // soap-*, inventory-*, job-*: the inventory bridge (soapconfig.go)
+	SpoolDedupMax    int            // spool-dedup-max: most acks the spool's ack index keeps (oldest pruned first)
+	ShutdownGrace    time.Duration  // shutdown-timeout: how long in-flight sends may take to finish on shutdown
+	SOAP             SOAPConfig     // soap-*, inventory-*, job-*: the inventory bridge (soapconfig.go)
+	Alerts           AlertConfig    // alert-*: the alert rules and where alerts go (alerts.go)
+	WhatsApp         WhatsAppConfig // whatsapp-*: the outbound WhatsApp policy (whatsappconfig.go)
+	// agent-capacity: open conversations an agent is auto-assigned at most
+	// unless they have their own (PUT /v1/agents/{id}/capacity).
+	AgentCapacity int
+	// presence-grace: how long an agent whose last connection closed stays
+	// online, so that a reconnect does not flap their presence.
+	PresenceGrace time.Duration
+	Bot           BotConfig // bot-*: the chatbot (bots.go)
 }
 
 // DefaultConfig returns the engine's defaults, the ones README.md's
@@ -72,6 +81,11 @@ func DefaultConfig() Config {
 		// in-flight sends (and Shutdown without a deadline as long).
 		ShutdownGrace: 10 * time.Second,
 		SOAP:          DefaultSOAPConfig(),
+		Alerts:        DefaultAlertConfig(),
+		WhatsApp:      DefaultWhatsAppConfig(),
+		AgentCapacity: 5,
+		PresenceGrace: 10 * time.Second,
+		Bot:           DefaultBotConfig(),
 	}
 }
 
@@ -117,6 +131,11 @@ func (c Config) Validate() error {
 	atLeast("spool-dedup-max", c.SpoolDedupMax, 1)
 	positive("shutdown-timeout", c.ShutdownGrace)
 	errs = append(errs, c.SOAP.problems()...)
+	errs = append(errs, c.Alerts.problems()...)
+	errs = append(errs, c.WhatsApp.problems()...)
+	atLeast("agent-capacity", c.AgentCapacity, 0)
+	positive("presence-grace", c.PresenceGrace)
+	errs = append(errs, c.Bot.problems()...)
 	return errors.Join(errs...)
 }
 

@@ -142,11 +142,15 @@ func (c *conn) Receive(ctx actor.Context) {
 			ServerTime: now.UTC(),
 		}))
 		c.arm(ctx)
+		if c.staff() {
+			ctx.Send(c.deps.inbox, staffConn{user: c.user, pid: ctx.Self(), up: true})
+		}
 	case inFrame:
 		if c.state == connClosed {
 			return // read after our close frame: the client resends after reconnecting
 		}
 		c.lastSeen = time.Now()
+		c.deps.stats.framesIn.add(m.f.Type)
 		c.onFrame(ctx, m.f)
 	case inInvalid:
 		c.lastSeen = time.Now()
@@ -177,10 +181,18 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.maybeFinishShutdown()
 	case requestFailed:
 		c.reply(ctx, m.ref, m.err)
+	case workflowDone:
+		if m.err != nil {
+			c.reply(ctx, m.ref, m.err)
+			break
+		}
+		c.enqueue(wire.Encode(ConversationFrame(m.state, c.user.ID, m.ref)))
 	case soapFrame:
 		if m.code != "" {
 			c.deps.stats.errorSent(m.code)
 		}
+		c.enqueue(m.frame)
+	case pushFrame:
 		c.enqueue(m.frame)
 	case delivery:
 		c.onDelivery(ctx, m.conv, m.seq, m.frame)
@@ -219,6 +231,9 @@ func (c *conn) Receive(ctx actor.Context) {
 			ctx.Send(c.deps.conversations, unsubscribeReq{conv: conv, conn: ctx.Self()})
 		}
 		c.close(charla.DisconnectInternal) // a no-op unless we failed
+		if c.staff() {
+			ctx.Send(c.deps.inbox, staffConn{user: c.user, pid: ctx.Self()})
+		}
 		c.deps.stats.ConnsActive.Add(-1)
 	}
 }
@@ -261,7 +276,7 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 			return
 		}
 		c.sends++
-		ctx.Send(c.deps.conversations, sendReq{conn: ctx.Self(), ref: f.Ref, msg: charla.Message{
+		ctx.Send(c.deps.conversations, sendReq{conn: ctx.Self(), ref: f.Ref, at: c.lastSeen, msg: charla.Message{
 			Conv: f.Conv, ClientMsgID: f.ClientMsgID, Sender: c.user, Body: f.Body,
 		}})
 	case wire.TypeTyping:
@@ -286,6 +301,8 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 		ctx.Send(c.deps.conversations, readReq{conv: f.Conv, conn: ctx.Self(), ref: f.Ref, by: c.user, seq: f.Seq})
 	case wire.TypeInventory, wire.TypeReserve, wire.TypeJob, wire.TypeInvalidate:
 		c.onInventoryFrame(ctx, f) // conn_inventory.go
+	case wire.TypeInbox, wire.TypePresence, wire.TypeTake, wire.TypeAssign, wire.TypeTransfer, wire.TypeResolve, wire.TypeReopen, wire.TypeHandoff:
+		c.onWorkflowFrame(ctx, f) // conn_workflow.go
 	default:
 		c.reply(ctx, f.Ref, charla.Errorf(charla.CodeBadRequest, "unknown frame type %q", f.Type))
 	}
@@ -466,7 +483,9 @@ func (c *conn) enqueue(frame []byte) {
 	}
 	if !c.out.push(frame) {
 		c.close(charla.DisconnectSlowConsumer)
+		return
 	}
+	c.deps.stats.framesOut.addEncoded(frame)
 }
 
 // maybeFinishShutdown closes with 1012 once a shutting-down conn has

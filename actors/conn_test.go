@@ -64,7 +64,8 @@ func newConnHarness(t *testing.T) *connHarness {
 			}
 		}))
 	}
-	d := &deps{cfg: DefaultConfig(), root: as.Root, conversations: probe(h.convs), store: probe(h.store), log: zerolog.Nop(), stats: newStats()}
+	inbox := as.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {})) // the conn tells it of staff connections
+	d := &deps{cfg: DefaultConfig(), root: as.Root, conversations: probe(h.convs), store: probe(h.store), inbox: inbox, log: zerolog.Nop(), stats: newStats(Histograms{})}
 	h.conn = as.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
 		return newConn(d, "c1", charla.Sender{ID: "ana", Role: charla.RoleAgent}, h.sock, time.Time{})
 	}))

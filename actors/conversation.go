@@ -48,6 +48,7 @@ type ackInfo struct {
 type waiter struct {
 	conn *actor.PID
 	ref  string
+	at   time.Time // the sendReq's, for the send→ack latency
 }
 
 type pendingSend struct {
@@ -77,6 +78,7 @@ type (
 		conn *actor.PID
 		ref  string
 		msg  charla.Message
+		at   time.Time // when the conn actor read it: send→ack latency is measured from here (zero: not measured)
 	}
 	typingReq struct {
 		conv  charla.ConvID
@@ -95,6 +97,17 @@ type (
 		confirm bool
 	}
 )
+
+// statusNote is a frame about the conversation from outside it (a WhatsApp
+// delivery status, wire.WhatsAppStatus) for its subscribers. It never loads
+// a conversation: one that is not loaded has no subscriber.
+type statusNote struct {
+	conv  charla.ConvID
+	frame []byte
+}
+
+func (m statusNote) target() charla.ConvID    { return m.conv }
+func (m statusNote) requester() charla.Sender { return charla.Sender{} }
 
 func (m subscribeReq) target() charla.ConvID   { return m.conv }
 func (m unsubscribeReq) target() charla.ConvID { return m.conv }
@@ -206,6 +219,8 @@ func (c *conversation) receive(ctx actor.Context, msg any) {
 			return
 		}
 		c.handle(ctx, m)
+	case statusNote:
+		c.broadcast(ctx, nil, m.frame)
 	case appendDone:
 		c.onAppended(ctx, m)
 	case idleCheck:
@@ -237,7 +252,11 @@ func (c *conversation) handle(ctx actor.Context, msg any) {
 			break
 		}
 		ctx.Send(c.deps.store, readCursorReq{conv: c.id, user: m.by.ID, seq: m.seq})
+		ctx.Send(c.deps.inbox, convRead{conv: c.id, user: m.by, seq: m.seq})
 		c.broadcast(ctx, m.conn, wire.Encode(wire.Read{Type: wire.TypeRead, Conv: c.id, User: m.by.ID, Seq: m.seq}))
+		if _, _, wa := c.id.WhatsApp(); wa && c.deps.whatsapp != nil && m.by.Role != charla.RoleCustomer {
+			ctx.Send(c.deps.whatsapp, markReadReq{conv: c.id, seq: m.seq})
+		}
 		if m.confirm {
 			ctx.Send(m.conn, readDone{head: c.head})
 		}
@@ -258,6 +277,7 @@ func (c *conversation) onLoaded(ctx actor.Context, m loaded) {
 		return
 	}
 	c.loaded = true
+	c.deps.stats.ConversationsLoaded.Add(1)
 	c.head = m.head
 	for _, msg := range m.recent {
 		c.dedup.Add(msg.ClientMsgID, ackInfo{msg.Seq, msg.TS})
@@ -292,13 +312,14 @@ func (c *conversation) send(ctx actor.Context, m sendReq) {
 	if a, ok := c.dedup.Get(cmid); ok {
 		c.deps.stats.Duplicates.Add(1)
 		ctx.Send(m.conn, sendReply{ref: m.ref, ack: c.ack(cmid, a, true)})
+		c.observeAck(m.at)
 		return
 	}
 	if p, ok := c.byCMID[cmid]; ok {
-		p.waiters = append(p.waiters, waiter{m.conn, m.ref})
+		p.waiters = append(p.waiters, waiter{m.conn, m.ref, m.at})
 		return
 	}
-	p := &pendingSend{msg: m.msg, waiters: []waiter{{m.conn, m.ref}}}
+	p := &pendingSend{msg: m.msg, waiters: []waiter{{m.conn, m.ref, m.at}}}
 	c.pending = append(c.pending, p)
 	c.byCMID[cmid] = p
 	c.flush(ctx)
@@ -324,6 +345,7 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 	if len(batch) == 0 {
 		return // the answer to a batch of our previous incarnation
 	}
+	var durable []charla.Message // told to the inbox, once for the batch
 	for i, p := range batch {
 		delete(c.byCMID, p.msg.ClientMsgID)
 		err := m.err
@@ -346,6 +368,7 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 		// The sender hears first: its ack is the latency it feels.
 		for j, w := range p.waiters {
 			ctx.Send(w.conn, sendReply{ref: w.ref, ack: c.ack(p.msg.ClientMsgID, a, r.Duplicate || j > 0)})
+			c.observeAck(w.at)
 		}
 		if !r.Duplicate {
 			msg := p.msg
@@ -356,23 +379,35 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 			for _, s := range c.subs {
 				ctx.Send(s, d)
 			}
+			durable = append(durable, msg)
 			c.deps.stats.MessagesIn.Add(1)
 		} else {
 			c.deps.stats.Duplicates.Add(1)
 		}
 	}
+	if len(durable) > 0 {
+		ctx.Send(c.deps.inbox, convAppended{conv: c.id, msgs: durable})
+	}
 	c.flush(ctx)
 	c.stopIfDone(ctx)
+}
+
+// observeAck records a send→ack latency, for sends whose start is known.
+func (c *conversation) observeAck(at time.Time) {
+	if !at.IsZero() {
+		c.deps.stats.hist.SendAck.Observe(time.Since(at).Seconds())
+	}
 }
 
 func (c *conversation) ack(cmid string, a ackInfo, dup bool) wire.Ack {
 	return wire.Ack{Type: wire.TypeAck, Conv: c.id, ClientMsgID: cmid, Seq: a.seq, TS: a.ts, Duplicate: dup}
 }
 
+// broadcast relays frame to every subscriber but from (nil: to all).
 func (c *conversation) broadcast(ctx actor.Context, from *actor.PID, frame []byte) {
 	r := relay{conv: c.id, frame: frame}
 	for id, s := range c.subs {
-		if id != from.Id {
+		if from == nil || id != from.Id {
 			ctx.Send(s, r)
 		}
 	}

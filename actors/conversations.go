@@ -124,8 +124,9 @@ func (s *conversations) route(ctx actor.Context, m routed) {
 	}
 	pid, ok := s.children[conv]
 	if !ok {
-		if _, unsub := m.(unsubscribeReq); unsub {
-			return // nothing to leave: do not load a conversation for that
+		switch m.(type) {
+		case unsubscribeReq, statusNote:
+			return // nothing to leave, nobody to tell: do not load a conversation for that
 		}
 		by := m.requester()
 		if by.Role == charla.RoleCustomer && s.owned[by.ID] >= s.deps.cfg.MaxCustomerConversations {

@@ -19,6 +19,7 @@ type gateway struct {
 	conns   map[string]*actor.PID
 	users   map[string]map[string]*actor.PID // user id → conn pid id → pid
 	userOf  map[string]string                // conn pid id → user id
+	admins  map[string]*actor.PID            // conn pid id → pid of admins' conns: alert frames (alerts.go)
 	waiters []*actor.PID                     // answered with allClosed once conns is empty
 }
 
@@ -47,7 +48,8 @@ type (
 )
 
 func newGateway(d *deps) *gateway {
-	return &gateway{deps: d, conns: map[string]*actor.PID{}, users: map[string]map[string]*actor.PID{}, userOf: map[string]string{}}
+	return &gateway{deps: d, conns: map[string]*actor.PID{}, users: map[string]map[string]*actor.PID{}, userOf: map[string]string{},
+		admins: map[string]*actor.PID{}}
 }
 
 func (g *gateway) Receive(ctx actor.Context) {
@@ -58,16 +60,22 @@ func (g *gateway) Receive(ctx actor.Context) {
 		pid := ctx.Spawn(props)
 		g.conns[pid.Id] = pid
 		g.index(m.user.ID, pid)
+		if isAdmin(m.user) {
+			g.admins[pid.Id] = pid
+		}
 		ctx.Respond(pid)
 	case *actor.Terminated:
 		releaseStoppedChild(ctx) // or the stopped conn stays in memory
 		delete(g.conns, m.Who.Id)
+		delete(g.admins, m.Who.Id)
 		g.unindex(m.Who.Id)
 		g.notify(ctx)
 	case userFrame:
 		for _, pid := range g.users[m.user] {
 			ctx.Send(pid, soapFrame{frame: m.frame})
 		}
+	case adminFrame:
+		broadcastAdmins(ctx, g.admins, m.frame)
 	case shutdownAll:
 		for _, pid := range g.conns {
 			ctx.Send(pid, shutdownConn{})

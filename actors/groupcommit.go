@@ -35,6 +35,8 @@ type storeWritten struct {
 	dbErr   error // outcome of the store attempt, when one was made
 	tried   bool
 	spooled int
+	msgs    int           // messages written (the group commit's size)
+	took    time.Duration // the write's duration, store and spool together
 	// err is why the batch (or part of it) was not stored anywhere: the
 	// store's refusal when there is no spool, or the spool's own failure.
 	err error
@@ -67,7 +69,9 @@ func (g *groupCommit) cut() ([]appendReq, []charla.Message) {
 // write stores one batch: in the store when useStore, in the spool when the
 // store is bypassed or down. Cursors ride along when the store is used.
 func (g *groupCommit) write(batch []appendReq, msgs []charla.Message, cursors map[cursorKey]charla.Seq, useStore bool) storeWritten {
-	d := storeWritten{batch: batch}
+	start := time.Now()
+	d := storeWritten{batch: batch, msgs: len(msgs)}
+	defer func() { d.took = time.Since(start) }()
 	var results []store.AppendResult
 	var err error
 	if len(msgs) > 0 {

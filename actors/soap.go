@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,6 +114,10 @@ type inventoryReq struct {
 type stockReq struct {
 	sku     string
 	replyTo *actor.PID
+	// qty > 0 makes it a ReserveItem of qty under the idempotency key resv
+	// (answered with the reservation).
+	qty  int
+	resv string
 }
 
 // stockReply answers stockReq: the item (Stale when it is a last known value
@@ -124,6 +127,7 @@ type stockReply struct {
 	item  soapbridge.Item
 	stale bool
 	age   time.Duration
+	resv  soapbridge.Reservation // a reserve's
 	err   *charla.Error
 }
 
@@ -143,6 +147,7 @@ type (
 		item soapbridge.Item
 		resv soapbridge.Reservation
 		err  error
+		took time.Duration // the attempt, for the SOAP latency histogram
 	}
 	callRetry struct {
 		gen uint64
@@ -187,7 +192,11 @@ func (a *soapActor) Receive(ctx actor.Context) {
 	case inventoryReq:
 		a.onRequest(ctx, m, nil)
 	case stockReq:
-		a.onRequest(ctx, inventoryReq{op: wire.TypeInventory, sku: m.sku}, m.replyTo)
+		op := wire.TypeInventory
+		if m.qty > 0 {
+			op = wire.TypeReserve
+		}
+		a.onRequest(ctx, inventoryReq{op: op, sku: m.sku, qty: m.qty, resv: m.resv}, m.replyTo)
 	case callDone:
 		if m.gen == a.gen {
 			a.onDone(ctx, m)
@@ -377,11 +386,13 @@ func (a *soapActor) run(ctx actor.Context, c *soapCall, retry bool) {
 		defer a.io.Done()
 		defer cancel()
 		m := callDone{gen: gen, key: key}
+		start := time.Now()
 		if op == soapbridge.OpReserveItem {
 			m.resv, m.err = client.ReserveItem(callCtx, sku, qty, resv)
 		} else {
 			m.item, m.err = client.GetStock(callCtx, sku)
 		}
+		m.took = time.Since(start)
 		root.Send(self, m)
 	}()
 }
@@ -395,6 +406,7 @@ func (a *soapActor) onDone(ctx actor.Context, m callDone) {
 	a.inflight--
 	st := &a.d.stats.SOAP
 	st.Inflight.Store(int64(a.inflight))
+	a.d.stats.hist.SOAPCall.Observe(m.took.Seconds())
 	defer a.pump(ctx)
 	now := time.Now()
 	if m.err == nil {
@@ -535,6 +547,8 @@ func (a *soapActor) finish(ctx actor.Context, c *soapCall, cause error, problem 
 		switch {
 		case problem != nil:
 			a.answerNow(ctx, r, j.replyTo, problem, retryAfter)
+		case j.op == wire.TypeReserve && j.replyTo != nil:
+			ctx.Send(j.replyTo, stockReply{sku: c.sku, resv: resv})
 		case j.op == wire.TypeReserve:
 			ctx.Send(j.conn, soapFrame{frame: wire.Encode(wire.Reserved{Type: wire.TypeReserved, Ref: j.ref, SKU: c.sku, Reservation: resv})})
 		default:
@@ -630,15 +644,9 @@ func (a *soapActor) retryAfter(now time.Time) time.Duration {
 	return max(a.breaker.RetryAt().Sub(now), time.Second)
 }
 
-// backoff is the wait before the attempt after attempt n: full jitter,
-// uniform in [0, min(max, base·2^(n-1))], so that many calls failing
-// together do not come back together.
+// backoff is the wait before the attempt after attempt n (fullJitter).
 func (a *soapActor) backoff(n int) time.Duration {
-	d := a.cfg.BackoffBase << min(n-1, 20)
-	if d > a.cfg.BackoffMax || d <= 0 {
-		d = a.cfg.BackoffMax
-	}
-	return time.Duration(rand.Int64N(int64(d) + 1))
+	return fullJitter(a.cfg.BackoffBase, a.cfg.BackoffMax, n)
 }
 
 func (a *soapActor) publish() { a.d.stats.SOAP.Breaker.Store(int32(a.breaker.state)) }

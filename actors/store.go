@@ -42,6 +42,10 @@ type storeActor struct {
 	timeout time.Duration   // of one store call; see callContext
 	breaker breaker
 	selfPID *actor.PID
+	// whatsapp, when set, hears of every outbound WhatsApp message the
+	// store has just committed with its outbox entry (store/outbox.go), and
+	// of every drain of the spool, which commits entries too.
+	whatsapp *actor.PID
 
 	draining bool
 	// failedWrites counts the writes of the current episode of write
@@ -277,7 +281,15 @@ func (a *storeActor) onWritten(ctx actor.Context, d storeWritten) {
 	a.stats.Spooled.Add(int64(d.spooled))
 	if len(d.batch) > 0 {
 		a.stats.StoreWrites.Add(1)
+		a.stats.hist.CommitSize.Observe(float64(d.msgs))
+		a.stats.hist.CommitLatency.Observe(d.took.Seconds())
+		// A refused message is its sender's problem, not the store's.
+		failed := func(err error) bool { return err != nil && !errors.Is(err, store.ErrInvalid) }
+		if failed(d.dbErr) || failed(d.err) {
+			a.stats.StoreErrors.Add(1)
+		}
 	}
+	a.tellWhatsApp(ctx, d)
 	for i, r := range d.batch {
 		ctx.Send(r.replyTo, d.reply[i])
 		if a.pending[r.conv] -= len(r.msgs); a.pending[r.conv] <= 0 {
@@ -309,6 +321,29 @@ func (a *storeActor) trackFailures(d storeWritten) {
 	}
 }
 
+// tellWhatsApp hands the whatsapp actor the outbox entries a write has
+// just committed to the store (a spooled write commits none: the drain
+// does, and onDrained says so).
+func (a *storeActor) tellWhatsApp(ctx actor.Context, d storeWritten) {
+	if a.whatsapp == nil || !d.tried || d.spooled > 0 || d.err != nil {
+		return
+	}
+	var entries []store.OutboxEntry
+	for i, r := range d.batch {
+		for j, m := range r.msgs {
+			rep := d.reply[i]
+			if rep.err != nil || rep.errs != nil && rep.errs[j] != nil || rep.results[j].Duplicate || !store.Outbound(m) {
+				continue
+			}
+			m.Seq, m.TS = rep.results[j].Seq, rep.results[j].TS
+			entries = append(entries, store.NewOutboxEntry(m))
+		}
+	}
+	if len(entries) > 0 {
+		ctx.Send(a.whatsapp, outboxAdded{entries: entries})
+	}
+}
+
 func (a *storeActor) startDrain() {
 	a.draining = true
 	self := a.selfPID
@@ -317,6 +352,9 @@ func (a *storeActor) startDrain() {
 
 func (a *storeActor) onDrained(d spoolDrained) {
 	a.stats.Drained.Add(int64(d.moved))
+	if d.moved > 0 && a.whatsapp != nil {
+		a.root.Send(a.whatsapp, outboxRescan{})
+	}
 	switch {
 	case d.err == nil:
 		a.breaker.Success()

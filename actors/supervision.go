@@ -18,6 +18,7 @@ type backoffStrategy struct {
 	window      time.Duration
 	base, cap   time.Duration
 	log         zerolog.Logger
+	stats       *Stats
 }
 
 func (s backoffStrategy) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason any, msg any) {
@@ -28,6 +29,7 @@ func (s backoffStrategy) HandleFailure(_ *actor.ActorSystem, sup actor.Superviso
 		sup.StopChildren(child)
 		return
 	}
+	s.stats.restart(child.Id)
 	delay := s.base << min(n-1, 16)
 	if delay > s.cap || delay <= 0 {
 		delay = s.cap

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -43,6 +44,9 @@ type deps struct {
 	conversations *actor.PID
 	store         *actor.PID
 	soap          *actor.PID
+	whatsapp      *actor.PID // nil: no Graph API configured
+	inbox         *actor.PID // the conversation workflow (inbox.go)
+	bots          *actor.PID // the chatbot's sessions (bots.go); nil when the bot is off
 	bridge        *soapBridge
 	log           zerolog.Logger
 	hooks         *hooks
@@ -61,6 +65,23 @@ type Dependencies struct {
 	// Limiter, when set, limits every user's sends across all their
 	// connections; the HTTP edge shares it for POST /v1/send.
 	Limiter SendLimiter
+	// Histograms, when set, receive the tree's latency and size
+	// distributions (the metrics package makes them); unset ones cost
+	// nothing.
+	Histograms Histograms
+	// Metrics, when set, is what the alert rules read (the metrics
+	// package's registry); without it there is no alert actor.
+	Metrics MetricSource
+	// Flags, when set, is turned off by alert rules with a disable_flag
+	// (ops.Runtime).
+	Flags FlagSwitch
+	// Inbound, when set, runs the WhatsApp webhook's inbound actor
+	// (whatsapp_inbound.go).
+	Inbound *Inbound
+	// Graph, when set, sends the WhatsApp outbox (whatsapp.go); Store must
+	// then have the outbox (store/outbox.go). Unset, outbound WhatsApp
+	// messages wait in the outbox.
+	Graph GraphSender
 }
 
 // System is a running actor tree.
@@ -71,7 +92,12 @@ type System struct {
 
 	gateway *actor.PID
 	depsSup *actor.PID
+	opsSup  *actor.PID // nil without alerts
+	alerts  *actor.PID // nil without alerts
 	pool    *poolDispatcher
+
+	inbound   *actor.PID // nil: the WhatsApp channel is off
+	inboundRT *inboundRuntime
 }
 
 // NewSystem builds and starts the tree.
@@ -91,7 +117,7 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	pool := newPoolDispatcher(4*runtime.GOMAXPROCS(0), 300)
-	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(), limiter: dep.Limiter}
+	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(dep.Histograms), limiter: dep.Limiter}
 	s := &System{as: as, deps: d, cancel: cancel, pool: pool}
 	if d.bridge, err = newSOAPBridge(cfg.SOAP); err != nil {
 		cancel()
@@ -99,12 +125,28 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	}
 	soapProps := actor.PropsFromProducer(func() actor.Actor { return newSOAPActor(d, d.bridge) })
 
+	var whatsapp *actor.PID // the name depsSupervisor gives it
+	if dep.Graph != nil {
+		whatsapp = actor.NewPID(as.Address(), "deps/whatsapp")
+	}
 	storeProps := actor.PropsFromProducer(func() actor.Actor {
-		return newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("component", "store").Logger())
+		a := newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("component", "store").Logger())
+		a.whatsapp = whatsapp
+		return a
 	})
-	restart := backoffStrategy{maxFailures: 10, window: time.Minute, base: 100 * time.Millisecond, cap: 5 * time.Second, log: log}
+	children := map[string]*actor.Props{"store": storeProps, "soap": soapProps}
+	if dep.Graph != nil {
+		ob, ok := st.(outboxStore)
+		if !ok {
+			cancel()
+			return nil, fmt.Errorf("a WhatsApp Graph API client needs a store with the outbox; %T has none", st)
+		}
+		gens := &atomic.Uint64{}
+		children["whatsapp"] = actor.PropsFromProducer(func() actor.Actor { return newWhatsAppActor(d, ob, dep.Graph, gens) })
+	}
+	restart := backoffStrategy{maxFailures: 10, window: time.Minute, base: 100 * time.Millisecond, cap: 5 * time.Second, log: log, stats: d.stats}
 	if s.depsSup, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
-		return &depsSupervisor{children: map[string]*actor.Props{"store": storeProps, "soap": soapProps}}
+		return &depsSupervisor{children: children}
 	}, actor.WithSupervisor(restart)), "deps"); err != nil {
 		cancel()
 		return nil, fmt.Errorf("spawn deps: %w", err)
@@ -120,15 +162,55 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		return nil, fmt.Errorf("start soap actor: %w", err)
 	}
 	d.soap = res.(*actor.PID)
+	if dep.Graph != nil {
+		if res, err = as.Root.RequestFuture(s.depsSup, childReq{name: "whatsapp"}, 5*time.Second).Result(); err != nil {
+			cancel()
+			return nil, fmt.Errorf("start whatsapp actor: %w", err)
+		}
+		d.whatsapp = res.(*actor.PID)
+	}
+	if d.inbox, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newInbox(d, st) },
+		actor.WithSupervisor(restart)), "inbox"); err != nil {
+		cancel()
+		return nil, fmt.Errorf("spawn inbox: %w", err)
+	}
+	if cfg.Bot.Flow != nil {
+		if d.bots, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newBots(d, st) },
+			actor.WithSupervisor(restart)), "bots"); err != nil {
+			cancel()
+			return nil, fmt.Errorf("spawn bots: %w", err)
+		}
+	}
 	if d.conversations, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newConversations(d) },
 		actor.WithSupervisor(restart)), "conversations"); err != nil {
 		cancel()
 		return nil, fmt.Errorf("spawn conversations: %w", err)
 	}
+	if dep.Inbound != nil {
+		if err = s.startInbound(*dep.Inbound); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	if s.gateway, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newGateway(d) },
 		actor.WithSupervisor(stopStrategy{log: log})), "gateway"); err != nil {
 		cancel()
 		return nil, fmt.Errorf("spawn gateway: %w", err)
+	}
+	if dep.Metrics != nil {
+		// ops: what watches the engine, restarted on its own like deps.
+		alertProps := actor.PropsFromProducer(func() actor.Actor { return newAlertActor(d, dep.Metrics, dep.Flags) })
+		if s.opsSup, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor {
+			return &depsSupervisor{children: map[string]*actor.Props{"alerts": alertProps}}
+		}, actor.WithSupervisor(restart)), "ops"); err != nil {
+			cancel()
+			return nil, fmt.Errorf("spawn ops: %w", err)
+		}
+		if res, err = as.Root.RequestFuture(s.opsSup, childReq{name: "alerts"}, 5*time.Second).Result(); err != nil {
+			cancel()
+			return nil, fmt.Errorf("start alert actor: %w", err)
+		}
+		s.alerts = res.(*actor.PID)
 	}
 	return s, nil
 }
@@ -193,13 +275,29 @@ func (s *System) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("%w: %T: %v", ErrShutdownTimeout, msg, err))
 		}
 	}
+	if s.opsSup != nil {
+		// First, so that the drain's own figures raise no alert.
+		if err := s.as.Root.StopFuture(s.opsSup).Wait(); err != nil {
+			errs = append(errs, fmt.Errorf("stop ops: %w", err))
+		}
+	}
+	if s.inbound != nil {
+		wait(s.inbound, inboundStop{}) // no new message from the webhook while the rest drains
+	}
 	wait(s.gateway, shutdownAll{})
 	if len(errs) > 0 {
 		wait(s.gateway, closeAll{charla.DisconnectServiceRestart})
 	}
+	if s.deps.bots != nil {
+		wait(s.deps.bots, stopAll{}) // sessions save their state
+	}
 	wait(s.deps.conversations, stopAll{})
+	wait(s.deps.inbox, flushReq{})
 	wait(s.deps.store, flushReq{})
-	for _, pid := range []*actor.PID{s.gateway, s.deps.conversations} {
+	for _, pid := range []*actor.PID{s.gateway, s.deps.bots, s.deps.conversations, s.deps.inbox} {
+		if pid == nil {
+			continue // no bot
+		}
 		if err := s.as.Root.StopFuture(pid).Wait(); err != nil {
 			errs = append(errs, fmt.Errorf("stop %s: %w", pid.Id, err))
 		}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -20,8 +21,10 @@ import (
 	"charla/auth"
 	"charla/docs"
 	"charla/media"
+	"charla/ops"
 	"charla/transport/ratelimit"
 	"charla/web"
+	"charla/whatsapp"
 )
 
 // Config is what the edge needs; cmd/charla fills it from flags and checks
@@ -35,6 +38,9 @@ type Config struct {
 	HeartbeatTimeout time.Duration // heartbeat-timeout: also bounds every socket write; the actors' own, shared
 	Login            *auth.Service // access-token-ttl, refresh-token-ttl: agent login (/v1/auth/*); nil answers 503 (login.go)
 	Media            *media.Store  // media under data-dir: /v1/media; nil answers 503 (media.go)
+	// whatsapp-*: the WhatsApp channel; without an app secret the webhook
+	// answers 503 (webhook.go) and /readyz says "whatsapp":"off".
+	WhatsApp whatsapp.Config
 
 	// The edge's guards (limits.go): rate limits, per-IP connections,
 	// request bodies and the HTTP server's timeouts.
@@ -68,6 +74,7 @@ func DefaultConfig() Config {
 		ReadTimeout:      30 * time.Second,
 		WriteTimeout:     60 * time.Second,
 		IdleTimeout:      60 * time.Second,
+		WhatsApp:         whatsapp.DefaultConfig(),
 	}
 }
 
@@ -104,6 +111,7 @@ func (c Config) Validate() error {
 		bad("heartbeat-timeout must be positive (got %s)", c.HeartbeatTimeout)
 	}
 	errs = append(errs, c.validateLimits()...)
+	errs = append(errs, flatten(c.WhatsApp.Validate())...)
 	return errors.Join(errs...)
 }
 
@@ -116,7 +124,12 @@ type Server struct {
 	http     *http.Server
 	limits   *ratelimit.Registry
 	conns    *ipConns
-	polls    *pollRegistry // poll.go
+	polls    *pollRegistry   // poll.go
+	metrics  http.Handler    // ops.go; nil: no /metrics on this listener
+	state    atomic.Int32    // a serverState
+	settings RuntimeSettings // ops.go; nil: no runtime settings
+	// readyExtra are the details other parts add to /readyz.
+	readyExtra map[string]func() any
 }
 
 // NewServer builds the edge over a running actor system.
@@ -138,17 +151,19 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger, opts ...Serve
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.Handle("GET /readyz", s.ReadyHandler(false))
 	s.routeHistory(mux) // history.go
+	s.routeOps(mux)     // ops.go: /metrics
 	mux.HandleFunc("POST /v1/auth/login", s.handleLogin)
 	mux.HandleFunc("POST /v1/auth/refresh", s.handleRefresh)
 	mux.HandleFunc("POST /v1/auth/logout", s.handleLogout)
 	mux.HandleFunc("POST /v1/media", s.handleMediaUpload)
 	mux.HandleFunc("GET /v1/media/{id}", s.handleMediaGet)
+	s.routeWebhook(mux) // webhook.go
 	mux.Handle("GET /v1/openapi.json", docs.OpenAPIHandler())
 	web.Register(mux) // charla.js, the agent panel at /, the dashboard at /dashboard
 	s.http = &http.Server{
-		Handler:           s.edge(mux),
+		Handler:           s.edge(s.gateFlags(mux)),
 		ReadHeaderTimeout: cfg.ConnectTimeout,
 		// Hijacked WebSockets are outside these: gws clears the deadlines
 		// once its handshake answer is written (limits.go says more).
@@ -164,6 +179,7 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger, opts ...Serve
 // Serve accepts connections on ln until Shutdown. It returns nil after a
 // Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	s.state.CompareAndSwap(int32(stateStarting), int32(stateServing))
 	if err := s.http.Serve(s.conns.wrap(ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	}
@@ -173,6 +189,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting, then drains the actor system: clients are told
 // to reconnect (1012) once their in-flight sends are acked.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.state.Store(int32(stateDraining))
 	// WebSockets are hijacked, so http.Server.Shutdown does not wait for them:
 	// it only closes the listener and idle HTTP connections.
 	herr := s.http.Shutdown(ctx)
@@ -204,10 +221,29 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) {
 // Readiness is /readyz's answer. A store that is down leaves the engine
 // ready but degraded: chat goes on from the spool. Anyone gets Status; the
 // details (load and dependency states an attacker should not read) go to
-// admins and to the debug listener only.
+// admins and to the private listeners only.
 type Readiness struct {
-	Status string `json:"status"` // "ready" or "degraded"
+	// Status is one word for load balancers: "ready" or "degraded" (200:
+	// send traffic), "starting" or "draining" (503: do not).
+	Status string `json:"status"`
 	*ReadinessDetails
+}
+
+// The readiness statuses.
+const (
+	StatusStarting = "starting"
+	StatusReady    = "ready"
+	StatusDegraded = "degraded"
+	StatusDraining = "draining"
+)
+
+// HTTPStatus is the status code /readyz answers r with: 503 while the
+// engine is starting or draining, 200 otherwise (degraded included).
+func (r Readiness) HTTPStatus() int {
+	if r.Status == StatusStarting || r.Status == StatusDraining {
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusOK
 }
 
 // ReadinessDetails are the figures behind a Readiness status.
@@ -219,26 +255,77 @@ type ReadinessDetails struct {
 	// SOAP is the inventory bridge: "off" when no --soap-url is set, else
 	// its breaker (closed, open, half_open); chat is unaffected either way.
 	SOAP string `json:"soap"`
+	// WhatsApp is the channel: "off" without --whatsapp-app-secret, else
+	// "on".
+	WhatsApp string `json:"whatsapp"`
+	// Alerts are the alerts firing now (docs/PROTOCOL.md's alert frame).
+	Alerts []ops.Event `json:"alerts,omitempty"`
+	// Extra holds what other parts of the engine add (WithReadinessDetails):
+	// the runtime settings and feature flags under "settings".
+	Extra map[string]any `json:"extra,omitempty"`
+}
+
+// WithReadinessDetails adds name to /readyz's details, read at each
+// request by f.
+func WithReadinessDetails(name string, f func() any) ServerOption {
+	return func(s *Server) {
+		if s.readyExtra == nil {
+			s.readyExtra = map[string]func() any{}
+		}
+		s.readyExtra[name] = f
+	}
 }
 
 // Readiness reports the engine's state with its details.
 func (s *Server) Readiness() Readiness {
 	st := s.sys.Stats()
 	d := &ReadinessDetails{Store: actors.BreakerState(st.StoreBreaker.Load()).String(),
-		SpoolDepth: st.SpoolDepth.Load(), DeadLetters: st.DeadLetters.Load(), Connections: st.ConnsActive.Load(), SOAP: s.sys.SOAPState()}
-	r := Readiness{Status: "ready", ReadinessDetails: d}
-	if d.Store != actors.BreakerClosed.String() || d.SpoolDepth > 0 || (d.SOAP != "off" && d.SOAP != actors.BreakerClosed.String()) {
-		r.Status = "degraded"
+		SpoolDepth: st.SpoolDepth.Load(), DeadLetters: st.DeadLetters.Load(), Connections: st.ConnsActive.Load(), SOAP: s.sys.SOAPState(), WhatsApp: "off",
+		Alerts: s.firingAlerts()}
+	for name, f := range s.readyExtra {
+		if d.Extra == nil {
+			d.Extra = map[string]any{}
+		}
+		d.Extra[name] = f()
+	}
+	if s.cfg.WhatsApp.Enabled() {
+		d.WhatsApp = "on"
+	}
+	r := Readiness{Status: StatusReady, ReadinessDetails: d}
+	switch serverState(s.state.Load()) {
+	case stateStarting:
+		r.Status = StatusStarting
+	case stateDraining:
+		r.Status = StatusDraining
+	default:
+		if d.Store != actors.BreakerClosed.String() || d.SpoolDepth > 0 || (d.SOAP != "off" && d.SOAP != actors.BreakerClosed.String()) {
+			r.Status = StatusDegraded
+		}
 	}
 	return r
 }
 
-func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
-	ready := s.Readiness()
-	if id, err := s.cfg.Auth.Authenticate(r); err != nil || id.User.Role != charla.RoleAdmin {
-		ready.ReadinessDetails = nil
-	}
-	writeJSON(w, http.StatusOK, ready)
+// serverState is where the edge is in its life; it only moves forward.
+type serverState int32
+
+const (
+	stateStarting serverState = iota // built, not serving yet
+	stateServing
+	stateDraining // Shutdown has begun
+)
+
+// ReadyHandler answers /readyz: details always when private (a listener
+// only the operator reaches), else to admins only.
+func (s *Server) ReadyHandler(private bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ready := s.Readiness()
+		if !private {
+			if id, err := s.cfg.Auth.Authenticate(r); err != nil || id.User.Role != charla.RoleAdmin {
+				ready.ReadinessDetails = nil
+			}
+		}
+		writeJSON(w, ready.HTTPStatus(), ready)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -40,6 +40,32 @@ const (
 	TypeInvalidated  = "invalidated"
 )
 
+// FrameTypes lists every frame type, both directions: the engine counts
+// frames by these (its frames_* metrics); a type missing here is counted
+// as "other". Add a new type here too.
+var FrameTypes = [...]string{
+	TypeWelcome, TypeSubscribe, TypeSubscribed, TypeUnsubscribe, TypeUnsubscribed,
+	TypeSend, TypeAck, TypeMsg, TypePing, TypePong, TypeTyping, TypeRead, TypeError,
+	TypeInventory, TypeJob, TypePresence, TypeConversation, TypeReserve, TypeReserved,
+	TypeInvalidate, TypeInvalidated, TypeAlert,
+}
+
+// TypeOf returns the type of a frame Encode made, read from its first
+// field (every frame type's struct starts with Type) without decoding or
+// copying it: the result is part of frame; nil when frame does not start so.
+func TypeOf(frame []byte) []byte {
+	const prefix = `{"type":"`
+	if !bytes.HasPrefix(frame, []byte(prefix)) {
+		return nil
+	}
+	rest := frame[len(prefix):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return nil
+	}
+	return rest[:end]
+}
+
 // The states of a job, in the order a job goes through them; done and
 // failed are final.
 const (
@@ -92,6 +118,11 @@ type Frame struct {
 	Attempt     int                     `json:"attempt,omitempty"`
 	Result      json.RawMessage         `json:"result,omitempty"`
 	JobError    *JobError               `json:"error,omitempty"`
+	// Server side of wa_status (whatsapp.go); Seq, ClientMsgID and TS above.
+	Status     string `json:"status,omitempty"`
+	WAMID      string `json:"wamid,omitempty"`
+	ErrorCode  int    `json:"error_code,omitempty"`
+	ErrorTitle string `json:"error_title,omitempty"`
 }
 
 // Decode parses one client frame. A frame that is not a JSON object, or

@@ -65,6 +65,10 @@ type Config struct {
 	RecvBufferBytes int
 	// MaxStall bounds how long a stalled reader blocks; default 10 min.
 	MaxStall time.Duration
+	// Transport is TransportWS (default) or TransportPoll: a long-polling
+	// session (POST /v1/poll, sends over POST /v1/send), which neither
+	// stalls nor falls silent.
+	Transport string
 }
 
 func (c *Config) defaults() {
@@ -106,6 +110,7 @@ type Conn struct {
 	cfg     Config
 	h       Handler
 	ws      *gws.Conn
+	poll    *poller // a long-polling Conn has no ws
 	welcome wire.Frame
 
 	welcomed chan struct{}
@@ -143,6 +148,9 @@ func Token(secret, user string, role charla.Role, ttl time.Duration) (string, er
 // that failed (dial, upgrade with its HTTP status, welcome).
 func Dial(ctx context.Context, cfg Config, h Handler) (*Conn, error) {
 	cfg.defaults()
+	if cfg.Transport == TransportPoll {
+		return dialPoll(ctx, cfg, h)
+	}
 	c := &Conn{cfg: cfg, h: h, welcomed: make(chan struct{}), done: make(chan struct{})}
 
 	q := url.Values{}
@@ -226,8 +234,17 @@ func (c *Conn) Welcome() wire.Frame { return c.welcome }
 // User is the user this connection authenticated as.
 func (c *Conn) User() string { return c.cfg.User }
 
-// LocalAddr is the connection's source address.
-func (c *Conn) LocalAddr() net.Addr { return c.ws.LocalAddr() }
+// LocalAddr is the connection's source address (for a poller, the one its
+// requests are made from, or nil when the kernel chooses).
+func (c *Conn) LocalAddr() net.Addr {
+	if c.poll != nil {
+		if c.cfg.LocalIP == nil {
+			return nil
+		}
+		return &net.TCPAddr{IP: c.cfg.LocalIP}
+	}
+	return c.ws.LocalAddr()
+}
 
 // Done is closed when the connection has ended and its read loop returned.
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -262,6 +279,9 @@ func CloseCode(err error) uint16 {
 }
 
 func (c *Conn) write(kind string, f *wire.Frame) error {
+	if c.poll != nil {
+		return c.poll.write(kind, f)
+	}
 	b, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", kind, err)
@@ -345,6 +365,10 @@ const closeWait = 5 * time.Second
 // for its read loop to return, so that no goroutine outlives it.
 func (c *Conn) Close() {
 	c.closing.Store(true)
+	if c.poll != nil {
+		c.poll.close()
+		return
+	}
 	c.Release()
 	_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = c.ws.WriteClose(1000, nil)
@@ -367,8 +391,11 @@ func (e *events) OnOpen(*gws.Conn) {}
 
 // OnClose implements gws.Event: it records why and when, then tells the
 // scenario.
-func (e *events) OnClose(_ *gws.Conn, err error) {
-	c := e.c
+func (e *events) OnClose(_ *gws.Conn, err error) { e.c.ended(err) }
+
+// ended records why and when the connection ended, then tells the
+// scenario; it runs once per connection.
+func (c *Conn) ended(err error) {
 	c.closedAt = time.Now()
 	c.closeErr = err
 	close(c.done)

@@ -404,7 +404,51 @@ func PprofMemStats(ctx context.Context, debugAddr string) (map[string]float64, e
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("fetch memstats %s: HTTP %d", url, resp.StatusCode)
 	}
-	return parseMemStats(io.LimitReader(resp.Body, 64<<20))
+	out, err := parseMemStats(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return out, err
+	}
+	// The goroutine count is what a waiting connection costs besides its
+	// memory (a long poll must hold none beyond its HTTP handler's).
+	if n, err := pprofGoroutines(ctx, debugAddr); err == nil {
+		out["go_goroutines"] = n
+	}
+	return out, nil
+}
+
+// pprofGoroutines reads the goroutine count from the first line of the
+// debug=1 goroutine profile ("goroutine profile: total N").
+func pprofGoroutines(ctx context.Context, debugAddr string) (float64, error) {
+	url := "http://" + debugAddr + "/debug/pprof/goroutine?debug=1"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, fmt.Errorf("goroutines request %s: %w", url, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("fetch goroutines %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("fetch goroutines %s: HTTP %d", url, resp.StatusCode)
+	}
+	return parseGoroutines(io.LimitReader(resp.Body, 64<<20))
+}
+
+func parseGoroutines(r io.Reader) (float64, error) {
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil && line == "" {
+		return 0, fmt.Errorf("read goroutine profile: %w", err)
+	}
+	_, n, ok := strings.Cut(strings.TrimSpace(line), "goroutine profile: total ")
+	if !ok {
+		return 0, fmt.Errorf("goroutine profile starts %q", line)
+	}
+	f, err := strconv.ParseFloat(n, 64)
+	if err != nil {
+		return 0, fmt.Errorf("goroutine profile total %q: %w", n, err)
+	}
+	return f, nil
 }
 
 func parseMemStats(r io.Reader) (map[string]float64, error) {

@@ -146,3 +146,22 @@ func TestParseVmRSS(t *testing.T) {
 		t.Fatal("no error without VmRSS")
 	}
 }
+
+func TestParseGoroutines(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want float64
+		err  bool
+	}{
+		{in: "goroutine profile: total 2023\n1000 @ 0x4 0x5\n", want: 2023},
+		{in: "goroutine profile: total 7", want: 7},
+		{in: "heap profile: 1: 2 [3: 4] @ heap/1048576\n", err: true},
+		{in: "goroutine profile: total many\n", err: true},
+		{in: "", err: true},
+	} {
+		got, err := parseGoroutines(strings.NewReader(tc.in))
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("parseGoroutines(%q) = %v, %v; want %v, error %v", tc.in, got, err, tc.want, tc.err)
+		}
+	}
+}

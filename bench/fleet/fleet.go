@@ -57,6 +57,9 @@ type Config struct {
 	ReconnectWindow         time.Duration
 	SubscribeTimeout        time.Duration
 	ConnectConcurrency      int
+	// Transport is every member's transport unless it names its own:
+	// client.TransportWS (default) or client.TransportPoll.
+	Transport string
 	// Frame, when set, sees every frame a member reads before the fleet
 	// does, on the member's read goroutine; returning true consumes it.
 	// Scenarios that speak more of the protocol than chat (inventory) take
@@ -99,6 +102,9 @@ type Fleet struct {
 
 	// The latencies the fleet records.
 	SendAck, SendDeliver, RTT, Connect, Reconnect *stats.Latency
+	// ByTransport splits send→ack by the sender's transport and
+	// send→deliver by the receiver's (client.TransportWS, TransportPoll).
+	ByTransport map[string]*TransportLatency
 
 	phase atomic.Pointer[Phase]
 
@@ -116,6 +122,11 @@ type Fleet struct {
 	codes   map[uint16]int64 // close codes of unexpected closes (0: none)
 }
 
+// TransportLatency is the send latencies of the members of one transport.
+type TransportLatency struct {
+	SendAck, SendDeliver *stats.Latency
+}
+
 // Phase holds extra histograms that also receive samples while set; a
 // scenario compares phases of one run with them (slow-consumer).
 type Phase struct {
@@ -131,6 +142,10 @@ func New(cfg Config, start time.Time) *Fleet {
 		SendAck: stats.NewLatency(start), SendDeliver: stats.NewLatency(start), RTT: stats.NewLatency(start),
 		Connect: stats.NewLatency(start), Reconnect: stats.NewLatency(start),
 		errCount: map[string]int64{}, errFirst: map[string]string{}, codes: map[uint16]int64{},
+		ByTransport: map[string]*TransportLatency{
+			client.TransportWS:   {SendAck: stats.NewLatency(start), SendDeliver: stats.NewLatency(start)},
+			client.TransportPoll: {SendAck: stats.NewLatency(start), SendDeliver: stats.NewLatency(start)},
+		},
 	}
 }
 
@@ -212,6 +227,8 @@ type Member struct {
 	// RecvBufferBytes, when > 0, shrinks the socket receive buffer (slow
 	// consumers).
 	RecvBufferBytes int
+	// Transport overrides the fleet's (set before Dial).
+	Transport string
 	// OnClose, when set, is called for every close the member did not ask
 	// for (after the fleet's own handling).
 	OnClose func(m *Member, err error, at time.Time)
@@ -303,7 +320,21 @@ func (m *Member) clientConfig() client.Config {
 		Addr: f.cfg.Addr, Path: f.cfg.Path, User: m.User, Role: charla.RoleAgent, Secret: f.cfg.Secret,
 		LocalIP: f.cfg.Sources.For(m.Index), HandshakeTimeout: f.cfg.HandshakeTimeout,
 		WriteTimeout: f.cfg.WriteTimeout, ReadBufferSize: f.cfg.ReadBufferSize, RecvBufferBytes: m.RecvBufferBytes,
+		Transport: m.transport(),
 	}
+}
+
+// transport is the member's transport: its own, else the fleet's; a
+// WebSocket unless one of them says poll.
+func (m *Member) transport() string {
+	t := m.Transport
+	if t == "" {
+		t = m.f.cfg.Transport
+	}
+	if t == client.TransportPoll {
+		return t
+	}
+	return client.TransportWS
 }
 
 // Dial connects the member (one attempt) and records the connect latency.
@@ -525,6 +556,7 @@ func (f *Fleet) onFrame(m *Member, fr *wire.Frame, at time.Time) {
 		if p != nil {
 			d := at.Sub(p.sentAt)
 			f.SendAck.Record(at, d)
+			f.ByTransport[m.transport()].SendAck.Record(at, d)
 			if ph := f.phase.Load(); ph != nil && ph.SendAck != nil {
 				ph.SendAck.Record(d)
 			}
@@ -543,6 +575,7 @@ func (f *Fleet) onFrame(m *Member, fr *wire.Frame, at time.Time) {
 		if sentAt, ok := Stamp(f.base, fr.Body); ok {
 			d := at.Sub(sentAt)
 			f.SendDeliver.Record(at, d)
+			f.ByTransport[m.transport()].SendDeliver.Record(at, d)
 			if ph := f.phase.Load(); ph != nil && ph.SendDeliver != nil {
 				ph.SendDeliver.Record(d)
 			}

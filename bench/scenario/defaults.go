@@ -63,7 +63,7 @@ func (o Options) Settings() map[string]any {
 		"slow": o.Slow, "slow_recv_buf": o.SlowRecvBuf, "run_id": o.RunID, "metrics_url": o.MetricsURL, "engine_debug_addr": o.DebugAddr,
 		"soap_admin": o.SOAPAdmin, "inventory_rate": o.InventoryRate, "zipf_s": o.ZipfS,
 		"soap_latency": o.SOAPLatency.String(), "breaker_wait": o.BreakerWait.String(),
-		"auth": "dev",
+		"auth": "dev", "transport": o.Transport,
 	}
 	if o.Secret != "" {
 		s["auth"] = "jwt"

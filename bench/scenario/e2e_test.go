@@ -16,19 +16,59 @@ import (
 // These tests run the scenarios against the real engine, in process, over
 // real loopback WebSockets.
 
+// steady over each transport: the same ledger verdict (nothing lost,
+// duplicated or reordered; every member of a conversation gets every
+// message) whether the clients use WebSockets, long-polling or both.
 func TestE2ESteady(t *testing.T) {
-	e := transporttest.Start(t)
-	res := runScenario(t, "steady", Options{Addr: e.Addr, Conns: 40, Convs: 8, Rate: 500, Duration: 3 * time.Second}, env(t))
-	t.Logf("acked %d delivered %d ack p99 %.2f ms deliver p99 %.2f ms", res.Acked, res.Delivered,
-		res.LatencyMS[result.SendAck].P99, res.LatencyMS[result.SendDeliver].P99)
-	if res.Lost != 0 || res.Duplicated != 0 || res.Reordered != 0 {
-		t.Fatalf("lost %d duplicated %d reordered %d: %v", res.Lost, res.Duplicated, res.Reordered, res.Problems)
+	for _, tc := range []struct {
+		transport string
+		split     bool // latencies split by transport
+	}{
+		{transport: ""},
+		{transport: "poll"},
+		{transport: TransportBoth, split: true},
+	} {
+		t.Run("transport="+tc.transport, func(t *testing.T) {
+			e := transporttest.Start(t)
+			res := runScenario(t, "steady", Options{Addr: e.Addr, Conns: 40, Convs: 8, Rate: 500, Duration: 3 * time.Second, Transport: tc.transport}, env(t))
+			t.Logf("acked %d delivered %d ack p99 %.2f ms deliver p99 %.2f ms", res.Acked, res.Delivered,
+				res.LatencyMS[result.SendAck].P99, res.LatencyMS[result.SendDeliver].P99)
+			if res.Lost != 0 || res.Duplicated != 0 || res.Reordered != 0 {
+				t.Fatalf("lost %d duplicated %d reordered %d: %v", res.Lost, res.Duplicated, res.Reordered, res.Problems)
+			}
+			if res.Acked == 0 || res.Delivered != res.Acked*5 {
+				t.Fatalf("acked %d delivered %d (want 5 deliveries per message)", res.Acked, res.Delivered)
+			}
+			if !res.OK {
+				t.Fatalf("failures %v, errors %v", res.Failures, res.ErrorSamples)
+			}
+			if !tc.split {
+				return
+			}
+			ws, poll := res.LatencyMS[result.SendDeliver+"_ws"], res.LatencyMS[result.SendDeliver+"_poll"]
+			t.Logf("deliver p50/p99: ws %.2f/%.2f ms, poll %.2f/%.2f ms", ws.P50, ws.P99, poll.P50, poll.P99)
+			if ws.Count == 0 || poll.Count == 0 || ws.Count+poll.Count != res.LatencyMS[result.SendDeliver].Count {
+				t.Fatalf("deliveries by transport: ws %d + poll %d, all %d", ws.Count, poll.Count, res.LatencyMS[result.SendDeliver].Count)
+			}
+		})
 	}
-	if res.Acked == 0 || res.Delivered != res.Acked*5 {
-		t.Fatalf("acked %d delivered %d (want 5 deliveries per message)", res.Acked, res.Delivered)
+}
+
+// An idle long-polling fleet holds its sessions on polls alone: nobody is
+// closed by the heartbeat timeout, and pings over POST /v1/frames come back
+// as pongs on the polls.
+func TestE2EIdlePoll(t *testing.T) {
+	e := transporttest.Start(t, transporttest.WithActors(func(c *actors.Config) {
+		c.HeartbeatInterval = 200 * time.Millisecond
+		c.HeartbeatTimeout = 600 * time.Millisecond
+	}))
+	res := runScenario(t, "idle", Options{Addr: e.Addr, Conns: 20, Duration: 2 * time.Second, PingSample: 5,
+		PingInterval: 100 * time.Millisecond, Transport: "poll"}, env(t))
+	if !res.OK || res.Details["connected_at_end"] != 20 {
+		t.Fatalf("failures %v, errors %v, details %v", res.Failures, res.ErrorSamples, res.Details)
 	}
-	if !res.OK {
-		t.Fatalf("failures %v, errors %v", res.Failures, res.ErrorSamples)
+	if res.LatencyMS[result.HeartbeatRTT].Count == 0 {
+		t.Fatalf("no pong came back over the polls: %v", res.LatencyMS)
 	}
 }
 

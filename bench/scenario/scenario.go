@@ -99,6 +99,24 @@ type Options struct {
 	// BreakerWait bounds each wait for the engine's SOAP breaker: to open
 	// under the hanging service, to close after it recovered.
 	BreakerWait time.Duration
+
+	// Transport is how members talk to the engine: client.TransportWS
+	// (default), client.TransportPoll (POST /v1/poll and /v1/send), or
+	// TransportBoth (every other member polls; latencies are also split by
+	// transport). steady and idle only.
+	Transport string
+}
+
+// TransportBoth mixes WebSocket and long-polling members in one run.
+const TransportBoth = "both"
+
+// fleetTransport is the fleet-wide transport for t: with both, members
+// are WebSockets unless newMembers makes them poll.
+func fleetTransport(t string) string {
+	if t == TransportBoth {
+		return client.TransportWS
+	}
+	return t
 }
 
 // Engine is the engine process, when the bench knows it: its PID for
@@ -163,6 +181,9 @@ func Run(ctx context.Context, name string, o Options, env Env) (*result.Result, 
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	if o.Transport != client.TransportWS && name != "steady" && name != "idle" {
+		return nil, fmt.Errorf("%s: --transport %s: only steady and idle run over long-polling", name, o.Transport)
+	}
 	if env.Log == nil {
 		env.Log = io.Discard
 	}
@@ -220,6 +241,13 @@ func (o *Options) validate() error {
 	}
 	if err := charla.ConvID(o.RunID + "-c0").Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("--run-id: %w", err))
+	}
+	switch o.Transport {
+	case "":
+		o.Transport = client.TransportWS
+	case client.TransportWS, client.TransportPoll, TransportBoth:
+	default:
+		errs = append(errs, fmt.Errorf("--transport %q: want %s, %s or %s", o.Transport, client.TransportWS, client.TransportPoll, TransportBoth))
 	}
 	if o.MetricsURL == "" {
 		o.MetricsURL = "http://" + o.Addr + "/metrics"
@@ -283,7 +311,7 @@ func (r *run) start(reconnect bool, extraConns int) error {
 		HandshakeTimeout: o.HandshakeTimeout, BodySize: o.BodySize,
 		UserPrefix: o.RunID + "-", Reconnect: reconnect,
 		BackoffBase: o.BackoffBase, BackoffCap: o.BackoffCap, ReconnectWindow: o.ReconnectWindow,
-		ConnectConcurrency: o.ConnectConcurrency, Frame: r.frame,
+		ConnectConcurrency: o.ConnectConcurrency, Frame: r.frame, Transport: fleetTransport(o.Transport),
 	}, time.Now())
 	r.rep = progress.Start(r.env.Log, r.res.Scenario, r.f.Counters, r.rss, r.env.ProgressInterval)
 	return nil
@@ -426,6 +454,12 @@ func (r *run) finish() {
 
 	res.AddLatency(result.SendAck, f.SendAck)
 	res.AddLatency(result.SendDeliver, f.SendDeliver)
+	if r.o.Transport == TransportBoth {
+		for _, t := range []string{client.TransportWS, client.TransportPoll} {
+			res.AddLatency(result.SendAck+"_"+t, f.ByTransport[t].SendAck)
+			res.AddLatency(result.SendDeliver+"_"+t, f.ByTransport[t].SendDeliver)
+		}
+	}
 	if f.Connect.Hist.Count() > 0 {
 		res.AddLatency(result.Connect, f.Connect)
 	}
@@ -496,6 +530,10 @@ func (r *run) memAfter(ctx context.Context, conns int64) {
 	const heap = "go_memstats_heap_inuse_bytes"
 	if b, a := e.MetricsBefore[heap], e.MetricsAfter[heap]; b > 0 && a > 0 {
 		e.HeapPerConn = (a - b) / float64(conns)
+	}
+	const gs = "go_goroutines"
+	if b, a := e.MetricsBefore[gs], e.MetricsAfter[gs]; b > 0 && a > 0 {
+		r.res.Details["engine_goroutines_per_conn"] = (a - b) / float64(conns)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"charla/bench/client"
 	"charla/bench/fleet"
 	"charla/bench/result"
 )
@@ -18,6 +19,11 @@ func (r *run) newMembers(n, convs, offset int) []*fleet.Member {
 	ms := make([]*fleet.Member, n)
 	for i := range n {
 		ms[i] = r.f.NewMember(offset+i, r.conv((offset+i)%convs))
+		if r.o.Transport == TransportBoth && (offset+i)/convs%2 == 1 {
+			// Alternate by round, not by index, so that every conversation
+			// with two members or more has both kinds.
+			ms[i].Transport = client.TransportPoll
+		}
 	}
 	return ms
 }

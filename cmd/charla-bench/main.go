@@ -91,6 +91,7 @@ func flags(c *cli, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.Slow, "slow", 0, "slow-consumer: clients that never read (default conns/10)")
 	fs.IntVar(&o.SlowRecvBuf, "slow-recv-buf", 0, "slow-consumer: their socket receive buffer in bytes (default 4096)")
 	fs.StringVar(&o.RunID, "run-id", "", "prefix of users and conversations (default: random)")
+	fs.StringVar(&o.Transport, "transport", "", "steady, idle: ws (default), poll (POST /v1/poll + /v1/send), or both (every other client polls; latencies split by transport)")
 	fs.StringVar(&o.MetricsURL, "metrics-url", "", "engine Prometheus endpoint for Go heap figures (default http://ADDR/metrics, if any)")
 	fs.StringVar(&o.DebugAddr, "engine-debug-addr", "", "the engine's pprof `host:port` (charla --debug-addr): Go heap before/after from runtime.MemStats")
 	fs.StringVar(&o.SOAPAdmin, "soap-admin", "", "inventory: the SOAP simulator's base `URL` (charla soapsim; the engine's --soap-url), for its faults and counters")

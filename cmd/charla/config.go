@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +17,8 @@ import (
 
 	"charla/actors"
 	"charla/auth"
+	"charla/bot"
+	"charla/ops"
 	"charla/store/postgres"
 	"charla/transport"
 )
@@ -33,8 +36,20 @@ type config struct {
 	LogLevel  string
 	LogFormat string
 	DebugAddr string
+	// MetricsAddr is a private listener for Prometheus (/metrics without
+	// credentials, /healthz, /readyz with details); empty = none.
+	MetricsAddr string
+	// Metrics turns the Prometheus registry on (/metrics for admins on the
+	// main listener, on MetricsAddr and DebugAddr, and the alert rules).
+	Metrics bool
+	// SettingsFile holds the runtime settings (log level, rate limits,
+	// feature flags, alert rules), read at start and again on SIGHUP.
+	SettingsFile string
 	// MinProcs raises GOMAXPROCS to at least this (see serve).
 	MinProcs int
+	// BotFlow is the chatbot's flow file; "" is the embedded default, "off"
+	// no bot. Parsed into Actors.Bot.Flow by parseConfig.
+	BotFlow string
 
 	Actors    actors.Config
 	Transport transport.Config // HeartbeatTimeout is Actors.HeartbeatTimeout: one flag sets both
@@ -96,7 +111,14 @@ func (c *config) settings() flagSet {
 		{name: "log-level", env: "CHARLA_LOG_LEVEL", usage: "debug, info, warn or error", value: strVar(&c.LogLevel, "info")},
 		{name: "log-format", env: "CHARLA_LOG_FORMAT", usage: "json or console", value: strVar(&c.LogFormat, "json")},
 		{name: "min-procs", env: "CHARLA_MIN_PROCS", usage: "fewest Go Ps (GOMAXPROCS) the engine runs with, even on one core: a P blocked in an fsync stalls every actor until the runtime takes it back", value: intVar(&c.MinProcs, 2)},
-		{name: "debug-addr", env: "CHARLA_DEBUG_ADDR", usage: "serve Go's pprof profiles on this address (keep it private); empty = off", value: strVar(&c.DebugAddr, "")},
+		{name: "debug-addr", env: "CHARLA_DEBUG_ADDR", usage: "serve Go's pprof profiles, /metrics and the detailed /readyz on this address (keep it private); empty = off", value: strVar(&c.DebugAddr, "")},
+		{name: "metrics", env: "CHARLA_METRICS", usage: "export Prometheus metrics (GET /metrics for admins, and on metrics-addr); false also stops the latency histograms", value: boolVar(&c.Metrics, true)},
+		{name: "settings-file", env: "CHARLA_SETTINGS_FILE", usage: "YAML file of the runtime settings (log level, rate limits, feature flags, alert rules; docs/SETTINGS.md), applied at start and on SIGHUP; empty = none", value: strVar(&c.SettingsFile, "")},
+		{name: "alert-interval", env: "CHARLA_ALERT_INTERVAL", usage: "how often the alert rules are evaluated", value: durVar(&c.Actors.Alerts.Interval, a.Alerts.Interval)},
+		{name: "alert-webhook-url", env: "CHARLA_ALERT_WEBHOOK_URL", usage: "POST every alert firing and resolving here (JSON); empty = none", value: strVar(&c.Actors.Alerts.WebhookURL, a.Alerts.WebhookURL), secret: true},
+		{name: "alert-webhook-timeout", env: "CHARLA_ALERT_WEBHOOK_TIMEOUT", usage: "deadline of one webhook attempt", value: durVar(&c.Actors.Alerts.WebhookTimeout, a.Alerts.WebhookTimeout)},
+		{name: "alert-webhook-retries", env: "CHARLA_ALERT_WEBHOOK_RETRIES", usage: "webhook attempts after the first (backoff with jitter); then the event is dropped and logged", value: intVar(&c.Actors.Alerts.WebhookRetries, a.Alerts.WebhookRetries)},
+		{name: "metrics-addr", env: "CHARLA_METRICS_ADDR", usage: "serve /metrics (no credentials), /healthz and the detailed /readyz on this private address, for Prometheus; empty = off", value: strVar(&c.MetricsAddr, "")},
 		{name: "database-url", env: "DATABASE_URL", usage: "PostgreSQL URL (Supabase: add default_query_exec_mode=simple_protocol for the transaction pooler); empty = embedded store", value: strVar(&c.DB.URL, db.URL), secret: true, dbField: "URL"},
 		{name: "migrate", env: "CHARLA_MIGRATE", usage: "apply pending database migrations before serving", value: boolVar(&c.DB.AutoMigrate, db.AutoMigrate), dbField: "AutoMigrate"},
 		{name: "db-max-conns", env: "CHARLA_DB_MAX_CONNS", usage: "connection pool size", value: int32Var(&c.DB.MaxConns, db.MaxConns), dbField: "MaxConns"},
@@ -118,6 +140,11 @@ func (c *config) settings() flagSet {
 		{name: "access-token-ttl", env: "CHARLA_ACCESS_TOKEN_TTL", usage: "life of the JWT that POST /v1/auth/login and /refresh answer", value: durVar(&c.Login.AccessTTL, l.AccessTTL)},
 		{name: "refresh-token-ttl", env: "CHARLA_REFRESH_TOKEN_TTL", usage: "life of a refresh token (single use: each refresh rotates it)", value: durVar(&c.Login.RefreshTTL, l.RefreshTTL)},
 		{name: "store-breaker-cooldown", env: "CHARLA_STORE_BREAKER_COOLDOWN", usage: "how long the open breaker waits before probing the database", value: durVar(&c.Actors.StoreBreaker.Cooldown, a.StoreBreaker.Cooldown)},
+		{name: "whatsapp-app-secret", env: "CHARLA_WHATSAPP_APP_SECRET", usage: "the Meta app's secret, which signs every webhook; empty = the WhatsApp channel is off (webhook 503)", value: strVar(&c.Transport.WhatsApp.AppSecret, t.WhatsApp.AppSecret), secret: true},
+		{name: "whatsapp-verify-token", env: "CHARLA_WHATSAPP_VERIFY_TOKEN", usage: "the token of the webhook's verification handshake (GET /webhooks/whatsapp)", value: strVar(&c.Transport.WhatsApp.VerifyToken, t.WhatsApp.VerifyToken), secret: true},
+		{name: "whatsapp-token", env: "CHARLA_WHATSAPP_TOKEN", usage: "the Graph API bearer token (media downloads, replies)", value: strVar(&c.Transport.WhatsApp.Token, t.WhatsApp.Token), secret: true},
+		{name: "whatsapp-phone-number-id", env: "CHARLA_WHATSAPP_PHONE_NUMBER_ID", usage: "the business number's id replies go out from by default", value: strVar(&c.Transport.WhatsApp.PhoneNumberID, t.WhatsApp.PhoneNumberID)},
+		{name: "whatsapp-graph-url", env: "CHARLA_WHATSAPP_GRAPH_URL", usage: "the Graph API base URL with its version (the fake: http://127.0.0.1:8082/v21.0)", value: strVar(&c.Transport.WhatsApp.GraphURL, t.WhatsApp.GraphURL)},
 		{name: "soap-url", env: "CHARLA_SOAP_URL", usage: "the inventory service's SOAP endpoint (the simulator: http://127.0.0.1:8081); empty = bridge off, inventory answers unavailable", value: strVar(&c.Actors.SOAP.URL, a.SOAP.URL)},
 		{name: "soap-timeout", env: "CHARLA_SOAP_TIMEOUT", usage: "deadline of one SOAP call", value: durVar(&c.Actors.SOAP.Timeout, a.SOAP.Timeout)},
 		{name: "soap-get-stock-timeout", env: "CHARLA_SOAP_GET_STOCK_TIMEOUT", usage: "deadline of one GetStock call; 0 = soap-timeout", value: durVar(&c.Actors.SOAP.GetStockTimeout, a.SOAP.GetStockTimeout)},
@@ -134,6 +161,25 @@ func (c *config) settings() flagSet {
 		{name: "inventory-cache-size", env: "CHARLA_INVENTORY_CACHE_SIZE", usage: "inventory items kept fresh in the cache", value: intVar(&c.Actors.SOAP.CacheSize, a.SOAP.CacheSize)},
 		{name: "job-retention", env: "CHARLA_JOB_RETENTION", usage: "how long a finished inventory job can still be asked for", value: durVar(&c.Actors.SOAP.JobRetention, a.SOAP.JobRetention)},
 		{name: "job-max", env: "CHARLA_JOB_MAX", usage: "inventory jobs kept (oldest finished dropped first)", value: intVar(&c.Actors.SOAP.MaxJobs, a.SOAP.MaxJobs)},
+		{name: "whatsapp-rate", env: "CHARLA_WHATSAPP_RATE", usage: "WhatsApp messages per second per business number (the Cloud API's throughput)", value: floatVar(&c.Actors.WhatsApp.Rate, a.WhatsApp.Rate)},
+		{name: "whatsapp-burst", env: "CHARLA_WHATSAPP_BURST", usage: "WhatsApp messages a business number may send at once after a quiet spell", value: intVar(&c.Actors.WhatsApp.Burst, a.WhatsApp.Burst)},
+		{name: "whatsapp-pair-interval", env: "CHARLA_WHATSAPP_PAIR_INTERVAL", usage: "one WhatsApp message per this interval to one customer, past whatsapp-pair-burst (the pair rate limit)", value: durVar(&c.Actors.WhatsApp.PairInterval, a.WhatsApp.PairInterval)},
+		{name: "whatsapp-pair-burst", env: "CHARLA_WHATSAPP_PAIR_BURST", usage: "WhatsApp messages to one customer sent back to back before the pair interval applies", value: intVar(&c.Actors.WhatsApp.PairBurst, a.WhatsApp.PairBurst)},
+		{name: "whatsapp-window", env: "CHARLA_WHATSAPP_WINDOW", usage: "the customer-service window after the customer's last message; outside it only templates are sent (131047)", value: durVar(&c.Actors.WhatsApp.Window, a.WhatsApp.Window)},
+		{name: "whatsapp-call-timeout", env: "CHARLA_WHATSAPP_CALL_TIMEOUT", usage: "deadline of one Graph API call", value: durVar(&c.Actors.WhatsApp.CallTimeout, a.WhatsApp.CallTimeout)},
+		{name: "whatsapp-backoff-base", env: "CHARLA_WHATSAPP_BACKOFF_BASE", usage: "first retry backoff after throttling or a 5xx (exponential, full jitter)", value: durVar(&c.Actors.WhatsApp.BackoffBase, a.WhatsApp.BackoffBase)},
+		{name: "whatsapp-backoff-max", env: "CHARLA_WHATSAPP_BACKOFF_MAX", usage: "largest WhatsApp retry backoff", value: durVar(&c.Actors.WhatsApp.BackoffMax, a.WhatsApp.BackoffMax)},
+		{name: "whatsapp-max-attempts", env: "CHARLA_WHATSAPP_MAX_ATTEMPTS", usage: "Graph API calls for one message before it fails", value: intVar(&c.Actors.WhatsApp.MaxAttempts, a.WhatsApp.MaxAttempts)},
+		{name: "whatsapp-max-inflight", env: "CHARLA_WHATSAPP_MAX_INFLIGHT", usage: "Graph API calls in flight at once", value: intVar(&c.Actors.WhatsApp.MaxInflight, a.WhatsApp.MaxInflight)},
+		{name: "whatsapp-reconcile-window", env: "CHARLA_WHATSAPP_RECONCILE_WINDOW", usage: "how long a send of unknown outcome waits for a status naming it before it fails as unknown (never resent)", value: durVar(&c.Actors.WhatsApp.ReconcileWindow, a.WhatsApp.ReconcileWindow)},
+		{name: "whatsapp-rescan-interval", env: "CHARLA_WHATSAPP_RESCAN_INTERVAL", usage: "how often the WhatsApp outbox is read again for entries not seen otherwise", value: durVar(&c.Actors.WhatsApp.RescanInterval, a.WhatsApp.RescanInterval)},
+		{name: "whatsapp-breaker-failures", env: "CHARLA_WHATSAPP_BREAKER_FAILURES", usage: "consecutive Graph API failures (5xx, no answer) that open the breaker", value: intVar(&c.Actors.WhatsApp.Breaker.Failures, a.WhatsApp.Breaker.Failures)},
+		{name: "whatsapp-breaker-cooldown", env: "CHARLA_WHATSAPP_BREAKER_COOLDOWN", usage: "how long the open Graph API breaker waits before a probe", value: durVar(&c.Actors.WhatsApp.Breaker.Cooldown, a.WhatsApp.Breaker.Cooldown)},
+		{name: "bot-flow", env: "CHARLA_BOT_FLOW", usage: "the chatbot's flow (YAML or JSON); empty = the embedded default, off = no chatbot", value: strVar(&c.BotFlow, "")},
+		{name: "bot-session-timeout", env: "CHARLA_BOT_SESSION_TIMEOUT", usage: "a chatbot session idle this long saves its state and stops; the next message resumes it", value: durVar(&c.Actors.Bot.SessionTimeout, a.Bot.SessionTimeout)},
+		{name: "bot-session-sweep", env: "CHARLA_BOT_SESSION_SWEEP", usage: "how often chatbot sessions are checked for idleness", value: durVar(&c.Actors.Bot.SweepInterval, a.Bot.SweepInterval)},
+		{name: "agent-capacity", env: "CHARLA_AGENT_CAPACITY", usage: "open conversations a handoff assigns one agent at most, unless they have their own (PUT /v1/agents/{id}/capacity)", value: intVar(&c.Actors.AgentCapacity, a.AgentCapacity)},
+		{name: "presence-grace", env: "CHARLA_PRESENCE_GRACE", usage: "an agent whose last connection closed stays online this long (a reconnect does not flap)", value: durVar(&c.Actors.PresenceGrace, a.PresenceGrace)},
 	}
 }
 
@@ -150,7 +196,37 @@ func parseConfig(args []string, getenv func(string) string, help io.Writer, serv
 	// One heartbeat-timeout: the actors close a silent connection after it,
 	// the edge bounds its socket writes with it.
 	c.Transport.HeartbeatTimeout = c.Actors.HeartbeatTimeout
-	return c, errors.Join(err, c.validate(serving))
+	var flowErr error
+	if serving {
+		c.Actors.Bot.Flow, flowErr = loadFlow(c.BotFlow)
+	}
+	return c, errors.Join(err, c.validate(serving), flowErr)
+}
+
+// loadFlow reads the chatbot's flow: path, the embedded default for "",
+// none for "off". Each problem of the file is one error, named after it.
+func loadFlow(path string) (*bot.Flow, error) {
+	data := bot.Default
+	switch path {
+	case "off":
+		return nil, nil
+	case "":
+		path = "(embedded default)"
+	default:
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return nil, fmt.Errorf("bot-flow: %w", err)
+		}
+	}
+	f, err := bot.Parse(data)
+	if err != nil {
+		var errs []error
+		for _, p := range flatten(err) {
+			errs = append(errs, fmt.Errorf("bot-flow %s: %w", path, p))
+		}
+		return nil, errors.Join(errs...)
+	}
+	return f, nil
 }
 
 // validate checks the process's own settings and has each package check its
@@ -175,6 +251,14 @@ func (c config) validate(serving bool) error {
 			bad("debug-addr %q: %v", c.DebugAddr, err)
 		}
 	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("metrics-addr %q: %v", c.MetricsAddr, err)
+		}
+		if !c.Metrics {
+			bad("metrics-addr needs metrics=true")
+		}
+	}
 	if c.DataDir == "" {
 		bad("data-dir must not be empty")
 	}
@@ -190,6 +274,11 @@ func (c config) validate(serving bool) error {
 	// The one check across two packages: a body travels inside a frame.
 	if c.Actors.MaxBodyBytes > c.Transport.MaxFrameBytes {
 		bad("max-body-bytes (%d) must not exceed max-frame-bytes (%d)", c.Actors.MaxBodyBytes, c.Transport.MaxFrameBytes)
+	}
+	if c.SettingsFile != "" {
+		if _, err := c.runtimeSettings(zerolog.Nop(), ops.Appliers{}); err != nil {
+			bad("settings-file %s: %v", c.SettingsFile, indentAll(err))
+		}
 	}
 	errs = append(errs, flatten(c.Actors.Validate())...)
 	errs = append(errs, flatten(c.Transport.Validate())...)
@@ -411,6 +500,10 @@ func listVar(p *[]string, def []string) flag.Value {
 
 func durVar(p *time.Duration, def time.Duration) flag.Value {
 	return newVar(p, def, time.ParseDuration, "not a duration (e.g. 5s, 1m30s)")
+}
+
+func floatVar(p *float64, def float64) flag.Value {
+	return newVar(p, def, func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }, "not a number")
 }
 
 func boolVar(p *bool, def bool) flag.Value {

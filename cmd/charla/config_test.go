@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,11 @@ func TestFlagsBindOntoPackageConfigs(t *testing.T) {
 	}
 	want := actors.DefaultConfig()
 	want.HeartbeatTimeout, want.ShutdownGrace, want.StoreBreaker.Cooldown = 30*time.Second, 3*time.Second, 7*time.Second
-	if c.Actors != want {
+	if c.Actors.Bot.Flow == nil {
+		t.Error("serve has no chatbot flow: the embedded default is its default")
+	}
+	want.Bot.Flow = c.Actors.Bot.Flow
+	if !reflect.DeepEqual(c.Actors, want) {
 		t.Errorf("actors config\n got %+v\nwant %+v", c.Actors, want)
 	}
 	if c.Transport.HeartbeatTimeout != 30*time.Second {

@@ -7,12 +7,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
@@ -27,6 +25,8 @@ import (
 
 	"charla"
 	"charla/actors"
+	"charla/metrics"
+	"charla/ops"
 	"charla/store"
 	"charla/store/postgres"
 	"charla/store/spool"
@@ -46,6 +46,8 @@ Commands:
                 prints every frame, sends each line typed as a message
   soapsim       the inventory service simulator: --addr HOST:PORT (127.0.0.1:8081) [--catalog FILE];
                 point serve's --soap-url at it
+  fakegraph     a fake WhatsApp Graph API: --addr HOST:PORT (127.0.0.1:8082) --webhook-url URL
+                --whatsapp-app-secret S [--whatsapp-token T]; point serve's --whatsapp-graph-url at it
   agents        manage agent logins: add --email E --name N [--role agent|admin]
                 (password on stdin or --password-file), list, disable --email E
   token         mint an HS256 JWT: --secret S --user ID [--role agent|customer|admin] [--ttl 24h]
@@ -94,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return migrateStore(ctx, args[1:], stdout, stderr, getenv)
 	case "soapsim":
 		return soapsimCmd(ctx, args[1:], stdout, stderr, getenv)
+	case "fakegraph":
+		return fakegraphCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "token":
 		return token(args[1:], stdout, stderr, getenv)
 	case "agents":
@@ -148,11 +152,49 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	dep.Limiter = limits
-	sys, err := actors.NewSystem(cfg.Actors, dep)
+	if dep.Inbound, err = openInbound(cfg, dep.Store, cfg.Transport.Media); err != nil {
+		return err
+	}
+	// The settings that change without a restart: the level of every
+	// logger (theirs is Trace; the global level filters), the limits, the
+	// alert rules once the tree runs, the feature flags.
+	var sys *actors.System
+	zerolog.SetGlobalLevel(log.GetLevel())
+	log = log.Level(zerolog.TraceLevel)
+	rt, err := cfg.runtimeSettings(log, ops.Appliers{LogLevel: zerolog.SetGlobalLevel, RateLimits: limits.SetRates,
+		Alerts: func(r ops.Rules) error {
+			if sys == nil {
+				return nil // the tree starts with them (below)
+			}
+			return sys.SetAlertRules(r)
+		}})
 	if err != nil {
+		return err
+	}
+	cfg.Actors.Alerts.Rules = rt.Current().Alerts
+	dep.Flags = rt
+	var reg *metrics.Metrics
+	if cfg.Metrics {
+		reg = metrics.New()
+		dep.Histograms, dep.Metrics = reg.Histograms(), reg.Gatherer()
+	}
+	if sys, err = actors.NewSystem(cfg.Actors, dep); err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
-	srv := transport.NewServer(cfg.Transport, sys, log, transport.WithLimits(limits))
+	reloadOnHUP(ctx, rt, cfg.SettingsFile, log)
+	srvOpts := []transport.ServerOption{transport.WithLimits(limits), transport.WithSettings(rt)}
+	if reg != nil {
+		src := metrics.Sources{System: sys, Limits: limits}
+		if pg, ok := dep.Store.(metrics.StoreStats); ok {
+			src.Store = pg
+		}
+		if err := reg.Watch(src); err != nil {
+			_ = sys.Shutdown(context.Background())
+			return err
+		}
+		srvOpts = append(srvOpts, transport.WithMetrics(reg.Handler()))
+	}
+	srv := transport.NewServer(cfg.Transport, sys, log, srvOpts...)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		_ = sys.Shutdown(context.Background())
@@ -169,12 +211,20 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 
 	if cfg.DebugAddr != "" {
-		stopDebug, err := serveDebug(cfg.DebugAddr, srv, log)
+		stopDebug, err := serveDebug(cfg.DebugAddr, srv, reg, log)
 		if err != nil {
 			_ = sys.Shutdown(context.Background())
 			return err
 		}
 		defer stopDebug()
+	}
+	if cfg.MetricsAddr != "" {
+		stopMetrics, err := servePrivate(cfg.MetricsAddr, "metrics", privateMux(srv, reg), log)
+		if err != nil {
+			_ = sys.Shutdown(context.Background())
+			return err
+		}
+		defer stopMetrics()
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -254,27 +304,17 @@ func migrate(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// serveDebug serves net/http/pprof and the detailed readiness on their own
-// listener, never on the public one, so that profiles and load figures are
-// reachable only where the operator chose.
-func serveDebug(addr string, srv *transport.Server, log zerolog.Logger) (func(), error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("debug listener: %w", err)
-	}
-	mux := http.NewServeMux()
+// serveDebug serves net/http/pprof beside the private endpoints (metrics,
+// detailed readiness) on their own listener, never on the public one, so
+// that profiles and load figures are reachable only where the operator
+// chose.
+func serveDebug(addr string, srv *transport.Server, reg *metrics.Metrics, log zerolog.Logger) (func(), error) {
+	mux := privateMux(srv, reg)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(srv.Readiness())
-	})
-	dbg := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = dbg.Serve(ln) }()
-	log.Info().Str("addr", ln.Addr().String()).Msg("pprof and the detailed /readyz on the debug address")
-	return func() { _ = dbg.Close() }, nil
+	return servePrivate(addr, "debug (pprof, /metrics, detailed /readyz)", mux, log)
 }
 
 func token(args []string, stdout, stderr io.Writer, getenv func(string) string) int {

@@ -30,6 +30,16 @@
 //	't' <SHA-256 of refresh token> the token (JSON: family, agent_id, expires_at, used)
 //	'f' <refresh family>           "" once the family is revoked
 //
+// The WhatsApp channel (whatsapp.go) adds two more:
+//
+//	'w' 'e' <body hash, hex>       a webhook event (JSON: body, received_at, processed_at, problem)
+//	'w' 'p' <received: 8 bytes BE nanos> <hash>   "" while that event is pending
+//	'c' <wa_id>                    a contact (JSON: name, phone_number_id, last_inbound_at)
+//
+// The WhatsApp outbox (outbox.go) adds 'o' and 'q' per conversation (an
+// outbound message's entry, written in its message's batch, and the index of
+// the open entries) and 's' <wamid> (delivery statuses).
+//
 // Messages sorted by (conv, seq) make Range one bounded forward scan and Head
 // one reverse seek to the end of the conversation's range (Last within
 // bounds): no separate head key, so a head can never disagree with the log,
@@ -248,9 +258,19 @@ type Store struct {
 	cursorLocks [64]sync.Mutex
 	cursorSeed  maphash.Seed
 
+	// outboxMu serialises the read-modify-writes of outbox entries and
+	// delivery statuses (outbox.go), so that a status and the link of its
+	// wamid never overwrite each other.
+	outboxMu sync.Mutex
+
 	// authMu serialises the read-modify-writes of agents and refresh tokens
 	// (agents.go): logins are rare, one lock is plenty.
 	authMu sync.Mutex
+	// waMu serialises the read-modify-writes of webhook events and
+	// contacts (whatsapp.go).
+	waMu sync.Mutex
+	// workflowMu serialises the read-modify-writes of workflow.go.
+	workflowMu sync.Mutex
 }
 
 // convState is Append's view of one conversation.
@@ -501,6 +521,9 @@ func (s *Store) Append(ctx context.Context, msgs []charla.Message) ([]store.Appe
 		}
 		if err := b.Set(idKey(m.Conv, m.ClientMsgID), idValue(seq, res[i].TS), nil); err != nil {
 			return nil, fmt.Errorf("pebble: append %s: client_msg_id %s: %w", m.Conv, m.ClientMsgID, err)
+		}
+		if err := enqueueOutbound(b, m, seq, res[i].TS); err != nil {
+			return nil, fmt.Errorf("pebble: append %s: seq %d: %w", m.Conv, seq, err)
 		}
 	}
 	if b.Empty() {

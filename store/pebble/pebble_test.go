@@ -227,3 +227,11 @@ func TestConcurrentAppendsSameConversation(t *testing.T) {
 		}
 	}
 }
+
+func TestWorkflow(t *testing.T) {
+	storetest.RunWorkflow(t, func(t *testing.T) storetest.WorkflowStore {
+		s := open(t, filepath.Join(t.TempDir(), "charla.pebble"))
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}

@@ -38,3 +38,15 @@ func TestConformance(t *testing.T) { conformance(t) }
 func TestConformanceSimpleProtocol(t *testing.T) {
 	conformance(t, "default_query_exec_mode", "simple_protocol")
 }
+
+func TestWorkflow(t *testing.T) {
+	needDB(t)
+	storetest.RunWorkflow(t, func(t *testing.T) storetest.WorkflowStore {
+		s, err := Open(t.Context(), testOptions(schemaURL(t)), testLogger(t))
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}

@@ -17,7 +17,10 @@ const (
 	opReadCursors
 	opPing
 	opMigrate
-	opAuth // agents and refresh tokens (agents.go)
+	opAuth     // agents and refresh tokens (agents.go)
+	opWhatsApp // webhook events and contacts (whatsapp.go)
+	opOutbox   // the WhatsApp outbox and delivery statuses (outbox.go)
+	opWorkflow // conversation states, bot sessions, canned replies, search (workflow.go)
 	numOps
 )
 
@@ -31,6 +34,9 @@ var opNames = [numOps]string{
 	opPing:            "ping",
 	opMigrate:         "migrate",
 	opAuth:            "auth",
+	opWhatsApp:        "whatsapp",
+	opOutbox:          "outbox",
+	opWorkflow:        "workflow",
 }
 
 func (o op) String() string { return opNames[o] }

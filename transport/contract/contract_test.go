@@ -52,6 +52,8 @@ type checker struct {
 	t      *testing.T
 	router routers.Router
 	base   string
+	// lastHeader is the header of the last answer.
+	lastHeader http.Header
 }
 
 func (c *checker) do(method, path, token, ctype string, body []byte) (int, []byte) {
@@ -72,6 +74,7 @@ func (c *checker) do(method, path, token, ctype string, body []byte) (int, []byt
 		c.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
+	c.lastHeader = resp.Header
 	got, _ := io.ReadAll(resp.Body)
 	in := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route},

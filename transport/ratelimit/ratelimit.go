@@ -157,8 +157,7 @@ const numShards = 64
 
 // Registry holds every bucket. It is safe for concurrent use.
 type Registry struct {
-	limits  [numClasses]rate.Limit
-	bursts  [numClasses]int
+	rates   atomic.Pointer[rates] // replaced whole by SetRates (rates.go)
 	allow   []netip.Prefix
 	trusted []netip.Prefix
 	denyUA  []string
@@ -201,12 +200,7 @@ func New(c Config, opts ...Option) (*Registry, error) {
 	for _, ua := range c.DenyUserAgents {
 		r.denyUA = append(r.denyUA, strings.ToLower(ua))
 	}
-	for class, perMinute := range [numClasses]int{Auth: c.Auth, Chat: c.Chat, Media: c.Media, API: c.API, Upgrade: c.Upgrade} {
-		if perMinute > 0 {
-			r.limits[class] = rate.Limit(float64(perMinute) / Window.Seconds())
-			r.bursts[class] = perMinute
-		}
-	}
+	r.rates.Store(newRates(c))
 	for _, opt := range opts {
 		opt(r)
 	}
@@ -228,7 +222,8 @@ func IPKey(a netip.Addr) string { return "ip:" + a.String() }
 // empty it returns false and how long until a token is back. A class whose
 // limit is 0 always allows. It never waits.
 func (r *Registry) Allow(c Class, key string) (ok bool, retryAfter time.Duration) {
-	if r.bursts[c] == 0 {
+	rt := r.rates.Load()
+	if rt.bursts[c] == 0 {
 		return true, 0
 	}
 	now := r.now()
@@ -241,8 +236,15 @@ func (r *Registry) Allow(c Class, key string) (ok bool, retryAfter time.Duration
 	}
 	lim := sh.buckets[k]
 	if lim == nil {
-		lim = rate.NewLimiter(r.limits[c], r.bursts[c])
-		lim.SetLimitAt(now, r.limits[c]) // start its clock at ours, not at time zero
+		// Read again under the lock: SetRates stores the new rates before
+		// it adjusts each shard's buckets, so a bucket made now is either
+		// made with them or adjusted by it.
+		rt = r.rates.Load()
+		if rt.bursts[c] == 0 {
+			return true, 0
+		}
+		lim = rate.NewLimiter(rt.limits[c], rt.bursts[c])
+		lim.SetLimitAt(now, rt.limits[c]) // start its clock at ours, not at time zero
 		sh.buckets[k] = lim
 		sh.peak = max(sh.peak, len(sh.buckets))
 	}
@@ -258,7 +260,7 @@ func (r *Registry) Allow(c Class, key string) (ok bool, retryAfter time.Duration
 	// checked against the bucket itself: float arithmetic may leave it a
 	// hair short of a token at the exact instant, and a client that waits
 	// what it was told must find one.
-	wait := time.Duration((1 - tokens) / float64(r.limits[c]) * float64(time.Second))
+	wait := time.Duration((1 - tokens) / float64(lim.Limit()) * float64(time.Second))
 	wait = (wait + time.Millisecond - 1).Truncate(time.Millisecond)
 	for lim.TokensAt(now.Add(wait)) < 1 {
 		wait += time.Millisecond
@@ -322,14 +324,14 @@ func (r *Registry) AllowSend(user string) (ok bool, retryAfter time.Duration) {
 // before it is closed with 4029 (actors.SendLimiter): FloodFactor times the
 // chat limit per Window; 0 when chat is not limited.
 func (r *Registry) FloodLimit() (refusals int, window time.Duration) {
-	return FloodFactor * r.bursts[Chat], Window
+	return FloodFactor * r.rates.Load().bursts[Chat], Window
 }
 
 // Now is the registry's clock (time.Now unless WithClock).
 func (r *Registry) Now() time.Time { return r.now() }
 
 // Limit is the per-minute limit of class c (0 when off).
-func (r *Registry) Limit(c Class) int { return r.bursts[c] }
+func (r *Registry) Limit(c Class) int { return r.rates.Load().bursts[c] }
 
 // Exempt reports whether a is on the allow-list.
 func (r *Registry) Exempt(a netip.Addr) bool { return contains(r.allow, a) }

@@ -2,6 +2,7 @@ package ratelimit_test
 
 import (
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"runtime"
@@ -273,4 +274,48 @@ func BenchmarkAllow(b *testing.B) {
 			}
 		})
 	})
+}
+
+// The limiter's whole share of one HTTP request, as the transport's guard
+// pays it: the client address (the peer, or X-Forwarded-For read from the
+// right behind a trusted proxy), the allow-list, the bucket key and the
+// decision. Authentication, which picks a user key over the IP key, is not
+// the limiter's and is left out.
+func BenchmarkRequest(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		trusted []string
+		xff     string
+		user    string
+	}{
+		{name: "anonymous-direct"},
+		{name: "user-direct", user: "ana"},
+		{name: "anonymous-behind-proxy", trusted: []string{"10.0.0.0/8"}, xff: "203.0.113.7, 10.0.0.2"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			r, err := ratelimit.New(ratelimit.Config{API: 1 << 30, TrustedProxies: tc.trusted, Allow: []string{"192.168.0.0/16"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			req := httptest.NewRequest(http.MethodGet, "/v1/conversations", nil)
+			req.RemoteAddr = "10.0.0.1:40000"
+			if tc.xff != "" {
+				req.Header.Set("X-Forwarded-For", tc.xff)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				ip, ok := r.ClientIP(req)
+				if !ok || r.Exempt(ip) {
+					b.Fatal("client address unreadable or exempt")
+				}
+				key := ratelimit.IPKey(ip)
+				if tc.user != "" {
+					key = ratelimit.UserKey(tc.user)
+				}
+				if allowed, _ := r.Allow(ratelimit.API, key); !allowed {
+					b.Fatal("refused under a limit it cannot reach")
+				}
+			}
+		})
+	}
 }

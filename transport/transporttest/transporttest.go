@@ -25,6 +25,7 @@ import (
 
 	"charla"
 	"charla/actors"
+	"charla/metrics"
 	"charla/soapbridge"
 	"charla/store"
 	"charla/store/pebble"
@@ -62,6 +63,8 @@ type options struct {
 	store     func(testing.TB) store.Store
 	spool     bool
 	clock     func() time.Time
+	metrics   *metrics.Metrics
+	deps      func(*actors.Dependencies)
 }
 
 // Option changes how Start builds the engine.
@@ -95,6 +98,16 @@ func WithSpool() Option { return func(o *options) { o.spool = true } }
 // WithRateLimitClock runs the rate limiter on now instead of time.Now, so
 // that a test plays minutes of traffic in seconds.
 func WithRateLimitClock(now func() time.Time) Option { return func(o *options) { o.clock = now } }
+
+// WithMetrics exports the engine into m as charla serve does: the tree
+// observes into its histograms, its collector reads the engine's counters,
+// and GET /metrics serves it to admins.
+func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metrics = m } }
+
+// WithDependencies edits the actor tree's dependencies once the store is
+// open (at every start: a Restart calls it again with the new store), e.g.
+// to give it the WhatsApp channel's.
+func WithDependencies(f func(*actors.Dependencies)) Option { return func(o *options) { o.deps = f } }
 
 // WithLogger routes the engine's logs (discarded by default).
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
@@ -159,9 +172,27 @@ func (e *Engine) start() error {
 	if err != nil {
 		return fmt.Errorf("rate limits: %w", err)
 	}
-	sys, err := newSystem(e.opts.actors, actors.Dependencies{Store: e.st, Spool: e.sp, Log: e.opts.log, Limiter: lim})
+	dep := actors.Dependencies{Store: e.st, Spool: e.sp, Log: e.opts.log, Limiter: lim}
+	var srvOpts []transport.ServerOption
+	if m := e.opts.metrics; m != nil {
+		dep.Histograms = m.Histograms()
+	}
+	if e.opts.deps != nil {
+		e.opts.deps(&dep)
+	}
+	sys, err := newSystem(e.opts.actors, dep)
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
+	}
+	if m := e.opts.metrics; m != nil {
+		src := metrics.Sources{System: sys, Limits: lim}
+		if pg, ok := e.st.(metrics.StoreStats); ok {
+			src.Store = pg
+		}
+		if err := m.Watch(src); err != nil {
+			return err
+		}
+		srvOpts = append(srvOpts, transport.WithMetrics(m.Handler()))
 	}
 	addr := "127.0.0.1:0"
 	if e.Addr != "" {
@@ -178,7 +209,7 @@ func (e *Engine) start() error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	e.Addr, e.Sys, e.Limits, e.closed = ln.Addr().String(), sys, lim, false
-	e.srv = transport.NewServer(e.opts.transport, sys, e.opts.log, transport.WithLimits(lim))
+	e.srv = transport.NewServer(e.opts.transport, sys, e.opts.log, append(srvOpts, transport.WithLimits(lim))...)
 	e.served = make(chan error, 1)
 	go func() { e.served <- e.srv.Serve(ln) }()
 	return nil

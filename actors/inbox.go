@@ -1,0 +1,773 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"charla"
+	"charla/store"
+	"charla/wire"
+)
+
+// workflowStore is what the inbox needs of a store; a store without it
+// (tests' in-memory stores) keeps the workflow in memory only.
+type workflowStore interface {
+	SaveConvStates(ctx context.Context, states []store.ConvState) error
+	LoadConvState(ctx context.Context, conv charla.ConvID) (store.ConvState, bool, error)
+	LoadInbox(ctx context.Context) ([]store.ConvState, uint64, error)
+	ListConvStates(ctx context.Context, f store.ConvFilter) ([]store.ConvState, error)
+	PutCanned(ctx context.Context, c store.CannedReply) error
+	DeleteCanned(ctx context.Context, code string) (bool, error)
+	ListCanned(ctx context.Context) ([]store.CannedReply, error)
+	SetAgentCapacity(ctx context.Context, agent string, capacity int) error
+	AgentCapacities(ctx context.Context) (map[string]int, error)
+	SearchMessages(ctx context.Context, query string, limit int) ([]charla.Message, error)
+}
+
+// inbox is the one owner of the conversations' workflow state (status,
+// assignee, tags, last message, unread counts), of the agents' presence and
+// of the inbox subscriptions. Conversation actors tell it about every
+// durable append batch (one message per batch, after the ack: nothing on the
+// send path waits for it); it decides handoffs and assignments, pushes a
+// conversation frame to every agent who may see the change, forwards
+// customer messages of pending conversations to the chatbot, and writes the
+// states through to the store in batches (one save in flight at a time).
+//
+// It keeps in memory the conversations in the workflow: customers' that
+// are pending or open (loaded at start). A resolved or staff-only one is
+// dropped from memory once saved, and loaded again on its next use; what is
+// asked of a conversation meanwhile waits, in order.
+type inbox struct {
+	d  *deps
+	st workflowStore // nil: memory only
+
+	ready   bool  // the start-up load is done
+	waiting []any // messages that arrived before it
+
+	convs   map[charla.ConvID]*store.ConvState
+	peak    int                     // most states held since convs was last rebuilt
+	loading map[charla.ConvID][]any // messages waiting for a conversation's load
+	version uint64
+
+	dirty       map[charla.ConvID]struct{}
+	saving      bool
+	saved       []charla.ConvID   // the conversations of the save in flight
+	saveWaiters []func(err error) // answered when the save in flight is done
+	nextWaiters []func(err error) // answered by the save after it
+
+	subs     map[string]inboxSub // by conn PID id
+	presence map[string]*agentPresence
+	caps     map[string]int // agents' own capacities
+	lastRR   string         // the agent the last auto-assignment went to
+
+	io sync.WaitGroup
+}
+
+type inboxSub struct {
+	pid  *actor.PID
+	user charla.Sender
+}
+
+type agentPresence struct {
+	role  charla.Role
+	conns int
+	away  bool
+	state string // wire.Presence*
+	gen   int    // invalidates a grace timer armed before the last change
+}
+
+// Messages to the inbox.
+type (
+	// convAppended: msgs were durably appended to conv (duplicates left
+	// out), in seq order.
+	convAppended struct {
+		conv charla.ConvID
+		msgs []charla.Message
+	}
+	// convRead: user moved their read cursor in conv to seq.
+	convRead struct {
+		conv charla.ConvID
+		user charla.Sender
+		seq  charla.Seq
+	}
+	// staffConn: a connection of an agent or admin opened (up) or closed.
+	staffConn struct {
+		user charla.Sender
+		pid  *actor.PID
+		up   bool
+	}
+	// inboxSubscribe: conn follows the conversations user may see; it is
+	// answered with an inbox frame (soapFrame, the conn's frame message).
+	inboxSubscribe struct {
+		conn *actor.PID
+		user charla.Sender
+		ref  string
+	}
+	// presenceSet: user says they are away, or back online.
+	presenceSet struct {
+		user charla.Sender
+		away bool
+	}
+	presenceGrace struct {
+		user string
+		gen  int
+	}
+	// workflowReq is an action on a conversation; answered with
+	// workflowDone to replyTo once the change is durable.
+	workflowReq struct {
+		op      string // a wire.Type* action, or opTags
+		conv    charla.ConvID
+		by      charla.Sender
+		to      string   // assign, transfer
+		tags    []string // opTags
+		ref     string
+		replyTo *actor.PID
+	}
+	workflowDone struct {
+		ref   string
+		state store.ConvState
+		err   *charla.Error
+	}
+	// inboxQuery runs fn against the store once every change before it is
+	// saved, off the actor; answered with inboxAnswer.
+	inboxQuery struct {
+		fn      func(ctx context.Context, st workflowStore) (any, error)
+		replyTo *actor.PID
+	}
+	inboxAnswer struct {
+		v   any
+		err error
+	}
+	// capacitySet changes an agent's capacity (negative: the default).
+	capacitySet struct {
+		agent    string
+		capacity int
+		replyTo  *actor.PID
+	}
+)
+
+// opTags sets a conversation's tags (REST only).
+const opTags = "tags"
+
+// Internal messages of the inbox.
+type (
+	inboxLoaded struct {
+		states []store.ConvState
+		top    uint64
+		caps   map[string]int
+		err    error
+	}
+	convLoaded struct {
+		conv  charla.ConvID
+		state store.ConvState
+		found bool
+		err   error
+	}
+	statesSaved struct{ err error }
+)
+
+func newInbox(d *deps, st store.Store) *inbox {
+	ib := &inbox{d: d, convs: map[charla.ConvID]*store.ConvState{}, loading: map[charla.ConvID][]any{},
+		dirty: map[charla.ConvID]struct{}{}, subs: map[string]inboxSub{}, presence: map[string]*agentPresence{}, caps: map[string]int{}}
+	if ws, ok := st.(workflowStore); ok {
+		ib.st = ws
+	}
+	return ib
+}
+
+func (ib *inbox) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		ib.start(ctx)
+	case inboxLoaded:
+		ib.onStartLoaded(ctx, m)
+	case convLoaded:
+		ib.onConvLoaded(ctx, m)
+	case statesSaved:
+		ib.onSaved(ctx, m.err)
+	case flushReq:
+		// Shutdown's: answered once every change so far is saved.
+		to := ctx.Sender()
+		ib.nextWaiters = append(ib.nextWaiters, func(error) { ctx.Send(to, flushed{}) })
+		ib.save(ctx)
+	case presenceGrace:
+		ib.onGrace(ctx, m)
+	case *actor.Stopping:
+		ib.io.Wait()
+	default:
+		if !ib.ready {
+			ib.waiting = append(ib.waiting, m)
+			return
+		}
+		ib.handle(ctx, m)
+	}
+}
+
+// start loads the open conversations and the agents' capacities, off the
+// actor; until they are in, messages wait.
+func (ib *inbox) start(ctx actor.Context) {
+	if ib.st == nil {
+		ib.ready = true
+		return
+	}
+	self, root, st := ctx.Self(), ib.d.root, ib.st
+	ib.io.Add(1)
+	go func() {
+		defer ib.io.Done()
+		c, cancel := context.WithTimeout(context.Background(), ib.d.cfg.StoreWriteTimeout*10)
+		defer cancel()
+		states, top, err := st.LoadInbox(c)
+		caps, cerr := st.AgentCapacities(c)
+		if err == nil {
+			err = cerr
+		}
+		root.Send(self, inboxLoaded{states: states, top: top, caps: caps, err: err})
+	}()
+}
+
+func (ib *inbox) onStartLoaded(ctx actor.Context, m inboxLoaded) {
+	if m.err != nil {
+		// The store is down: start empty and load each conversation on
+		// first use; versions continue from the clock so they still grow.
+		ib.d.log.Warn().Err(m.err).Msg("inbox: open conversations could not be loaded; loading them one by one")
+		m.top = uint64(time.Now().UnixMicro())
+	}
+	for i := range m.states {
+		ib.convs[m.states[i].ID] = &m.states[i]
+	}
+	ib.version = m.top
+	if m.caps != nil {
+		ib.caps = m.caps
+	}
+	ib.ready = true
+	waiting := ib.waiting
+	ib.waiting = nil
+	for _, w := range waiting {
+		ib.handle(ctx, w)
+	}
+}
+
+// target is the conversation a message is about, "" for none.
+func target(msg any) charla.ConvID {
+	switch m := msg.(type) {
+	case convAppended:
+		return m.conv
+	case convRead:
+		return m.conv
+	case workflowReq:
+		return m.conv
+	}
+	return ""
+}
+
+func (ib *inbox) handle(ctx actor.Context, msg any) {
+	if conv := target(msg); conv != "" && ib.convs[conv] == nil {
+		ib.load(ctx, conv, msg)
+		return
+	}
+	switch m := msg.(type) {
+	case convAppended:
+		ib.onAppended(ctx, m)
+	case convRead:
+		ib.onRead(ctx, m)
+	case workflowReq:
+		ib.onAction(ctx, m)
+	case staffConn:
+		ib.onStaffConn(ctx, m)
+	case inboxSubscribe:
+		ib.subs[m.conn.Id] = inboxSub{pid: m.conn, user: m.user}
+		ctx.Send(m.conn, soapFrame{frame: wire.Encode(wire.Inbox{Type: wire.TypeInbox, Ref: m.ref, Version: ib.version})})
+		for user, p := range ib.presence {
+			ctx.Send(m.conn, soapFrame{frame: wire.Encode(wire.Presence{Type: wire.TypePresence, User: user, Role: p.role, State: p.state})})
+		}
+	case presenceSet:
+		if p := ib.presence[m.user.ID]; p != nil && p.conns > 0 {
+			p.away = m.away
+			ib.setPresence(ctx, m.user.ID, p)
+			ib.assignQueued(ctx)
+		}
+	case inboxQuery:
+		ib.query(ctx, m)
+	case capacitySet:
+		if m.capacity < 0 {
+			delete(ib.caps, m.agent)
+		} else {
+			ib.caps[m.agent] = m.capacity
+		}
+		agent, capacity := m.agent, m.capacity
+		ib.query(ctx, inboxQuery{replyTo: m.replyTo, fn: func(c context.Context, st workflowStore) (any, error) {
+			return nil, st.SetAgentCapacity(c, agent, capacity)
+		}})
+		ib.assignQueued(ctx)
+	}
+}
+
+// load reads conv's state off the actor; msg and what follows for conv
+// wait for it.
+func (ib *inbox) load(ctx actor.Context, conv charla.ConvID, msg any) {
+	if q, busy := ib.loading[conv]; busy {
+		ib.loading[conv] = append(q, msg)
+		return
+	}
+	ib.loading[conv] = []any{msg}
+	if ib.st == nil {
+		ib.onConvLoaded(ctx, convLoaded{conv: conv})
+		return
+	}
+	self, root, st := ctx.Self(), ib.d.root, ib.st
+	ib.io.Add(1)
+	go func() {
+		defer ib.io.Done()
+		c, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
+		defer cancel()
+		s, found, err := st.LoadConvState(c, conv)
+		root.Send(self, convLoaded{conv: conv, state: s, found: found, err: err})
+	}()
+}
+
+func (ib *inbox) onConvLoaded(ctx actor.Context, m convLoaded) {
+	queued := ib.loading[m.conv]
+	delete(ib.loading, m.conv)
+	if m.err != nil {
+		ib.d.log.Warn().Err(m.err).Str("conv", string(m.conv)).Msg("inbox: conversation state could not be loaded")
+	}
+	if m.found {
+		ib.convs[m.conv] = &m.state
+	}
+	for _, msg := range queued {
+		if ib.convs[m.conv] == nil {
+			if a, ok := msg.(convAppended); ok {
+				ib.create(a)
+			} else {
+				ib.refuse(ctx, msg, charla.Errorf(charla.CodeNotFound, "no conversation %s", m.conv))
+				continue
+			}
+		}
+		ib.handle(ctx, msg)
+	}
+}
+
+// create makes the state of a conversation seen for the first time: a
+// customer's starts pending (the bot answers), a staff-only one open.
+func (ib *inbox) create(a convAppended) {
+	first := a.msgs[0]
+	s := &store.ConvState{ID: a.conv, Channel: "web", Status: store.StatusOpen, Tags: []string{}, CreatedAt: first.TS}
+	if _, _, ok := a.conv.WhatsApp(); ok {
+		s.Channel = "whatsapp"
+	}
+	if first.Sender.Role == charla.RoleCustomer {
+		s.Customer, s.Status = a.conv.Owner(), store.StatusPending
+	}
+	ib.convs[a.conv] = s
+	ib.peak = max(ib.peak, len(ib.convs))
+}
+
+func (ib *inbox) refuse(ctx actor.Context, msg any, err *charla.Error) {
+	if r, ok := msg.(workflowReq); ok && r.replyTo != nil {
+		ctx.Send(r.replyTo, workflowDone{ref: r.ref, err: err})
+	}
+}
+
+func (ib *inbox) onAppended(ctx actor.Context, m convAppended) {
+	s := ib.convs[m.conv]
+	before := *s
+	last := m.msgs[len(m.msgs)-1]
+	s.Head = max(s.Head, last.Seq)
+	s.Last = preview(last)
+	s.LastActivity = last.TS
+	customerWrote := false
+	for _, msg := range m.msgs {
+		switch msg.Sender.Role {
+		case charla.RoleCustomer:
+			customerWrote = true
+		case charla.RoleAgent, charla.RoleAdmin:
+			// Their own message is read by them.
+			s.Reads = setRead(s.Reads, msg.Sender.ID, msg.Seq)
+			ctx.Send(ib.d.store, readCursorReq{conv: m.conv, user: msg.Sender.ID, seq: msg.Seq})
+		}
+	}
+	if customerWrote && s.Status == store.StatusResolved {
+		s.Status, s.Assignee = store.StatusPending, ""
+	}
+	if customerWrote && s.Status == store.StatusPending && ib.d.bots != nil {
+		for _, msg := range m.msgs {
+			if msg.Sender.Role == charla.RoleCustomer {
+				ctx.Send(ib.d.bots, botInput{conv: m.conv, customer: s.Customer, msg: msg})
+			}
+		}
+	}
+	ib.changed(ctx, s, before.Assignee)
+}
+
+func setRead(reads map[string]charla.Seq, user string, seq charla.Seq) map[string]charla.Seq {
+	if reads == nil {
+		reads = map[string]charla.Seq{}
+	}
+	if seq > reads[user] {
+		reads[user] = seq
+	}
+	return reads
+}
+
+// preview is what a list shows of a message.
+func preview(m charla.Message) *store.LastMessage {
+	var b struct{ Text string }
+	_ = json.Unmarshal(m.Body, &b)
+	text := b.Text
+	if len(text) > store.MaxPreview {
+		cut := store.MaxPreview
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		text = text[:cut]
+	}
+	return &store.LastMessage{Seq: m.Seq, TS: m.TS, Sender: m.Sender, Text: text}
+}
+
+func (ib *inbox) onRead(ctx actor.Context, m convRead) {
+	if m.user.Role != charla.RoleAgent && m.user.Role != charla.RoleAdmin {
+		return // customers' cursors make no unread count of the inbox
+	}
+	s := ib.convs[m.conv]
+	if s.Reads[m.user.ID] >= m.seq {
+		return
+	}
+	s.Reads = setRead(s.Reads, m.user.ID, m.seq)
+	ib.changed(ctx, s, s.Assignee)
+}
+
+// maySee is the rule an agent acts by: an agent sees the unassigned
+// conversations and their own; an admin sees every one.
+func maySee(u charla.Sender, s *store.ConvState) bool {
+	switch u.Role {
+	case charla.RoleAdmin:
+		return true
+	case charla.RoleAgent:
+		return s.Assignee == "" || s.Assignee == u.ID
+	case charla.RoleBot:
+		return true // the bot hands off the conversations it serves
+	}
+	return false
+}
+
+func (ib *inbox) onAction(ctx actor.Context, m workflowReq) {
+	s := ib.convs[m.conv]
+	reply := func(err *charla.Error) {
+		if m.replyTo != nil {
+			ctx.Send(m.replyTo, workflowDone{ref: m.ref, state: cloneState(*s), err: err})
+		}
+	}
+	if !maySee(m.by, s) {
+		reply(charla.Errorf(charla.CodeForbidden, "%s may not act on %s: it is assigned to %s", m.by.ID, m.conv, s.Assignee))
+		return
+	}
+	before := s.Assignee
+	switch m.op {
+	case wire.TypeTake:
+		s.Assignee, s.Status = m.by.ID, store.StatusOpen
+	case wire.TypeAssign, wire.TypeTransfer:
+		if err := charla.ValidateUserID(m.to); err != nil {
+			reply(charla.Errorf(charla.CodeBadRequest, "%s needs the user id of an agent: %v", m.op, err))
+			return
+		}
+		s.Assignee, s.Status = m.to, store.StatusOpen
+	case wire.TypeResolve:
+		s.Status = store.StatusResolved
+	case wire.TypeReopen:
+		s.Status = store.StatusOpen
+	case wire.TypeHandoff:
+		s.Status = store.StatusOpen
+		if s.Assignee == "" {
+			s.Assignee = ib.pickAgent()
+		}
+	case opTags:
+		s.Tags = slices.Compact(slices.Sorted(slices.Values(m.tags)))
+	default:
+		reply(charla.Errorf(charla.CodeBadRequest, "unknown action %q", m.op))
+		return
+	}
+	s.LastActivity = time.Now().UTC().Truncate(time.Microsecond)
+	ib.changed(ctx, s, before)
+	if m.replyTo != nil {
+		state, ref, to := cloneState(*s), m.ref, m.replyTo
+		ib.nextWaiters = append(ib.nextWaiters, func(err error) {
+			var e *charla.Error
+			if err != nil {
+				e = charla.Errorf(charla.CodeUnavailable, "the change is made but not yet stored; retry")
+			}
+			ctx.Send(to, workflowDone{ref: ref, state: state, err: e})
+		})
+		ib.save(ctx)
+	}
+	if m.op == wire.TypeResolve || m.op == wire.TypeTransfer || m.op == wire.TypeAssign {
+		ib.assignQueued(ctx) // capacity may have been freed
+	}
+}
+
+// pickAgent chooses, round-robin, an online agent (not away) under their
+// capacity; "" when none is: the conversation waits unassigned.
+func (ib *inbox) pickAgent() string {
+	var online []string
+	for user, p := range ib.presence {
+		if p.role == charla.RoleAgent && p.state == wire.PresenceOnline {
+			online = append(online, user)
+		}
+	}
+	if len(online) == 0 {
+		return ""
+	}
+	slices.Sort(online)
+	load := map[string]int{}
+	for _, s := range ib.convs {
+		if s.Status == store.StatusOpen && s.Assignee != "" {
+			load[s.Assignee]++
+		}
+	}
+	start, _ := slices.BinarySearch(online, ib.lastRR+"\x00")
+	for i := range online {
+		user := online[(start+i)%len(online)]
+		capacity, own := ib.caps[user]
+		if !own {
+			capacity = ib.d.cfg.AgentCapacity
+		}
+		if load[user] < capacity {
+			ib.lastRR = user
+			return user
+		}
+	}
+	return ""
+}
+
+// assignQueued gives the open unassigned conversations, oldest first, to
+// agents with room, once some came online or were freed.
+func (ib *inbox) assignQueued(ctx actor.Context) {
+	var queue []*store.ConvState
+	for _, s := range ib.convs {
+		if s.Status == store.StatusOpen && s.Assignee == "" && s.Customer != "" {
+			queue = append(queue, s)
+		}
+	}
+	slices.SortFunc(queue, func(a, b *store.ConvState) int { return a.LastActivity.Compare(b.LastActivity) })
+	for _, s := range queue {
+		agent := ib.pickAgent()
+		if agent == "" {
+			return
+		}
+		s.Assignee = agent
+		ib.changed(ctx, s, "")
+	}
+}
+
+// changed records a change of s: a new version, a save, and a
+// conversation frame to every subscriber who may see it (and to the
+// previous assignee, who learns it left their queue).
+func (ib *inbox) changed(ctx actor.Context, s *store.ConvState, prevAssignee string) {
+	ib.version++
+	s.Version = ib.version
+	ib.dirty[s.ID] = struct{}{}
+	ib.save(ctx)
+	for _, sub := range ib.subs {
+		if maySee(sub.user, s) || (prevAssignee != "" && sub.user.ID == prevAssignee) {
+			ctx.Send(sub.pid, soapFrame{frame: wire.Encode(ConversationFrame(*s, sub.user.ID, ""))})
+		}
+	}
+}
+
+// ConversationFrame is s as user sees it (their unread count).
+func ConversationFrame(s store.ConvState, user, ref string) wire.Conversation {
+	f := wire.Conversation{Type: wire.TypeConversation, Ref: ref, Conv: s.ID, Channel: s.Channel, Customer: s.Customer,
+		Status: s.Status, Assignee: s.Assignee, Tags: s.Tags, Head: s.Head, Unread: s.Unread(user),
+		LastActivity: s.LastActivity, Version: s.Version}
+	if f.Tags == nil {
+		f.Tags = []string{}
+	}
+	if s.Last != nil {
+		f.Last = &wire.LastMessage{Seq: s.Last.Seq, TS: s.Last.TS, Sender: s.Last.Sender, Text: s.Last.Text}
+	}
+	return f
+}
+
+func cloneState(s store.ConvState) store.ConvState {
+	s.Tags = slices.Clone(s.Tags)
+	s.Reads = maps.Clone(s.Reads)
+	if s.Last != nil {
+		l := *s.Last
+		s.Last = &l
+	}
+	return s
+}
+
+// save writes the dirty states unless a save is in flight (then the next
+// one takes them): one round trip for any number of changes.
+func (ib *inbox) save(ctx actor.Context) {
+	if ib.saving || (len(ib.dirty) == 0 && len(ib.nextWaiters) == 0) {
+		return
+	}
+	ib.saveWaiters, ib.nextWaiters = ib.nextWaiters, nil
+	if ib.st == nil || len(ib.dirty) == 0 {
+		// Memory only: nothing to write, and an inactive state cannot be
+		// kept for later (it is made anew on its next message).
+		for id := range ib.dirty {
+			ib.evict(id)
+		}
+		ib.dirty = map[charla.ConvID]struct{}{}
+		ib.onSaved(ctx, nil)
+		return
+	}
+	batch := make([]store.ConvState, 0, len(ib.dirty))
+	for id := range ib.dirty {
+		batch = append(batch, cloneState(*ib.convs[id]))
+	}
+	ib.dirty = map[charla.ConvID]struct{}{} // not clear: a burst's buckets would stay
+	ib.saving = true
+	ib.saved = ib.saved[:0]
+	for _, c := range batch {
+		ib.saved = append(ib.saved, c.ID)
+	}
+	self, root, st := ctx.Self(), ib.d.root, ib.st
+	ib.io.Add(1)
+	go func() {
+		defer ib.io.Done()
+		c, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
+		defer cancel()
+		err := st.SaveConvStates(c, batch)
+		if err != nil {
+			// Not lost: marked dirty again by onSaved's caller below.
+			root.Send(self, statesSaved{err: &saveError{err: err, batch: batch}})
+			return
+		}
+		root.Send(self, statesSaved{})
+	}()
+}
+
+// saveError carries a failed batch back so that it is saved again.
+type saveError struct {
+	err   error
+	batch []store.ConvState
+}
+
+func (e *saveError) Error() string { return "save conversation states: " + e.err.Error() }
+
+func (ib *inbox) onSaved(ctx actor.Context, err error) {
+	ib.saving = false
+	if se, ok := err.(*saveError); ok {
+		ib.d.log.Warn().Err(se.err).Int("states", len(se.batch)).Msg("inbox: states not saved; retrying with the next change")
+		for _, s := range se.batch {
+			ib.dirty[s.ID] = struct{}{}
+		}
+	} else {
+		for _, s := range ib.saved {
+			ib.evict(s)
+		}
+	}
+	ib.saved = nil
+	waiters := ib.saveWaiters
+	ib.saveWaiters = nil
+	for _, w := range waiters {
+		w(err)
+	}
+	if err == nil {
+		ib.save(ctx)
+	}
+}
+
+// evict drops conv's state from memory when it is out of the workflow
+// (resolved, or no customer's) and has no change waiting to be saved.
+func (ib *inbox) evict(conv charla.ConvID) {
+	s := ib.convs[conv]
+	if s == nil || (s.Customer != "" && s.Status != store.StatusResolved) {
+		return
+	}
+	if _, dirty := ib.dirty[conv]; dirty {
+		return
+	}
+	delete(ib.convs, conv)
+	// Go maps keep the buckets of their peak: rebuild once a burst has
+	// gone, as conversations.shrink does.
+	if ib.peak >= 1024 && len(ib.convs) <= ib.peak/4 {
+		ib.convs = maps.Clone(ib.convs)
+		ib.peak = len(ib.convs)
+	}
+}
+
+func (ib *inbox) query(ctx actor.Context, m inboxQuery) {
+	if ib.st == nil {
+		ctx.Send(m.replyTo, inboxAnswer{err: charla.Errorf(charla.CodeUnavailable, "this store keeps no conversation lists")})
+		return
+	}
+	root, st, fn, to := ib.d.root, ib.st, m.fn, m.replyTo
+	ib.nextWaiters = append(ib.nextWaiters, func(error) {
+		ib.io.Add(1)
+		go func() {
+			defer ib.io.Done()
+			c, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
+			defer cancel()
+			v, err := fn(c, st)
+			root.Send(to, inboxAnswer{v: v, err: err})
+		}()
+	})
+	ib.save(ctx)
+}
+
+func (ib *inbox) onStaffConn(ctx actor.Context, m staffConn) {
+	p := ib.presence[m.user.ID]
+	if !m.up {
+		delete(ib.subs, m.pid.Id)
+		if p == nil {
+			return
+		}
+		if p.conns--; p.conns <= 0 {
+			p.conns = 0
+			p.gen++
+			sendAfter(ib.d.root, ib.d.cfg.PresenceGrace, ctx.Self(), presenceGrace{user: m.user.ID, gen: p.gen})
+		}
+		return
+	}
+	if p == nil {
+		p = &agentPresence{role: m.user.Role, state: wire.PresenceOffline}
+		ib.presence[m.user.ID] = p
+	}
+	p.conns++
+	p.gen++ // a reconnect within the grace period cancels the offline
+	if p.state == wire.PresenceOffline {
+		p.away = false
+		ib.setPresence(ctx, m.user.ID, p)
+		ib.assignQueued(ctx)
+	}
+}
+
+func (ib *inbox) onGrace(ctx actor.Context, m presenceGrace) {
+	p := ib.presence[m.user]
+	if p == nil || p.gen != m.gen || p.conns > 0 {
+		return
+	}
+	p.state = wire.PresenceOffline
+	ib.broadcastPresence(ctx, m.user, p)
+	delete(ib.presence, m.user)
+}
+
+func (ib *inbox) setPresence(ctx actor.Context, user string, p *agentPresence) {
+	state := wire.PresenceOnline
+	if p.away {
+		state = wire.PresenceAway
+	}
+	if state == p.state {
+		return
+	}
+	p.state = state
+	ib.broadcastPresence(ctx, user, p)
+}
+
+func (ib *inbox) broadcastPresence(ctx actor.Context, user string, p *agentPresence) {
+	frame := wire.Encode(wire.Presence{Type: wire.TypePresence, User: user, Role: p.role, State: p.state})
+	for _, sub := range ib.subs {
+		ctx.Send(sub.pid, soapFrame{frame: frame})
+	}
+}

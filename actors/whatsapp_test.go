@@ -1,0 +1,376 @@
+package actors_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"charla"
+	"charla/actors"
+	"charla/store"
+	"charla/store/postgres"
+	"charla/store/storetest"
+	"charla/transport/transporttest"
+	"charla/whatsapp"
+	"charla/whatsapp/fakegraph"
+	"charla/wire"
+)
+
+// waPhone is the business number; waSecret (the app secret) is shared
+// with the inbound tests.
+const waPhone = "15550001111"
+
+// waRig is an engine whose whatsapp actor talks to the fake Graph API over
+// real HTTP; the fake posts its signed status webhooks to a receiver that
+// checks and parses them as the engine's webhook does, and hands the
+// statuses to System.ApplyWhatsAppStatuses.
+type waRig struct {
+	fake   *fakegraph.Server
+	engine *transporttest.Engine
+	sys    atomic.Pointer[actors.System]
+}
+
+// graphFunc wraps the client, so that a test can lose answers.
+type graphFunc struct {
+	actors.GraphSender
+	send func(ctx context.Context, phone string, payload any) (string, error)
+}
+
+func (g graphFunc) Send(ctx context.Context, phone string, payload any) (string, error) {
+	return g.send(ctx, phone, payload)
+}
+
+type waOption struct {
+	cfg   func(*actors.WhatsAppConfig)
+	graph func(actors.GraphSender) actors.GraphSender
+}
+
+func startOutbound(t *testing.T, storeKind string, o waOption) *waRig {
+	t.Helper()
+	r := &waRig{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, err := io.ReadAll(req.Body)
+		if err != nil || whatsapp.VerifySignature([]byte(waSecret), body, req.Header.Get("X-Hub-Signature-256")) != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		b, err := whatsapp.Parse(body)
+		sys := r.sys.Load()
+		switch {
+		case err != nil:
+			w.WriteHeader(http.StatusOK)
+		case sys == nil:
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case sys.ApplyWhatsAppStatuses(req.Context(), b.Statuses) != nil:
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	t.Cleanup(hook.Close)
+	fake, err := fakegraph.New(fakegraph.Options{AppSecret: waSecret, WebhookURL: hook.URL, Statuses: fakegraph.StatusPlan{DelayMS: 5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := httptest.NewServer(fake.Handler())
+	t.Cleanup(func() { fake.Close(); fs.Close() })
+	r.fake = fake
+	client, err := whatsapp.NewClient(fs.URL+"/v21.0", "test-token", whatsapp.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(client.CloseIdleConnections)
+	var graph actors.GraphSender = client
+	if o.graph != nil {
+		graph = o.graph(client)
+	}
+	opts := []transporttest.Option{
+		transporttest.WithSystem(func(cfg actors.Config, dep actors.Dependencies) (*actors.System, error) {
+			dep.Graph = graph
+			s, err := actors.NewSystem(cfg, dep)
+			r.sys.Store(s)
+			return s, err
+		}),
+		transporttest.WithActors(func(c *actors.Config) {
+			c.WhatsApp.BackoffBase, c.WhatsApp.BackoffMax = 50*time.Millisecond, 300*time.Millisecond
+			c.WhatsApp.PairInterval = 10 * time.Millisecond
+			if o.cfg != nil {
+				o.cfg(&c.WhatsApp)
+			}
+		}),
+	}
+	if storeKind == "postgres" {
+		u := migrated(t)
+		opts = append(opts, transporttest.WithStore(func(tb testing.TB) store.Store {
+			po := postgres.DefaultOptions()
+			po.URL, po.MaxConns, po.MinConns = u, 8, 0
+			st, err := postgres.Open(context.Background(), po, zerolog.Nop())
+			if err != nil {
+				tb.Fatalf("open postgres: %v", err)
+			}
+			return st
+		}))
+	}
+	r.engine = transporttest.Start(t, opts...)
+	// Before the engine stops: a status webhook in flight then would wait
+	// for an answer that never comes.
+	t.Cleanup(fake.Close)
+	return r
+}
+
+var waStores = []string{"pebble", "postgres"}
+
+// customerWrites posts an inbound message from waID as the webhook does,
+// opening the 24-hour window.
+func (r *waRig) customerWrites(t *testing.T, waID, text string) charla.ConvID {
+	t.Helper()
+	conv := charla.WhatsAppConv(waPhone, waID)
+	body, _ := json.Marshal(map[string]string{"text": text, "wamid": fakegraph.NewWAMID(waID)})
+	if _, err := r.engine.Sys.Post(t.Context(), charla.Message{Conv: conv, ClientMsgID: uuid.NewString(),
+		Sender: charla.Sender{ID: waID, Role: charla.RoleCustomer}, Body: body}); err != nil {
+		t.Fatal(err)
+	}
+	return conv
+}
+
+// sendsOf returns the fake's requests for the message conv/seq (by its
+// callback data), accepted or not.
+func (r *waRig) sendsOf(conv charla.ConvID, seq charla.Seq) (accepted, refused []fakegraph.Request) {
+	want := fmt.Sprintf("%s#%d", conv, seq)
+	for _, q := range r.fake.Requests() {
+		var p struct {
+			Callback string `json:"biz_opaque_callback_data"`
+		}
+		if q.Kind != "send" || json.Unmarshal(q.Payload, &p) != nil || p.Callback != want {
+			continue
+		}
+		if q.HTTPStatus == http.StatusOK {
+			accepted = append(accepted, q)
+		} else {
+			refused = append(refused, q)
+		}
+	}
+	return accepted, refused
+}
+
+// statusesUntil reads the wa_status frames of seq until one with status
+// last, failing on a status lower than one already seen.
+func statusesUntil(t *testing.T, c *transporttest.Client, seq charla.Seq, last string) []wire.Frame {
+	t.Helper()
+	rank := map[string]int{wire.WAStatusAccepted: 0, wire.WAStatusSent: 1, wire.WAStatusDelivered: 2, wire.WAStatusRead: 3, wire.WAStatusFailed: 3}
+	var got []wire.Frame
+	deadline := time.Now().Add(2 * transporttest.Wait)
+	for {
+		f := c.NextOf(wire.TypeWhatsAppStatus, time.Until(deadline))
+		if f.Seq != seq {
+			continue
+		}
+		if n := len(got); n > 0 && rank[f.Status] <= rank[got[n-1].Status] {
+			t.Fatalf("wa_status %q after %q for seq %d: statuses went back or repeated", f.Status, got[n-1].Status, seq)
+		}
+		got = append(got, f)
+		if f.Status == last {
+			return got
+		}
+	}
+}
+
+func outboxOf(t *testing.T, e *transporttest.Engine, conv charla.ConvID) []store.OutboxEntry {
+	t.Helper()
+	es, err := e.Store().(storetest.OutboxStore).OutboxOf(t.Context(), conv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+// TestWhatsAppReplyThroughThrottling: an agent's reply goes out exactly once
+// although the Graph API throttles it (130429) twice first; the agent sees
+// it accepted and then sent, delivered, read.
+func TestWhatsAppReplyThroughThrottling(t *testing.T) {
+	for _, kind := range waStores {
+		t.Run(kind, func(t *testing.T) {
+			r := startOutbound(t, kind, waOption{})
+			conv := r.customerWrites(t, "34600000001", "hola")
+			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
+			agent.Subscribe(conv, 0)
+			r.fake.FailNext(fakegraph.FailRule{Count: 2, Code: 130429})
+			agent.Send(transporttest.SendFrame(conv, uuid.NewString(), "¿en qué le ayudo?", "r1"))
+			ack := agent.NextOf(wire.TypeAck, transporttest.Wait)
+			frames := statusesUntil(t, agent, ack.Seq, wire.WAStatusRead)
+			if frames[0].Status != wire.WAStatusAccepted || frames[0].WAMID == "" {
+				t.Errorf("first wa_status = %+v, want accepted with a wamid", frames[0])
+			}
+			accepted, refused := r.sendsOf(conv, ack.Seq)
+			if len(accepted) != 1 || len(refused) != 2 || refused[0].ErrorCode != 130429 {
+				t.Fatalf("Graph API saw %d accepted and %d refused sends, want 1 and 2 (130429)", len(accepted), len(refused))
+			}
+			var p struct {
+				To   string `json:"to"`
+				Text struct {
+					Body string `json:"body"`
+				} `json:"text"`
+			}
+			if err := json.Unmarshal(accepted[0].Payload, &p); err != nil || p.To != "34600000001" || p.Text.Body != "¿en qué le ayudo?" {
+				t.Errorf("payload %s: to %q text %q", accepted[0].Payload, p.To, p.Text.Body)
+			}
+			es := outboxOf(t, r.engine, conv)
+			if len(es) != 1 || es[0].State != store.OutboxSent || es[0].Attempts != 3 || es[0].WAMID != accepted[0].WAMID || es[0].Delivery.Status != "read" {
+				t.Errorf("outbox = %+v, want one sent entry, 3 attempts, read", es)
+			}
+		})
+	}
+}
+
+// TestWhatsAppStatuses: statuses that arrive out of order and repeated end
+// as read, each change reaching the agent once; a failed one reaches the
+// agent with its error, and stays.
+func TestWhatsAppStatuses(t *testing.T) {
+	for _, kind := range waStores {
+		t.Run(kind, func(t *testing.T) {
+			r := startOutbound(t, kind, waOption{})
+			conv := r.customerWrites(t, "34600000002", "hola")
+			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
+			agent.Subscribe(conv, 0)
+
+			if err := r.fake.SetStatuses(fakegraph.StatusPlan{Reverse: true, Duplicate: true, DelayMS: 5}); err != nil {
+				t.Fatal(err)
+			}
+			agent.Send(transporttest.SendFrame(conv, uuid.NewString(), "uno", "r1"))
+			first := agent.NextOf(wire.TypeAck, transporttest.Wait)
+			statusesUntil(t, agent, first.Seq, wire.WAStatusRead)
+			// Read came first: the late delivered and sent (twice each)
+			// change nothing and send nothing.
+			agent.NoFrame(wire.TypeWhatsAppStatus, 300*time.Millisecond)
+
+			if err := r.fake.SetStatuses(fakegraph.StatusPlan{FailCode: 131026, DelayMS: 5}); err != nil {
+				t.Fatal(err)
+			}
+			agent.Send(transporttest.SendFrame(conv, uuid.NewString(), "dos", "r2"))
+			second := agent.NextOf(wire.TypeAck, transporttest.Wait)
+			frames := statusesUntil(t, agent, second.Seq, wire.WAStatusFailed)
+			f := frames[len(frames)-1]
+			if f.ErrorCode != 131026 || !strings.Contains(f.ErrorTitle, "Message failed") {
+				t.Errorf("failed frame = %+v, want error 131026 with its title", f)
+			}
+			es := outboxOf(t, r.engine, conv)
+			if len(es) != 2 || es[0].Delivery.Status != "read" || es[1].Delivery.Status != "failed" || es[1].Delivery.ErrorCode != 131026 {
+				t.Errorf("stored statuses: %+v", es)
+			}
+		})
+	}
+}
+
+// TestWhatsAppWindow: outside the 24-hour window (1 s here) a free-form
+// reply fails at once with 131047 and is never sent; a template still goes.
+func TestWhatsAppWindow(t *testing.T) {
+	for _, kind := range waStores {
+		t.Run(kind, func(t *testing.T) {
+			r := startOutbound(t, kind, waOption{cfg: func(c *actors.WhatsAppConfig) { c.Window = time.Second }})
+			conv := r.customerWrites(t, "34600000003", "hola")
+			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
+			agent.Subscribe(conv, 0)
+			time.Sleep(1200 * time.Millisecond)
+
+			agent.Send(transporttest.SendFrame(conv, uuid.NewString(), "too late", "r1"))
+			late := agent.NextOf(wire.TypeAck, transporttest.Wait)
+			f := statusesUntil(t, agent, late.Seq, wire.WAStatusFailed)[0]
+			if f.ErrorCode != 131047 || !strings.Contains(f.ErrorTitle, "template") {
+				t.Errorf("failed frame = %+v, want 131047 asking for a template", f)
+			}
+			if acc, ref := r.sendsOf(conv, late.Seq); len(acc)+len(ref) != 0 {
+				t.Errorf("a free-form message outside the window reached the Graph API (%d calls)", len(acc)+len(ref))
+			}
+
+			tmpl := json.RawMessage(`{"type":"template","template":{"name":"follow_up","language":{"code":"es"}},"text":"[template follow_up]"}`)
+			agent.Send(wire.Frame{Type: wire.TypeSend, Ref: "r2", Conv: conv, ClientMsgID: uuid.NewString(), Body: tmpl})
+			tack := agent.NextOf(wire.TypeAck, transporttest.Wait)
+			statusesUntil(t, agent, tack.Seq, wire.WAStatusAccepted)
+			acc, _ := r.sendsOf(conv, tack.Seq)
+			if len(acc) != 1 || acc[0].Type != "template" {
+				t.Fatalf("template sends: %+v", acc)
+			}
+
+			// A customer who never wrote: no window at all.
+			never := charla.WhatsAppConv(waPhone, "34600000033")
+			agent.Subscribe(never, 0)
+			agent.Send(transporttest.SendFrame(never, uuid.NewString(), "hello?", "r3"))
+			nack := agent.NextOf(wire.TypeAck, transporttest.Wait)
+			if f := statusesUntil(t, agent, nack.Seq, wire.WAStatusFailed)[0]; f.ErrorCode != 131047 {
+				t.Errorf("first message to a silent customer: %+v", f)
+			}
+		})
+	}
+}
+
+// TestWhatsAppUnknownOutcome: when the answer of an accepted send is lost,
+// the message is never sent again: a status naming it settles it as sent,
+// and without one it fails as "outcome unknown" after the reconcile window.
+func TestWhatsAppUnknownOutcome(t *testing.T) {
+	lose := waOption{
+		cfg: func(c *actors.WhatsAppConfig) { c.ReconcileWindow = 1500 * time.Millisecond },
+		graph: func(g actors.GraphSender) actors.GraphSender {
+			return graphFunc{GraphSender: g, send: func(ctx context.Context, phone string, payload any) (string, error) {
+				if _, err := g.Send(ctx, phone, payload); err != nil {
+					return "", err
+				}
+				return "", errors.New("connection reset by peer (the answer was lost)")
+			}}
+		},
+	}
+	r := startOutbound(t, "pebble", lose)
+	conv := r.customerWrites(t, "34600000004", "hola")
+	agent := r.engine.Dial(t, "alice", charla.RoleAgent)
+	agent.Subscribe(conv, 0)
+
+	agent.Send(transporttest.SendFrame(conv, uuid.NewString(), "settled by a status", "r1"))
+	ack := agent.NextOf(wire.TypeAck, transporttest.Wait)
+	frames := statusesUntil(t, agent, ack.Seq, wire.WAStatusRead)
+	if frames[0].Status != wire.WAStatusAccepted {
+		t.Errorf("first frame %+v, want accepted (settled by the status)", frames[0])
+	}
+
+	if err := r.fake.SetStatuses(fakegraph.StatusPlan{Off: true}); err != nil {
+		t.Fatal(err)
+	}
+	agent.Send(transporttest.SendFrame(conv, uuid.NewString(), "never confirmed", "r2"))
+	ack2 := agent.NextOf(wire.TypeAck, transporttest.Wait)
+	f := statusesUntil(t, agent, ack2.Seq, wire.WAStatusFailed)[0]
+	if f.ErrorCode != 0 || !strings.Contains(f.ErrorTitle, "outcome unknown") {
+		t.Errorf("unconfirmed send ended as %+v, want failed with outcome unknown", f)
+	}
+	for _, seq := range []charla.Seq{ack.Seq, ack2.Seq} {
+		if acc, ref := r.sendsOf(conv, seq); len(acc) != 1 || len(ref) != 0 {
+			t.Errorf("seq %d reached the Graph API %d times (%d accepted), want once", seq, len(acc)+len(ref), len(acc))
+		}
+	}
+}
+
+// TestWhatsAppRestartMidBackoff: a reply throttled, then the engine
+// restarted while it waits, goes out once after the restart.
+func TestWhatsAppRestartMidBackoff(t *testing.T) {
+	r := startOutbound(t, "pebble", waOption{cfg: func(c *actors.WhatsAppConfig) {
+		c.BackoffBase, c.BackoffMax = time.Second, time.Second
+	}})
+	conv := r.customerWrites(t, "34600000005", "hola")
+	agent := r.engine.Dial(t, "alice", charla.RoleAgent)
+	r.fake.FailNext(fakegraph.FailRule{Count: 1, Code: 130429})
+	agent.Send(transporttest.SendFrame(conv, uuid.NewString(), "across a restart", "r1"))
+	ack := agent.NextOf(wire.TypeAck, transporttest.Wait)
+	waitFor(t, "the throttled attempt", 2*transporttest.Wait, func() bool { _, ref := r.sendsOf(conv, ack.Seq); return len(ref) == 1 })
+	r.engine.Restart()
+	waitFor(t, "the send after the restart", 2*transporttest.Wait, func() bool { acc, _ := r.sendsOf(conv, ack.Seq); return len(acc) == 1 })
+	time.Sleep(500 * time.Millisecond)
+	if acc, ref := r.sendsOf(conv, ack.Seq); len(acc) != 1 || len(ref) != 1 {
+		t.Fatalf("after a restart the Graph API saw %d accepted and %d refused sends, want 1 and 1", len(acc), len(ref))
+	}
+}

@@ -1,0 +1,112 @@
+package actors
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// WhatsAppConfig is the whatsapp actor's part of Config: the policy around
+// every call to the Graph API's messages endpoint. Like Config, the comment
+// of each field starts with the setting's flag name, which is how Validate
+// names it.
+type WhatsAppConfig struct {
+	// whatsapp-rate: messages per second per business number (the Cloud
+	// API's default throughput is 80).
+	Rate float64
+	// whatsapp-burst: messages a business number may send at once after a
+	// quiet spell; small, so that no second ever sees more than Rate+Burst.
+	Burst int
+	// whatsapp-pair-interval: one message per this interval to one
+	// customer from one business number, past the burst (the platform's
+	// pair rate limit is about one per 6 s).
+	PairInterval time.Duration
+	// whatsapp-pair-burst: messages to one customer sent back to back
+	// before the pair interval applies.
+	PairBurst int
+	// whatsapp-window: the customer-service window opened by the
+	// customer's last message, outside which only templates may be sent.
+	Window      time.Duration
+	CallTimeout time.Duration // whatsapp-call-timeout: deadline of one Graph API call
+	BackoffBase time.Duration // whatsapp-backoff-base: the first retry after throttling or a 5xx waits up to this (full jitter)
+	BackoffMax  time.Duration // whatsapp-backoff-max: no retry waits longer
+	// whatsapp-max-attempts: Graph API calls for one message before it
+	// fails (throttled and 5xx answers count).
+	MaxAttempts int
+	MaxInflight int // whatsapp-max-inflight: Graph API calls in flight at once
+	// whatsapp-reconcile-window: how long a message whose send outcome is
+	// unknown (the engine died, or the connection broke, during the call)
+	// waits for a status notification naming it before it is failed as
+	// "outcome unknown". It is never resent blindly.
+	ReconcileWindow time.Duration
+	// whatsapp-rescan-interval: how often the outbox is read again, for
+	// entries that reached the store without passing through this engine's
+	// write path (an outage spool's drain notifies too; this is the net).
+	RescanInterval time.Duration
+	Breaker        BreakerConfig // whatsapp-breaker-*: when the Graph API is considered down
+}
+
+// DefaultWhatsAppConfig returns the outbound policy's defaults.
+func DefaultWhatsAppConfig() WhatsAppConfig {
+	return WhatsAppConfig{
+		Rate:            80,
+		Burst:           8,
+		PairInterval:    6 * time.Second,
+		PairBurst:       5,
+		Window:          24 * time.Hour,
+		CallTimeout:     10 * time.Second,
+		BackoffBase:     time.Second,
+		BackoffMax:      time.Minute,
+		MaxAttempts:     20,
+		MaxInflight:     32,
+		ReconcileWindow: 10 * time.Minute,
+		RescanInterval:  30 * time.Second,
+		Breaker:         BreakerConfig{Failures: 5, Cooldown: 30 * time.Second},
+	}
+}
+
+// problems lists every problem of c.
+func (c WhatsAppConfig) problems() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	positive := func(name string, d time.Duration) {
+		if d <= 0 {
+			bad("%s must be positive (got %s)", name, d)
+		}
+	}
+	atLeast := func(name string, v, min int) {
+		if v < min {
+			bad("%s must be at least %d (got %d)", name, min, v)
+		}
+	}
+	if c.Rate <= 0 {
+		bad("whatsapp-rate must be positive (got %g)", c.Rate)
+	}
+	atLeast("whatsapp-burst", c.Burst, 1)
+	positive("whatsapp-pair-interval", c.PairInterval)
+	atLeast("whatsapp-pair-burst", c.PairBurst, 1)
+	positive("whatsapp-window", c.Window)
+	positive("whatsapp-call-timeout", c.CallTimeout)
+	positive("whatsapp-backoff-base", c.BackoffBase)
+	positive("whatsapp-backoff-max", c.BackoffMax)
+	if c.BackoffBase > 0 && c.BackoffMax > 0 && c.BackoffMax < c.BackoffBase {
+		bad("whatsapp-backoff-max (%s) must not be shorter than whatsapp-backoff-base (%s)", c.BackoffMax, c.BackoffBase)
+	}
+	atLeast("whatsapp-max-attempts", c.MaxAttempts, 1)
+	atLeast("whatsapp-max-inflight", c.MaxInflight, 1)
+	positive("whatsapp-reconcile-window", c.ReconcileWindow)
+	positive("whatsapp-rescan-interval", c.RescanInterval)
+	errs = append(errs, c.Breaker.validate("whatsapp-breaker-")...)
+	return errs
+}
+
+// fullJitter is the wait before the attempt after attempt n: uniform in
+// [0, min(max, base·2^(n-1))], so that many calls failing together do not
+// come back together.
+func fullJitter(base, ceiling time.Duration, n int) time.Duration {
+	d := base << min(max(n-1, 0), 20)
+	if d > ceiling || d <= 0 {
+		d = ceiling
+	}
+	return time.Duration(rand.Int64N(int64(d) + 1))
+}
