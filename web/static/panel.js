@@ -240,13 +240,13 @@ function renderHead() {
   const c = inbox.get(active) ?? {};
   $("#conv-status").textContent = c.status ?? "";
   $("#conv-status").hidden = !c.status;
-  $("#conv-assignee").textContent = c.assignee ? `assigned to ${c.assignee}` : c.status ? "unassigned" : "";
+  $("#conv-assignee").textContent = c.assignee ? `assigned to ${c.assignee === me.user ? "you" : c.assignee}` : c.status ? "unassigned" : "";
 }
 
 function onPresence(f) {
   if (f.state === "offline") presence.delete(f.user);
   else presence.set(f.user, f.state);
-  const online = [...presence].map(([u, st]) => (st === "away" ? `${u} (away)` : u));
+  const online = [...presence].map(([u, st]) => `${u === me.user ? "you" : u}${st === "away" ? " (away)" : ""}`);
   $("#presence").textContent = online.length ? `Agents: ${online.join(", ")}` : "";
 }
 
