@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -343,7 +344,41 @@ func TestPanelInBrowser(t *testing.T) {
 	// From /metrics (an engine with them), the message rate and the
 	// send→ack latency are plotted too; from /readyz, connections alone.
 	waitJS(t, ctx, 10*time.Second, "the message rate plotted", `document.querySelector("#source").textContent !== "from /metrics" || !document.querySelector("[data-chart=messages]").hidden && !document.querySelector("[data-chart=ack]").hidden`)
+	// An engine with alert rules: the SOAP breaker opening reaches the
+	// dashboard as an alert (an engine without them is told apart by its
+	// answer to GET /v1/admin/alerts).
+	admin, err := transport.MintToken([]byte(jwtSecret), "root", charla.RoleAdmin, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := get(t, e.URL()+"/v1/admin/alerts", admin); r == http.StatusOK {
+		simFaults(t, sim, `{"http_500":1}`)
+		for i := range 3 { // each lookup is retried: a few open the breaker
+			cust.c.Send(wire.Frame{Type: wire.TypeInventory, SKU: fmt.Sprintf("SKU-%05d", 200+i), Ref: "inv"})
+		}
+		waitJS(t, ctx, 60*time.Second, "the SOAP breaker's alert", `document.querySelector("#alert-list li[data-rule=soap_breaker_open]") !== null`)
+		simFaults(t, sim, `{}`)
+	} else {
+		t.Logf("no alerts on this engine (GET /v1/admin/alerts: %d): the alert list is not exercised", r)
+	}
 	screenshot(t, ctx, "dashboard.png")
+}
+
+// get answers the status and body of an authenticated GET.
+func get(t *testing.T, url, token string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return r.StatusCode, b
 }
 
 // startSoapsim runs the inventory simulator and returns its URL.
