@@ -209,16 +209,7 @@ func TestPanelInBrowser(t *testing.T) {
 		waitJS(t, ctx, 10*time.Second, action+" answered", done+` || document.querySelector("#action-note").textContent.includes("not available on this engine yet")`)
 	}
 
-	// Sign in.
-	run(t, ctx, 30*time.Second,
-		chromedp.Navigate(px.URL()+"/"),
-		chromedp.WaitVisible(chromedp.CSS("#login-form")),
-		chromedp.SendKeys(chromedp.CSS(`#login-form [name=email]`), "ana@example.com"),
-		chromedp.SendKeys(chromedp.CSS(`#login-form [name=password]`), "correct horse battery"),
-		chromedp.Click(chromedp.CSS(`#login-form button`)),
-		chromedp.WaitVisible(chromedp.CSS("#app")),
-	)
-	waitJS(t, ctx, 15*time.Second, "connected after sign-in", connected)
+	signIn(t, ctx, px.URL(), "ana@example.com")
 
 	// Open the customer's conversation; the customer writes; it shows live.
 	run(t, ctx, 10*time.Second,
@@ -362,6 +353,20 @@ func TestPanelInBrowser(t *testing.T) {
 		t.Logf("no alerts on this engine (GET /v1/admin/alerts: %d): the alert list is not exercised", r)
 	}
 	screenshot(t, ctx, "dashboard.png")
+}
+
+// signIn signs an agent in on the panel at base and waits until it is connected.
+func signIn(t *testing.T, ctx context.Context, base, email string) {
+	t.Helper()
+	run(t, ctx, 30*time.Second,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS(`#login-form [name=email]`), email),
+		chromedp.SendKeys(chromedp.CSS(`#login-form [name=password]`), "correct horse battery"),
+		chromedp.Click(chromedp.CSS(`#login-form button`)),
+		chromedp.WaitVisible(chromedp.CSS("#app")),
+	)
+	waitJS(t, ctx, 15*time.Second, "connected after sign-in", `document.querySelector("#conn-state").dataset.state === "connected"`)
 }
 
 // get answers the status and body of an authenticated GET.
