@@ -91,10 +91,17 @@ func freeAddr(t *testing.T) string {
 // test ends.
 func startEngine(t *testing.T, dataDir string, auth ...string) *engine {
 	t.Helper()
+	return startEngineAt(t, freeAddr(t), dataDir, auth...)
+}
+
+// startEngineAt is startEngine on a chosen address (one another process
+// must know beforehand).
+func startEngineAt(t *testing.T, addr, dataDir string, auth ...string) *engine {
+	t.Helper()
 	if len(auth) == 0 {
 		auth = []string{"--auth-mode", "dev"}
 	}
-	e := &engine{Addr: freeAddr(t)}
+	e := &engine{Addr: addr}
 	e.args = append([]string{"serve", "--addr", e.Addr, "--data-dir", dataDir, "--log-level", "warn",
 		"--rate-limit-allow", strings.Join(ratelimit.LoopbackCIDRs, ",")}, auth...)
 	if err := e.Start(); err != nil {

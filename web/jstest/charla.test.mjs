@@ -276,6 +276,25 @@ test("poll fallback: blocked WebSockets switch to long-polling, which sends and 
   assert.deepEqual(confirmed, [1, 2, 3], "each message once, in order, across both switches");
 });
 
+test("poll fallback: long-polling refused (503) sends the client back to the WebSocket", async (t) => {
+  const gate = blockableWebSocket();
+  let polls = 0;
+  // An operator turned long-polling off (feature flag polling_fallback).
+  const fetchNoPoll = async (url, init) => {
+    if (String(url).includes("/v1/poll")) {
+      polls++;
+      return new Response('{"error":{"code":"unavailable","message":"long-polling is off"}}', { status: 503 });
+    }
+    return fetch(url, init);
+  };
+  const c = client(t, { WebSocket: gate.WebSocket, fetch: fetchNoPoll, breaker: { failures: 100 } });
+  c.connect();
+  await until(() => polls >= 1, 15_000, "a poll tried");
+  gate.works = true;
+  const s = await next(c, "state", (s) => s.state === State.CONNECTED, 15_000);
+  assert.equal(s.transport, "websocket");
+});
+
 test("ping: the state carries a measured latency", async (t) => {
   const c = client(t, { pingIntervalMs: 100 });
   c.connect();

@@ -334,6 +334,9 @@ export class Charla extends EventTarget {
         // Only a WebSocket failing while the engine answers HTTP is a reason
         // to poll; an engine that is down fails both.
         if (!usePoll && (await this._httpAnswers())) this.wsFailures++;
+        // A poll that fails (the engine down, or long-polling turned off by
+        // its operator) sends the next attempt back to the WebSocket.
+        if (usePoll) this.wsFailures = 0;
       }
       if (signal.aborted) break;
       const delay = backoffDelay(this.attempt++, this.opts.backoff);

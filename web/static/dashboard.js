@@ -1,7 +1,8 @@
 // The admins' dashboard: the engine's health, live. Every 2 s it reads
 // GET /metrics (Prometheus text, parsed by prom.js) and plots the last five
-// minutes with uPlot (vendored, /static/vendor); firing alerts arrive as
-// `alert` frames over the page's charla.js connection. An engine without
+// minutes with uPlot (vendored, /static/vendor); firing alerts are read
+// from GET /v1/admin/alerts after each connect, and then arrive as `alert`
+// frames over the page's charla.js connection (docs/PROTOCOL.md). An engine without
 // /metrics yet is plotted from its /readyz details (connections, spool,
 // breakers) instead.
 import { Charla, State } from "/charla.js";
@@ -39,15 +40,17 @@ const charts = [
     title: "Database pool in use",
     unit: "%",
     series: ["used"],
+    range: [0, 100],
     read: (c) => [(100 * prom.value(c, "charla_db_pool_acquired_conns")) / prom.value(c, "charla_db_pool_max_conns")],
   },
-  { id: "cache", title: "Inventory cache hit ratio", unit: "%", series: ["hits"], read: (c) => [100 * prom.value(c, "charla_inventory_cache_hit_ratio")] },
+  { id: "cache", title: "Inventory cache hit ratio", unit: "%", series: ["hits"], range: [0, 100], read: (c) => [100 * prom.value(c, "charla_inventory_cache_hit_ratio")] },
   { id: "spool", title: "Spool depth", unit: "msgs", series: ["depth"], read: (c) => [prom.value(c, "charla_spool_depth")] },
   {
     id: "breakers",
     title: "Breakers (0 closed, 1 open, 2 half-open)",
     unit: "",
     series: ["store", "soap", "whatsapp"],
+    range: [0, 2],
     read: (c) => ["store", "soap", "whatsapp"].map((d) => prom.value(c, "charla_breaker_state", { dependency: d })),
   },
 ];
@@ -70,7 +73,7 @@ function makeChart(ch) {
       title: ch.title,
       width: 420,
       height: 180,
-      scales: { x: { time: true } },
+      scales: { x: { time: true }, ...(ch.range && { y: { range: ch.range } }) },
       series: [{}, ...ch.series.map((label, i) => ({ label, stroke: COLORS[i], width: 2, spanGaps: true }))],
       axes: [{}, { label: ch.unit, size: 55 }],
     },
@@ -140,23 +143,41 @@ async function scrape() {
 
 // ---- alerts ----
 
-const firing = new Map();
+const firing = new Map(); // rule → its firing alert event
 
 function onAlert(f) {
-  const key = f.name ?? f.rule ?? f.id;
-  if (f.state === "resolved") firing.delete(key);
-  else firing.set(key, f);
+  if (f.state === "resolved") firing.delete(f.rule);
+  else firing.set(f.rule, f);
+  showAlerts();
+}
+
+function showAlerts() {
   const list = $("#alert-list");
   list.replaceChildren(
     ...[...firing.values()].map((a) => {
       const li = document.createElement("li");
       li.className = "firing";
       li.dataset.severity = a.severity ?? "";
-      li.textContent = `${a.severity ?? "alert"}: ${a.name ?? a.rule} — ${a.message ?? a.summary ?? ""}${a.value !== undefined ? ` (${a.value})` : ""}`;
+      li.dataset.rule = a.rule;
+      const since = a.started_at ? ` since ${new Date(a.started_at).toLocaleTimeString()}` : "";
+      const rollback = a.disabled_flag ? `; turned off ${a.disabled_flag}` : "";
+      li.textContent = `${a.severity}: ${a.rule} — ${a.summary ?? ""} (${a.value} ${a.op} ${a.threshold})${since}${rollback}`;
       return li;
     }),
   );
   if (!firing.size) list.innerHTML = '<li class="muted">None firing.</li>';
+}
+
+// What fired while this page was not connected.
+async function loadAlerts() {
+  try {
+    const answer = await session.api("/v1/admin/alerts");
+    firing.clear();
+    for (const a of answer.firing ?? []) firing.set(a.rule, a);
+    showAlerts();
+  } catch {
+    // An engine without alerts: only frames, if any, will show them.
+  }
 }
 
 // ---- go ----
@@ -173,6 +194,7 @@ if (!me || me.role !== "admin") {
     b.textContent = e.detail.state === State.POLLING ? "connected (polling)" : e.detail.state;
   });
   client.addEventListener("alert", (e) => onAlert(e.detail));
+  client.addEventListener("welcome", loadAlerts);
   client.connect();
   charts.forEach(makeChart);
   const tick = () =>

@@ -39,6 +39,8 @@ const typers = new Map();
 const deliveries = new Map();
 // agent → presence (online, away); offline ones are dropped.
 const presence = new Map();
+// Conversations this page follows (subscribed once, kept across reconnects by charla.js).
+const followed = new Set();
 let active = null; // the open conversation
 let filter = "";
 let canned = null; // [{code, text}] once loaded, or null if the engine has none
@@ -211,11 +213,15 @@ $("#open-form").addEventListener("submit", (e) => {
 
 // ---- one conversation ----
 
-function openConv(conv) {
+async function openConv(conv) {
   active = conv;
-  if (!threads.has(conv)) {
-    threads.set(conv, new Map());
+  if (!threads.has(conv)) threads.set(conv, new Map());
+  if (!followed.has(conv)) {
+    followed.add(conv);
     client.subscribe(conv); // from where this page left it (0 the first time): its history, then live
+    // What an earlier page typed and could not send yet is in the outbox.
+    await client.ready;
+    for (const m of client.pending.values()) if (m.conv === conv) threads.get(conv).set(m.client_msg_id, m);
   }
   const recent = new Set(JSON.parse(localStorage.getItem(recentKey()) ?? "[]"));
   recent.add(conv);
@@ -234,13 +240,13 @@ function renderHead() {
   const c = inbox.get(active) ?? {};
   $("#conv-status").textContent = c.status ?? "";
   $("#conv-status").hidden = !c.status;
-  $("#conv-assignee").textContent = c.assignee ? `assigned to ${c.assignee}` : c.status ? "unassigned" : "";
+  $("#conv-assignee").textContent = c.assignee ? `assigned to ${c.assignee === me.user ? "you" : c.assignee}` : c.status ? "unassigned" : "";
 }
 
 function onPresence(f) {
   if (f.state === "offline") presence.delete(f.user);
   else presence.set(f.user, f.state);
-  const online = [...presence].map(([u, st]) => (st === "away" ? `${u} (away)` : u));
+  const online = [...presence].map(([u, st]) => `${u === me.user ? "you" : u}${st === "away" ? " (away)" : ""}`);
   $("#presence").textContent = online.length ? `Agents: ${online.join(", ")}` : "";
 }
 
