@@ -118,6 +118,11 @@ type Frame struct {
 	Attempt     int                     `json:"attempt,omitempty"`
 	Result      json.RawMessage         `json:"result,omitempty"`
 	JobError    *JobError               `json:"error,omitempty"`
+	// Server side of the alert frame (alert.go), as far as clients branch
+	// on it.
+	Rule         string `json:"rule,omitempty"`
+	Severity     string `json:"severity,omitempty"`
+	DisabledFlag string `json:"disabled_flag,omitempty"`
 }
 
 // Decode parses one client frame. A frame that is not a JSON object, or
