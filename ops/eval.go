@@ -30,7 +30,7 @@ type Event struct {
 	Threshold float64   `json:"threshold"`
 	Summary   string    `json:"summary"`
 	Since     time.Time `json:"started_at"` // when it started firing
-	At        time.Time `json:"at"`    // when this event happened
+	At        time.Time `json:"at"`         // when this event happened
 	// DisabledFlag is the feature flag the firing turned off, if any.
 	DisabledFlag string `json:"disabled_flag,omitempty"`
 }
