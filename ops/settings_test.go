@@ -2,17 +2,22 @@ package ops_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
 
 	"charla"
+	"charla/actors"
 	"charla/ops"
+	"charla/soapbridge/soapsim"
 	"charla/transport"
 	"charla/transport/ratelimit"
 	"charla/transport/transporttest"
@@ -192,3 +197,42 @@ alerts:
 }
 
 func ratelimitDefaults() ratelimit.Config { return ratelimit.DefaultConfig() }
+
+// The soap_jobs flag decides what a lookup slower than the answer budget
+// becomes: a job while on, an unavailable answer at the budget while off.
+func TestSOAPJobsFlag(t *testing.T) {
+	sim, err := soapsim.New(soapsim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(sim.Handler())
+	t.Cleanup(func() { sim.Close(); hs.Close() })
+	if err := sim.SetFaults(soapsim.Faults{FaultSet: soapsim.FaultSet{LatencyMS: 300}}); err != nil {
+		t.Fatal(err)
+	}
+	e := transporttest.Start(t, transporttest.WithRuntimeSettings(), transporttest.WithActors(func(c *actors.Config) {
+		c.SOAP.URL = hs.URL
+		c.SOAP.AnswerBudget = 50 * time.Millisecond
+	}))
+	agent := e.Dial(t, "agent", charla.RoleAgent)
+	for i, tc := range []struct {
+		on   bool
+		want string // the first answer's type
+	}{{false, wire.TypeError}, {true, wire.TypeJob}} {
+		if _, err := e.Runtime.Apply(ops.Change{Flags: map[string]bool{ops.FlagSOAPJobs: tc.on}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		ref := fmt.Sprint("r", i)
+		agent.Send(wire.Frame{Type: wire.TypeInventory, Ref: ref, SKU: fmt.Sprintf("SKU-%05d", i+1)})
+		var f wire.Frame
+		for f.Ref != ref {
+			f = agent.Next(transporttest.Wait)
+		}
+		if f.Type != tc.want || (!tc.on && (f.Code != charla.CodeUnavailable || !strings.Contains(f.Message, ops.FlagSOAPJobs))) {
+			t.Errorf("soap_jobs %v: first answer %+v, want a %s", tc.on, f, tc.want)
+		}
+	}
+	// The refused lookup's call still finished: nothing more reached the
+	// client for it (no job frames), and its item is now cached.
+	agent.NoFrame(wire.TypeError, 500*time.Millisecond)
+}
