@@ -253,6 +253,9 @@ func (e *Engine) Close() {
 // Store is the engine's store, for tests that check what was persisted.
 func (e *Engine) Store() store.Store { return e.st }
 
+// Server is the engine's edge (for its readiness from a private listener).
+func (e *Engine) Server() *transport.Server { return e.srv }
+
 // Restart closes the engine and starts it again on the same data and port.
 func (e *Engine) Restart() {
 	e.t.Helper()
