@@ -140,8 +140,8 @@ var (
 	}()
 	knownCodes = []charla.Code{charla.CodeBadRequest, charla.CodeUnauthorized, charla.CodeForbidden, charla.CodeNotFound,
 		charla.CodeRateLimited, charla.CodeTooLarge, charla.CodeUnavailable, charla.CodeInternal}
-	knownFrames  = append(wire.FrameTypes[:], actors.OtherFrameType)
-	knownActors  = []string{"conversation", "deps/store", "deps/soap", "ops/alerts"}
+	knownFrames = append(wire.FrameTypes[:], actors.OtherFrameType)
+	knownActors = []string{"conversation", "deps/store", "deps/soap", "ops/alerts"}
 )
 
 // withKnown adds the known keys missing from m, at 0.
