@@ -190,6 +190,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if sys.SOAPState() != "off" {
 		c.breaker(ch, "soap", actors.BreakerState(st.SOAP.Breaker.Load()), st.SOAP.Trips.Load())
 	}
+	for _, b := range c.src.Breakers {
+		c.breaker(ch, b.Dependency, b.State(), b.Trips())
+	}
 	emit(ch, d.spoolDepth, float64(st.SpoolDepth.Load()))
 	emit(ch, d.spooled, float64(st.Spooled.Load()))
 	emit(ch, d.drained, float64(st.Drained.Load()))
