@@ -77,3 +77,35 @@ func TestMetricNamesAreDocumentedAndExist(t *testing.T) {
 		}
 	}
 }
+
+// A dependency actor built elsewhere (WhatsApp) reports its breaker through
+// Sources.Breakers, under the same series as the store's and SOAP's.
+func TestBreakersHook(t *testing.T) {
+	reg := metrics.New()
+	e := transporttest.Start(t, transporttest.WithMetrics(reg))
+	state := actors.BreakerOpen
+	if err := reg.Watch(metrics.Sources{System: e.Sys, Breakers: []metrics.Breaker{{Dependency: "whatsapp",
+		State: func() actors.BreakerState { return state }, Trips: func() int64 { return 3 }}}}); err != nil {
+		t.Fatal(err)
+	}
+	fams, err := reg.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, m := range f.Metric {
+			for _, l := range m.Label {
+				if l.GetName() == "dependency" && l.GetValue() == "whatsapp" {
+					got[f.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	want := map[string]float64{"charla_breaker_open": 1, "charla_breaker_state": float64(actors.BreakerOpen), "charla_breaker_trips_total": 3}
+	for name, v := range want {
+		if got[name] != v {
+			t.Errorf("%s{dependency=whatsapp} = %v, want %v (all: %v)", name, got[name], v, got)
+		}
+	}
+}
