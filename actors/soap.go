@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"charla"
+	"charla/ops"
 	"charla/soapbridge"
 	"charla/wire"
 )
@@ -543,6 +544,9 @@ func (a *soapActor) finish(ctx actor.Context, c *soapCall, cause error, problem 
 		if !ok || j.announced {
 			continue // setJob told the user's connections
 		}
+		if j.conn == nil && j.replyTo == nil {
+			continue // refused at the budget (refuseJob): nobody waits
+		}
 		r := inventoryReq{op: j.op, sku: j.sku, conn: j.conn, ref: j.ref}
 		switch {
 		case problem != nil:
@@ -572,6 +576,10 @@ func (a *soapActor) setJob(ctx actor.Context, id string, f func(*job)) (job, boo
 // user's connections get its job frame (queued, with the request's ref) and
 // its state since, if it moved on.
 func (a *soapActor) announce(ctx actor.Context, id string) {
+	if a.d.flags != nil && !a.d.flags.Enabled(ops.FlagSOAPJobs) {
+		a.refuseJob(ctx, id)
+		return
+	}
 	var fresh bool
 	j, ok := a.bridge.jobs.update(id, func(j *job) {
 		fresh = !j.announced
@@ -587,6 +595,19 @@ func (a *soapActor) announce(ctx actor.Context, id string) {
 	if j.state != wire.JobQueued {
 		ctx.Send(a.gateway, userFrame{user: j.user.ID, frame: j.frame("")})
 	}
+}
+
+// refuseJob answers a late request unavailable instead of making it a job
+// (feature flag soap_jobs off) and detaches it from its client: the call
+// still runs and fills the cache, but its outcome is told to nobody.
+func (a *soapActor) refuseJob(ctx actor.Context, id string) {
+	j, ok := a.bridge.jobs.get(id)
+	if !ok || j.announced || j.conn == nil {
+		return
+	}
+	a.answerNow(ctx, inventoryReq{op: j.op, sku: j.sku, conn: j.conn, ref: j.ref}, nil,
+		charla.Errorf(charla.CodeUnavailable, "the inventory service did not answer within %s and slow lookups are turned off (feature flag %s); retry later", a.cfg.AnswerBudget, ops.FlagSOAPJobs), a.cfg.AnswerBudget)
+	a.bridge.jobs.update(id, func(j *job) { j.conn = nil })
 }
 
 // fallback answers a lookup that cannot be tried now with its last known

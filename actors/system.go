@@ -52,6 +52,7 @@ type deps struct {
 	hooks         *hooks
 	stats         *Stats
 	limiter       SendLimiter // nil: sends are not limited
+	flags         FlagSwitch  // nil: every feature on
 }
 
 // Dependencies are what the tree is built over.
@@ -117,7 +118,7 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	pool := newPoolDispatcher(4*runtime.GOMAXPROCS(0), 300)
-	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(dep.Histograms), limiter: dep.Limiter}
+	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(dep.Histograms), limiter: dep.Limiter, flags: dep.Flags}
 	s := &System{as: as, deps: d, cancel: cancel, pool: pool}
 	if d.bridge, err = newSOAPBridge(cfg.SOAP); err != nil {
 		cancel()

@@ -8,6 +8,7 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/transport/ratelimit"
+	"charla/wire"
 )
 
 // desc is one series of the collector: its Desc and its value type.
@@ -125,6 +126,34 @@ func emit(ch chan<- prometheus.Metric, d desc, v float64, labels ...string) {
 	ch <- prometheus.MustNewConstMetric(d.Desc, d.kind, v, labels...)
 }
 
+// Known label values, emitted at 0 before their first event so that a
+// rate() over them has a start (Prometheus' advice for bounded labels).
+var (
+	knownReasons = func() []string {
+		var out []string
+		for _, d := range []charla.Disconnect{charla.DisconnectNormal, charla.DisconnectGoingAway, charla.DisconnectFrameTooLarge,
+			charla.DisconnectInternal, charla.DisconnectServiceRestart, charla.DisconnectTokenExpired, charla.DisconnectForbidden,
+			charla.DisconnectSlowConsumer, charla.DisconnectHeartbeatTimeout, charla.DisconnectRateLimited, charla.DisconnectClientClosed} {
+			out = append(out, d.Label())
+		}
+		return out
+	}()
+	knownCodes = []charla.Code{charla.CodeBadRequest, charla.CodeUnauthorized, charla.CodeForbidden, charla.CodeNotFound,
+		charla.CodeRateLimited, charla.CodeTooLarge, charla.CodeUnavailable, charla.CodeInternal}
+	knownFrames = append(wire.FrameTypes[:], actors.OtherFrameType)
+	knownActors = []string{"conversation", "deps/store", "deps/soap", "ops/alerts"}
+)
+
+// withKnown adds the known keys missing from m, at 0.
+func withKnown[K ~string](m map[K]int64, known []K) map[K]int64 {
+	for _, k := range known {
+		if _, ok := m[k]; !ok {
+			m[k] = 0
+		}
+	}
+	return m
+}
+
 // emitMap emits one series per label value, in a stable order.
 func emitMap[K ~string](ch chan<- prometheus.Metric, d desc, m map[K]int64) {
 	keys := make([]K, 0, len(m))
@@ -142,24 +171,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	st := sys.Stats()
 	emit(ch, d.connsActive, float64(st.ConnsActive.Load()))
 	emit(ch, d.connsOpened, float64(st.Connects.Load()))
-	closed := st.Disconnects()
+	closed := withKnown(st.Disconnects(), knownReasons)
 	emitMap(ch, d.connsClosed, closed)
 	emit(ch, d.slowConsumer, float64(closed[charla.DisconnectSlowConsumer.Label()]))
-	emitMap(ch, d.framesIn, st.FramesIn())
-	emitMap(ch, d.framesOut, st.FramesOut())
-	emitMap(ch, d.errorsSent, st.Errors())
+	emitMap(ch, d.framesIn, withKnown(st.FramesIn(), knownFrames))
+	emitMap(ch, d.framesOut, withKnown(st.FramesOut(), knownFrames))
+	emitMap(ch, d.errorsSent, withKnown(st.Errors(), knownCodes))
 	emit(ch, d.messages, float64(st.MessagesIn.Load()))
 	emit(ch, d.duplicates, float64(st.Duplicates.Load()))
 	emit(ch, d.convActive, float64(st.ConversationsActive.Load()))
 	emit(ch, d.convLoaded, float64(st.ConversationsLoaded.Load()))
 	emit(ch, d.convUnloaded, float64(st.ConversationsIdled.Load()))
-	emitMap(ch, d.restarts, st.Restarts())
+	emitMap(ch, d.restarts, withKnown(st.Restarts(), knownActors))
 	emit(ch, d.commits, float64(st.StoreWrites.Load()))
 	emit(ch, d.storeErrors, float64(st.StoreErrors.Load()))
 
 	c.breaker(ch, "store", actors.BreakerState(st.StoreBreaker.Load()), st.BreakerTrips.Load())
 	if sys.SOAPState() != "off" {
 		c.breaker(ch, "soap", actors.BreakerState(st.SOAP.Breaker.Load()), st.SOAP.Trips.Load())
+	}
+	for _, b := range c.src.Breakers {
+		c.breaker(ch, b.Dependency, b.State(), b.Trips())
 	}
 	emit(ch, d.spoolDepth, float64(st.SpoolDepth.Load()))
 	emit(ch, d.spooled, float64(st.Spooled.Load()))

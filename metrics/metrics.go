@@ -79,6 +79,18 @@ type Sources struct {
 	System *actors.System
 	Store  StoreStats
 	Limits Refusals
+	// Breakers are the breakers of dependencies beyond the store and SOAP
+	// (the WhatsApp actor's), exported as charla_breaker_* with their
+	// Dependency label, so that dashboards and the breaker alert rules
+	// cover them.
+	Breakers []Breaker
+}
+
+// Breaker is one dependency's breaker, read at every scrape.
+type Breaker struct {
+	Dependency string                     // the dependency label: "whatsapp"
+	State      func() actors.BreakerState // now
+	Trips      func() int64               // times it opened
 }
 
 // Watch registers the collector of the engine's counters, after the actor

@@ -29,8 +29,8 @@ type Event struct {
 	Op        string    `json:"op"`
 	Threshold float64   `json:"threshold"`
 	Summary   string    `json:"summary"`
-	Since     time.Time `json:"since"` // when it started firing
-	At        time.Time `json:"at"`    // when this event happened
+	Since     time.Time `json:"started_at"` // when it started firing
+	At        time.Time `json:"at"`         // when this event happened
 	// DisabledFlag is the feature flag the firing turned off, if any.
 	DisabledFlag string `json:"disabled_flag,omitempty"`
 }

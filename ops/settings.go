@@ -137,8 +137,7 @@ func (rt *Runtime) Enabled(flag string) bool {
 func (rt *Runtime) Apply(c Change, by string) (Settings, error) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	old := rt.Current()
-	next := old
+	old, next := rt.Current(), rt.Current() // each its own maps
 	if c.LogLevel != nil {
 		next.LogLevel = *c.LogLevel
 	}

@@ -3,8 +3,11 @@ package transport_test
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"charla"
 	"charla/transport"
@@ -57,6 +60,44 @@ func TestReadyzDetailsAreForAdmins(t *testing.T) {
 			_, hasSpool := body["spool_depth"]
 			if hasConns != tc.details || hasSpool != tc.details || (len(body) > 1) != tc.details {
 				t.Fatalf("body %v: details shown = %v, want %v", body, len(body) > 1, tc.details)
+			}
+		})
+	}
+}
+
+// /readyz answers 503 with a one-word status while the engine starts and
+// while it drains, so that a load balancer sends it nothing then; 200 in
+// between.
+func TestReadyzSaysStartingAndDraining(t *testing.T) {
+	e := transporttest.Start(t)
+	ask := func(h http.Handler) (int, string) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		var body transport.Readiness
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatalf("readyz body %q: %v", rec.Body, err)
+		}
+		return rec.Code, body.Status
+	}
+	notServing := transport.NewServer(transport.DefaultConfig(), e.Sys, zerolog.Nop())
+	for _, tc := range []struct {
+		name   string
+		h      func() http.Handler
+		before func()
+		code   int
+		status string
+	}{
+		{"built, not serving yet", func() http.Handler { return notServing.ReadyHandler(true) }, nil, http.StatusServiceUnavailable, transport.StatusStarting},
+		{"serving", func() http.Handler { return e.Server().ReadyHandler(true) }, nil, http.StatusOK, transport.StatusReady},
+		{"shutting down", func() http.Handler { return e.Server().ReadyHandler(true) }, e.Close, http.StatusServiceUnavailable, transport.StatusDraining},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.before != nil {
+				tc.before()
+			}
+			if code, status := ask(tc.h()); code != tc.code || status != tc.status {
+				t.Errorf("readyz %d %q, want %d %q", code, status, tc.code, tc.status)
 			}
 		})
 	}

@@ -17,8 +17,8 @@ type Alert struct {
 	Op        string    `json:"op"`       // > or <
 	Threshold float64   `json:"threshold"`
 	Summary   string    `json:"summary"`
-	Since     time.Time `json:"since"` // when it started firing
-	At        time.Time `json:"at"`    // when this frame's event happened
+	Since     time.Time `json:"started_at"` // when it started firing
+	At        time.Time `json:"at"`         // when this frame's event happened
 	// DisabledFlag is the feature flag its firing turned off, if any.
 	DisabledFlag string `json:"disabled_flag,omitempty"`
 }

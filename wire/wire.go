@@ -123,6 +123,11 @@ type Frame struct {
 	WAMID      string `json:"wamid,omitempty"`
 	ErrorCode  int    `json:"error_code,omitempty"`
 	ErrorTitle string `json:"error_title,omitempty"`
+	// Server side of the alert frame (alert.go), as far as clients branch
+	// on it.
+	Rule         string `json:"rule,omitempty"`
+	Severity     string `json:"severity,omitempty"`
+	DisabledFlag string `json:"disabled_flag,omitempty"`
 }
 
 // Decode parses one client frame. A frame that is not a JSON object, or

@@ -129,6 +129,11 @@ func indent(err error) string {
 // SIGTERM or SIGINT; then it drains in that order's reverse.
 func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	log := cfg.logger(stderr)
+	// The log level changes at runtime (runtime settings): every logger
+	// derived from this one lets everything through and zerolog's global
+	// level filters.
+	zerolog.SetGlobalLevel(log.GetLevel())
+	log = log.Level(zerolog.TraceLevel)
 	// With one P (one core, GOMAXPROCS=1), the thread blocked in the group
 	// commit's fdatasync holds the only P until the runtime's monitor takes
 	// it back, and every actor waits meanwhile. A second P lets them run on
@@ -159,12 +164,10 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if dep.Inbound, err = openInbound(cfg, dep.Store, cfg.Transport.Media); err != nil {
 		return err
 	}
-	// The settings that change without a restart: the level of every
-	// logger (theirs is Trace; the global level filters), the limits, the
-	// alert rules once the tree runs, the feature flags.
+	// The settings that change without a restart: the log level (see
+	// above), the limits, the alert rules once the tree runs, the feature
+	// flags.
 	var sys *actors.System
-	zerolog.SetGlobalLevel(log.GetLevel())
-	log = log.Level(zerolog.TraceLevel)
 	rt, err := cfg.runtimeSettings(log, ops.Appliers{LogLevel: zerolog.SetGlobalLevel, RateLimits: limits.SetRates,
 		Alerts: func(r ops.Rules) error {
 			if sys == nil {

@@ -26,6 +26,7 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/metrics"
+	"charla/ops"
 	"charla/soapbridge"
 	"charla/store"
 	"charla/store/pebble"
@@ -43,6 +44,8 @@ type Engine struct {
 	Sys *actors.System
 	// Limits is the rate-limit registry the edge and the actors share.
 	Limits *ratelimit.Registry
+	// Runtime is the runtime settings (WithRuntimeSettings), else nil.
+	Runtime *ops.Runtime
 
 	t      testing.TB
 	opts   options
@@ -65,6 +68,7 @@ type options struct {
 	clock     func() time.Time
 	metrics   *metrics.Metrics
 	deps      func(*actors.Dependencies)
+	runtime   bool
 }
 
 // Option changes how Start builds the engine.
@@ -108,6 +112,11 @@ func WithMetrics(m *metrics.Metrics) Option { return func(o *options) { o.metric
 // open (at every start: a Restart calls it again with the new store), e.g.
 // to give it the WhatsApp channel's.
 func WithDependencies(f func(*actors.Dependencies)) Option { return func(o *options) { o.deps = f } }
+
+// WithRuntimeSettings gives the engine its runtime settings and feature
+// flags as charla serve does (without a file): Engine.Runtime, GET and
+// PATCH /v1/admin/settings, flags the alert rules can turn off.
+func WithRuntimeSettings() Option { return func(o *options) { o.runtime = true } }
 
 // WithLogger routes the engine's logs (discarded by default).
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
@@ -175,12 +184,22 @@ func (e *Engine) start() error {
 	dep := actors.Dependencies{Store: e.st, Spool: e.sp, Log: e.opts.log, Limiter: lim}
 	var srvOpts []transport.ServerOption
 	if m := e.opts.metrics; m != nil {
-		dep.Histograms = m.Histograms()
+		dep.Histograms, dep.Metrics = m.Histograms(), m.Gatherer()
 	}
 	if e.opts.deps != nil {
 		e.opts.deps(&dep)
 	}
-	sys, err := newSystem(e.opts.actors, dep)
+	var sys *actors.System
+	if e.opts.runtime {
+		rt, err := ops.NewRuntime(ops.InitialSettings("info", e.opts.transport.RateLimits, e.opts.actors.Alerts.Rules),
+			ops.Appliers{RateLimits: lim.SetRates, Alerts: func(r ops.Rules) error { return sys.SetAlertRules(r) }}, e.opts.log)
+		if err != nil {
+			return err
+		}
+		e.Runtime, dep.Flags = rt, rt
+		srvOpts = append(srvOpts, transport.WithSettings(rt))
+	}
+	sys, err = newSystem(e.opts.actors, dep)
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
@@ -242,6 +261,9 @@ func (e *Engine) Close() {
 
 // Store is the engine's store, for tests that check what was persisted.
 func (e *Engine) Store() store.Store { return e.st }
+
+// Server is the engine's edge (for its readiness from a private listener).
+func (e *Engine) Server() *transport.Server { return e.srv }
 
 // Restart closes the engine and starts it again on the same data and port.
 func (e *Engine) Restart() {
