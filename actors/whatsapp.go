@@ -128,8 +128,13 @@ type outItem struct {
 	unconfirmed bool
 }
 
+// waNumber is one business number's limits. bucket admits sends (in the
+// actor, with Burst); pacer spaces the calls themselves (burst 1, waited on
+// by the I/O goroutines just before the attempt is recorded), so that the
+// varying time of the store's write does not bunch them at the platform.
 type waNumber struct {
 	bucket      *rate.Limiter
+	pacer       *rate.Limiter
 	pausedUntil time.Time
 }
 
@@ -390,7 +395,7 @@ func (a *whatsappActor) queue(conv charla.ConvID) *waQueue {
 func (a *whatsappActor) number(phone string) *waNumber {
 	n := a.numbers[phone]
 	if n == nil {
-		n = &waNumber{bucket: rate.NewLimiter(rate.Limit(a.cfg.Rate), a.cfg.Burst)}
+		n = &waNumber{bucket: rate.NewLimiter(rate.Limit(a.cfg.Rate), a.cfg.Burst), pacer: rate.NewLimiter(rate.Limit(a.cfg.Rate), 1)}
 		a.numbers[phone] = n
 	}
 	return n
@@ -495,11 +500,11 @@ func (a *whatsappActor) attempt(it *outItem) {
 	it.busy = true
 	a.inflight++
 	a.d.stats.WhatsApp.Calls.Add(1)
-	e := it.e
+	it0, e := it.e, it.e
 	e.State, e.Attempts = store.OutboxSending, e.Attempts+1
 	e.NextAttempt = time.Now().Add(a.cfg.ReconcileWindow).UTC().Truncate(time.Microsecond)
 	gen, self, root, st, graph, cfg := a.gen, a.self, a.d.root, a.st, a.graph, a.cfg
-	phone, payload, freeForm := it.phone, it.payload, it.kind.freeForm
+	phone, payload, freeForm, pacer := it.phone, it.payload, it.kind.freeForm, a.number(it.phone).pacer
 	a.goIO(func() {
 		res := waAttempt{gen: gen, key: outKey{e.Conv, e.Seq}}
 		defer func() { res.at = time.Now(); root.Send(self, res) }()
@@ -518,6 +523,19 @@ func (a *whatsappActor) attempt(it *outItem) {
 		}
 		if _, err := st.SaveOutbox(ctx, e); err != nil {
 			res.notAttempted = fmt.Errorf("record the attempt: %w", err)
+			return
+		}
+		// Paced after the write, whose time varies, so that calls leave
+		// evenly spaced. A crash while waiting here leaves an attempt
+		// recorded and not made: it fails as unknown (never resent), and the
+		// admission bucket keeps such waiters to a handful.
+		if err := pacer.Wait(ctx); err != nil {
+			res.notAttempted = fmt.Errorf("pace the call: %w", err)
+			revert, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.CallTimeout)
+			defer cancel()
+			if _, err := st.SaveOutbox(revert, it0); err != nil {
+				res.notAttempted = fmt.Errorf("%w; the attempt stays recorded: %w", res.notAttempted, err)
+			}
 			return
 		}
 		res.wamid, res.err = graph.Send(ctx, phone, payload)

@@ -375,3 +375,52 @@ func TestWhatsAppRestartMidBackoff(t *testing.T) {
 		t.Fatalf("after a restart the Graph API saw %d accepted and %d refused sends, want 1 and 1", len(acc), len(ref))
 	}
 }
+
+// TestWhatsAppThroughputHeldAtLimit: 400 replies to 400 customers leave at
+// the business number's rate (the defaults: 80/s, burst 1), never faster,
+// and none is throttled. The Graph API sees arrivals, which a loaded
+// machine's scheduling may bunch by a few (jitter); the engine's pacing is
+// exact. The steady rate is logged: the figure of the outbound throughput.
+func TestWhatsAppThroughputHeldAtLimit(t *testing.T) {
+	const n, jitter = 400, 4
+	def := actors.DefaultWhatsAppConfig()
+	rate, burst := int(def.Rate), def.Burst
+	r := startWA(t, "pebble", waOption{cfg: func(c *actors.WhatsAppConfig) {
+		c.Rate, c.Burst = def.Rate, def.Burst
+	}})
+	if err := r.fake.SetStatuses(fakegraph.StatusPlan{Off: true}); err != nil {
+		t.Fatal(err)
+	}
+	convs := make([]charla.ConvID, n)
+	for i := range convs {
+		convs[i] = r.customerWrites(t, fmt.Sprintf("3460100%04d", i), "hola")
+	}
+	for i, conv := range convs {
+		if _, err := r.engine.Sys.Post(t.Context(), charla.Message{Conv: conv, ClientMsgID: uuid.NewString(),
+			Sender: charla.Sender{ID: "alice", Role: charla.RoleAgent}, Body: json.RawMessage(fmt.Sprintf(`{"text":"reply %d"}`, i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every reply sent", 30*time.Second, func() bool { return len(r.fake.Requests()) >= n })
+	reqs := r.fake.Requests()
+	for _, q := range reqs {
+		if q.HTTPStatus != http.StatusOK {
+			t.Fatalf("the Graph API refused a send (code %d)", q.ErrorCode)
+		}
+	}
+	// The most sends in any one second (a window starting at each send).
+	most := 0
+	for i := range reqs {
+		j := i
+		for j < len(reqs) && reqs[j].At.Sub(reqs[i].At) < time.Second {
+			j++
+		}
+		most = max(most, j-i)
+	}
+	if most > rate+burst+jitter {
+		t.Errorf("%d sends within one second, the limit is %d (+%d burst, +%d arrival jitter)", most, rate, burst, jitter)
+	}
+	span := reqs[len(reqs)-1].At.Sub(reqs[0].At)
+	steady := float64(len(reqs)-burst) / span.Seconds()
+	t.Logf("outbound: %d sends in %s: %.1f msg/s after the burst, at most %d in any second, 0 throttled (limit %d/s)", len(reqs), span.Round(time.Millisecond), steady, most, rate)
+}
