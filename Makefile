@@ -3,23 +3,38 @@ GO ?= go
 ADDR ?= 127.0.0.1:8080
 DATA ?= ./data
 SOAP_ADDR ?= 127.0.0.1:8081
+GRAPH_ADDR ?= 127.0.0.1:8082
+# Development secrets shared by the engine, the fake Graph API and
+# `charla simulate-customer` under `make run`; never use them elsewhere.
+WA_SECRET ?= dev-whatsapp-app-secret
+WA_VERIFY ?= dev-whatsapp-verify-token
+WA_TOKEN ?= dev-whatsapp-token
+WA_PHONE ?= 1001
 
 .PHONY: run test test-pg-restart build vet bench bench-pinned clean
 
-## run: start the engine on $(ADDR) with the embedded store under $(DATA), dev auth, and
-## the inventory simulator on $(SOAP_ADDR) beside it (stopped when the engine exits).
-## One binary is built first: `go run` would not pass signals on to the simulator.
+## run: start the engine on $(ADDR) with the embedded store under $(DATA), dev auth, the
+## inventory simulator on $(SOAP_ADDR) and the fake WhatsApp Graph API on $(GRAPH_ADDR)
+## beside it (stopped when the engine exits), with matching WhatsApp secrets: play the
+## customer with `go run ./cmd/charla simulate-customer --whatsapp-app-secret $(WA_SECRET)`.
+## One binary is built first: `go run` would not pass signals on to the simulators.
 run:
-	@set -e; sim=; dir=$$(mktemp -d); \
-	trap 'if [ -n "$$sim" ]; then kill $$sim 2>/dev/null || true; wait $$sim 2>/dev/null || true; fi; rm -rf "$$dir"' EXIT; \
+	@set -e; sim=; graph=; dir=$$(mktemp -d); \
+	trap 'for p in $$sim $$graph; do kill $$p 2>/dev/null || true; wait $$p 2>/dev/null || true; done; rm -rf "$$dir"' EXIT; \
 	trap 'exit 130' INT TERM; \
 	$(GO) build -o "$$dir/charla" ./cmd/charla; \
 	"$$dir/charla" soapsim --addr $(SOAP_ADDR) & sim=$$!; \
-	"$$dir/charla" serve --addr $(ADDR) --data-dir $(DATA) --auth-mode dev --log-format console --soap-url http://$(SOAP_ADDR)
+	"$$dir/charla" fakegraph --addr $(GRAPH_ADDR) --webhook-url http://$(ADDR)/webhooks/whatsapp \
+		--whatsapp-app-secret $(WA_SECRET) --whatsapp-token $(WA_TOKEN) & graph=$$!; \
+	"$$dir/charla" serve --addr $(ADDR) --data-dir $(DATA) --auth-mode dev --log-format console --soap-url http://$(SOAP_ADDR) \
+		--whatsapp-app-secret $(WA_SECRET) --whatsapp-verify-token $(WA_VERIFY) --whatsapp-token $(WA_TOKEN) \
+		--whatsapp-phone-number-id $(WA_PHONE) --whatsapp-graph-url http://$(GRAPH_ADDR)/v21.0
 
-## test: go vet, then every test with the race detector
+## test: go vet, then every test with the race detector, then a short fuzz of the
+## webhook parser
 test: vet
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 10s ./whatsapp/
 
 ## test-pg-restart: the outage test that stops and starts the machine's PostgreSQL;
 ## run it alone (CI does, after `make test`): nothing else may use the server meanwhile

@@ -67,6 +67,9 @@ type Dependencies struct {
 	// then have the outbox (store/outbox.go). Unset, outbound WhatsApp
 	// messages wait in the outbox.
 	Graph GraphSender
+	// Inbound, when set, runs the WhatsApp webhook's inbound actor
+	// (whatsapp_inbound.go).
+	Inbound *Inbound
 }
 
 // System is a running actor tree.
@@ -78,6 +81,9 @@ type System struct {
 	gateway *actor.PID
 	depsSup *actor.PID
 	pool    *poolDispatcher
+
+	inbound   *actor.PID // nil: the WhatsApp channel is off
+	inboundRT *inboundRuntime
 }
 
 // NewSystem builds and starts the tree.
@@ -154,6 +160,12 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		cancel()
 		return nil, fmt.Errorf("spawn conversations: %w", err)
 	}
+	if dep.Inbound != nil {
+		if err = s.startInbound(*dep.Inbound); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	if s.gateway, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newGateway(d) },
 		actor.WithSupervisor(stopStrategy{log: log})), "gateway"); err != nil {
 		cancel()
@@ -221,6 +233,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 		if _, err := s.as.Root.RequestFuture(pid, msg, timeout).Result(); err != nil {
 			errs = append(errs, fmt.Errorf("%w: %T: %v", ErrShutdownTimeout, msg, err))
 		}
+	}
+	if s.inbound != nil {
+		wait(s.inbound, inboundStop{}) // no new message from the webhook while the rest drains
 	}
 	wait(s.gateway, shutdownAll{})
 	if len(errs) > 0 {

@@ -511,7 +511,7 @@ func (a *whatsappActor) attempt(it *outItem) {
 		ctx, cancel := context.WithTimeout(a.life, cfg.CallTimeout)
 		defer cancel()
 		if freeForm {
-			last, err := st.LastInbound(ctx, e.Conv)
+			last, err := windowStart(ctx, st, e.Conv)
 			if err != nil {
 				res.notAttempted = fmt.Errorf("read the 24-hour window: %w", err)
 				return
@@ -540,6 +540,35 @@ func (a *whatsappActor) attempt(it *outItem) {
 		}
 		res.wamid, res.err = graph.Send(ctx, phone, payload)
 	})
+}
+
+// contactStore is the inbound side's record of customers (store.Contact),
+// when the store keeps one.
+type contactStore interface {
+	Contact(ctx context.Context, waID string) (store.Contact, bool, error)
+}
+
+// windowStart is when conv's customer last wrote: the later of the
+// platform's time on their contact (when it is for this business number: a
+// contact is per customer, the window per customer and number) and the
+// acceptance of their last message in the conversation (which a contact
+// update not yet written cannot hold back).
+func windowStart(ctx context.Context, st outboxStore, conv charla.ConvID) (time.Time, error) {
+	last, err := st.LastInbound(ctx, conv)
+	if err != nil {
+		return time.Time{}, err
+	}
+	waID, phone, _ := conv.WhatsApp()
+	if cs, ok := st.(contactStore); ok {
+		c, found, err := cs.Contact(ctx, waID)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if found && c.PhoneNumberID == phone && c.LastInboundAt.After(last) {
+			last = c.LastInboundAt
+		}
+	}
+	return last, nil
 }
 
 // onAttempt settles one attempt.
@@ -877,7 +906,10 @@ func (s *System) ApplyWhatsAppStatuses(ctx context.Context, statuses []whatsapp.
 		return nil
 	}
 	if s.deps.whatsapp == nil {
-		return errors.New("actors: whatsapp statuses: no Graph API client is configured, so no message was sent")
+		// No Graph API client: this engine sent nothing these can be about
+		// (an error would only make the webhook's event be retried).
+		s.deps.log.Warn().Int("statuses", len(statuses)).Msg("whatsapp statuses ignored: no Graph API client is configured")
+		return nil
 	}
 	in := make([]inStatus, len(statuses))
 	for i, st := range statuses {

@@ -5,41 +5,34 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/rs/zerolog"
 
 	"charla"
 	"charla/actors"
 	"charla/store"
-	"charla/store/postgres"
 	"charla/store/storetest"
+	"charla/transport"
 	"charla/transport/transporttest"
 	"charla/whatsapp"
 	"charla/whatsapp/fakegraph"
 	"charla/wire"
 )
 
-const (
-	waSecret = "test-app-secret"
-	waPhone  = "15550001111"
-)
+const waPhone = "15550001111"
 
-// waRig is an engine whose whatsapp actor talks to the fake Graph API over
-// real HTTP; the fake posts its signed status webhooks to a receiver that
-// checks and parses them as the engine's webhook does, and hands the
-// statuses to System.ApplyWhatsAppStatuses.
-type waRig struct {
+// outRig is an engine with the WhatsApp channel on both ways: its whatsapp
+// actor sends to the fake Graph API over real HTTP, and the fake posts its
+// signed status webhooks to the engine's /webhooks/whatsapp, whose inbound
+// actor hands them to System.ApplyWhatsAppStatuses.
+type outRig struct {
 	fake   *fakegraph.Server
 	engine *transporttest.Engine
-	sys    atomic.Pointer[actors.System]
 }
 
 // graphFunc wraps the client, so that a test can lose answers.
@@ -52,40 +45,20 @@ func (g graphFunc) Send(ctx context.Context, phone string, payload any) (string,
 	return g.send(ctx, phone, payload)
 }
 
-type waOption struct {
+type outOptions struct {
 	cfg   func(*actors.WhatsAppConfig)
 	graph func(actors.GraphSender) actors.GraphSender
 }
 
-func startWA(t *testing.T, storeKind string, o waOption) *waRig {
+func startOutbound(t *testing.T, storeKind string, o outOptions) *outRig {
 	t.Helper()
-	r := &waRig{}
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, err := io.ReadAll(req.Body)
-		if err != nil || whatsapp.VerifySignature([]byte(waSecret), body, req.Header.Get("X-Hub-Signature-256")) != nil {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		b, err := whatsapp.Parse(body)
-		sys := r.sys.Load()
-		switch {
-		case err != nil:
-			w.WriteHeader(http.StatusOK)
-		case sys == nil:
-			w.WriteHeader(http.StatusServiceUnavailable)
-		case sys.ApplyWhatsAppStatuses(req.Context(), b.Statuses) != nil:
-			w.WriteHeader(http.StatusInternalServerError)
-		}
-	}))
-	t.Cleanup(hook.Close)
-	fake, err := fakegraph.New(fakegraph.Options{AppSecret: waSecret, WebhookURL: hook.URL, Statuses: fakegraph.StatusPlan{DelayMS: 5}})
+	fake, err := fakegraph.New(fakegraph.Options{Token: waToken, AppSecret: waSecret, Statuses: fakegraph.StatusPlan{DelayMS: 5}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	fs := httptest.NewServer(fake.Handler())
-	t.Cleanup(func() { fake.Close(); fs.Close() })
-	r.fake = fake
-	client, err := whatsapp.NewClient(fs.URL+"/v21.0", "test-token", whatsapp.ClientOptions{})
+	t.Cleanup(fs.Close)
+	client, err := whatsapp.NewClient(fs.URL+"/v21.0", waToken, whatsapp.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,11 +68,12 @@ func startWA(t *testing.T, storeKind string, o waOption) *waRig {
 		graph = o.graph(client)
 	}
 	opts := []transporttest.Option{
-		transporttest.WithSystem(func(cfg actors.Config, dep actors.Dependencies) (*actors.System, error) {
-			dep.Graph = graph
-			s, err := actors.NewSystem(cfg, dep)
-			r.sys.Store(s)
-			return s, err
+		transporttest.WithTransport(func(c *transport.Config) {
+			c.WhatsApp = whatsapp.Config{AppSecret: waSecret, VerifyToken: waVerify, Token: waToken, GraphURL: fs.URL + "/v21.0"}
+		}),
+		transporttest.WithDependencies(func(d *actors.Dependencies) {
+			d.Inbound = &actors.Inbound{Store: d.Store.(actors.WebhookStore), Graph: client}
+			d.Graph = graph
 		}),
 		transporttest.WithActors(func(c *actors.Config) {
 			c.WhatsApp.BackoffBase, c.WhatsApp.BackoffMax = 50*time.Millisecond, 300*time.Millisecond
@@ -109,30 +83,22 @@ func startWA(t *testing.T, storeKind string, o waOption) *waRig {
 			}
 		}),
 	}
+	var e *transporttest.Engine
 	if storeKind == "postgres" {
-		u := migrated(t)
-		opts = append(opts, transporttest.WithStore(func(tb testing.TB) store.Store {
-			po := postgres.DefaultOptions()
-			po.URL, po.MaxConns, po.MinConns = u, 8, 0
-			st, err := postgres.Open(context.Background(), po, zerolog.Nop())
-			if err != nil {
-				tb.Fatalf("open postgres: %v", err)
-			}
-			return st
-		}))
+		e = engineOverPG(t, migrated(t), opts...)
+	} else {
+		e = transporttest.Start(t, opts...)
 	}
-	r.engine = transporttest.Start(t, opts...)
-	// Before the engine stops: a status webhook in flight then would wait
-	// for an answer that never comes.
+	fake.SetWebhookURL("http://" + e.Addr + "/webhooks/whatsapp")
+	// Cleanups run last first: the fake stops posting before the engine
+	// stops answering.
 	t.Cleanup(fake.Close)
-	return r
+	return &outRig{fake: fake, engine: e}
 }
-
-var waStores = []string{"pebble", "postgres"}
 
 // customerWrites posts an inbound message from waID as the webhook does,
 // opening the 24-hour window.
-func (r *waRig) customerWrites(t *testing.T, waID, text string) charla.ConvID {
+func (r *outRig) customerWrites(t *testing.T, waID, text string) charla.ConvID {
 	t.Helper()
 	conv := charla.WhatsAppConv(waPhone, waID)
 	body, _ := json.Marshal(map[string]string{"text": text, "wamid": fakegraph.NewWAMID(waID)})
@@ -145,7 +111,7 @@ func (r *waRig) customerWrites(t *testing.T, waID, text string) charla.ConvID {
 
 // sendsOf returns the fake's requests for the message conv/seq (by its
 // callback data), accepted or not.
-func (r *waRig) sendsOf(conv charla.ConvID, seq charla.Seq) (accepted, refused []fakegraph.Request) {
+func (r *outRig) sendsOf(conv charla.ConvID, seq charla.Seq) (accepted, refused []fakegraph.Request) {
 	want := fmt.Sprintf("%s#%d", conv, seq)
 	for _, q := range r.fake.Requests() {
 		var p struct {
@@ -198,9 +164,9 @@ func outboxOf(t *testing.T, e *transporttest.Engine, conv charla.ConvID) []store
 // although the Graph API throttles it (130429) twice first; the agent sees
 // it accepted and then sent, delivered, read.
 func TestWhatsAppReplyThroughThrottling(t *testing.T) {
-	for _, kind := range waStores {
+	for _, kind := range bothStores {
 		t.Run(kind, func(t *testing.T) {
-			r := startWA(t, kind, waOption{})
+			r := startOutbound(t, kind, outOptions{})
 			conv := r.customerWrites(t, "34600000001", "hola")
 			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
 			agent.Subscribe(conv, 0)
@@ -236,9 +202,9 @@ func TestWhatsAppReplyThroughThrottling(t *testing.T) {
 // as read, each change reaching the agent once; a failed one reaches the
 // agent with its error, and stays.
 func TestWhatsAppStatuses(t *testing.T) {
-	for _, kind := range waStores {
+	for _, kind := range bothStores {
 		t.Run(kind, func(t *testing.T) {
-			r := startWA(t, kind, waOption{})
+			r := startOutbound(t, kind, outOptions{})
 			conv := r.customerWrites(t, "34600000002", "hola")
 			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
 			agent.Subscribe(conv, 0)
@@ -274,9 +240,9 @@ func TestWhatsAppStatuses(t *testing.T) {
 // TestWhatsAppWindow: outside the 24-hour window (1 s here) a free-form
 // reply fails at once with 131047 and is never sent; a template still goes.
 func TestWhatsAppWindow(t *testing.T) {
-	for _, kind := range waStores {
+	for _, kind := range bothStores {
 		t.Run(kind, func(t *testing.T) {
-			r := startWA(t, kind, waOption{cfg: func(c *actors.WhatsAppConfig) { c.Window = time.Second }})
+			r := startOutbound(t, kind, outOptions{cfg: func(c *actors.WhatsAppConfig) { c.Window = time.Second }})
 			conv := r.customerWrites(t, "34600000003", "hola")
 			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
 			agent.Subscribe(conv, 0)
@@ -317,7 +283,7 @@ func TestWhatsAppWindow(t *testing.T) {
 // the message is never sent again: a status naming it settles it as sent,
 // and without one it fails as "outcome unknown" after the reconcile window.
 func TestWhatsAppUnknownOutcome(t *testing.T) {
-	lose := waOption{
+	lose := outOptions{
 		cfg: func(c *actors.WhatsAppConfig) { c.ReconcileWindow = 1500 * time.Millisecond },
 		graph: func(g actors.GraphSender) actors.GraphSender {
 			return graphFunc{GraphSender: g, send: func(ctx context.Context, phone string, payload any) (string, error) {
@@ -328,7 +294,7 @@ func TestWhatsAppUnknownOutcome(t *testing.T) {
 			}}
 		},
 	}
-	r := startWA(t, "pebble", lose)
+	r := startOutbound(t, "pebble", lose)
 	conv := r.customerWrites(t, "34600000004", "hola")
 	agent := r.engine.Dial(t, "alice", charla.RoleAgent)
 	agent.Subscribe(conv, 0)
@@ -359,7 +325,7 @@ func TestWhatsAppUnknownOutcome(t *testing.T) {
 // TestWhatsAppRestartMidBackoff: a reply throttled, then the engine
 // restarted while it waits, goes out once after the restart.
 func TestWhatsAppRestartMidBackoff(t *testing.T) {
-	r := startWA(t, "pebble", waOption{cfg: func(c *actors.WhatsAppConfig) {
+	r := startOutbound(t, "pebble", outOptions{cfg: func(c *actors.WhatsAppConfig) {
 		c.BackoffBase, c.BackoffMax = time.Second, time.Second
 	}})
 	conv := r.customerWrites(t, "34600000005", "hola")
@@ -385,7 +351,7 @@ func TestWhatsAppThroughputHeldAtLimit(t *testing.T) {
 	const n, jitter = 400, 4
 	def := actors.DefaultWhatsAppConfig()
 	rate, burst := int(def.Rate), def.Burst
-	r := startWA(t, "pebble", waOption{cfg: func(c *actors.WhatsAppConfig) {
+	r := startOutbound(t, "pebble", outOptions{cfg: func(c *actors.WhatsAppConfig) {
 		c.Rate, c.Burst = def.Rate, def.Burst
 	}})
 	if err := r.fake.SetStatuses(fakegraph.StatusPlan{Off: true}); err != nil {

@@ -116,7 +116,9 @@ var routeClasses = []struct {
 // unlimitedPaths are never rate limited: health probes and metrics scrapes
 // come from the platform, at its own pace, and refusing one would take a
 // healthy engine out of service.
-var unlimitedPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
+// The WhatsApp webhook is the platform's too, and its signature is its
+// guard (a refusal would only make the platform redeliver).
+var unlimitedPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true, webhookPath: true}
 
 // under reports whether path is prefix or below it.
 func under(path, prefix string) bool {
@@ -166,6 +168,8 @@ func (s *Server) limitBody(w http.ResponseWriter, r *http.Request) bool {
 		limit = 0
 	case under(r.URL.Path, "/v1/media"):
 		limit = s.cfg.MaxMediaBytes
+	case r.URL.Path == webhookPath:
+		limit = WebhookMaxBytes
 	}
 	if r.ContentLength > limit || r.ContentLength < 0 && limit == 0 {
 		w.Header().Set("Connection", "close")

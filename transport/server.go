@@ -21,6 +21,7 @@ import (
 	"charla/docs"
 	"charla/media"
 	"charla/transport/ratelimit"
+	"charla/whatsapp"
 )
 
 // Config is what the edge needs; cmd/charla fills it from flags and checks
@@ -34,6 +35,9 @@ type Config struct {
 	HeartbeatTimeout time.Duration // heartbeat-timeout: also bounds every socket write; the actors' own, shared
 	Login            *auth.Service // access-token-ttl, refresh-token-ttl: agent login (/v1/auth/*); nil answers 503 (login.go)
 	Media            *media.Store  // media under data-dir: /v1/media; nil answers 503 (media.go)
+	// whatsapp-*: the WhatsApp channel; without an app secret the webhook
+	// answers 503 (webhook.go) and /readyz says "whatsapp":"off".
+	WhatsApp whatsapp.Config
 
 	// The edge's guards (limits.go): rate limits, per-IP connections,
 	// request bodies and the HTTP server's timeouts.
@@ -67,6 +71,7 @@ func DefaultConfig() Config {
 		ReadTimeout:      30 * time.Second,
 		WriteTimeout:     60 * time.Second,
 		IdleTimeout:      60 * time.Second,
+		WhatsApp:         whatsapp.DefaultConfig(),
 	}
 }
 
@@ -103,6 +108,7 @@ func (c Config) Validate() error {
 		bad("heartbeat-timeout must be positive (got %s)", c.HeartbeatTimeout)
 	}
 	errs = append(errs, c.validateLimits()...)
+	errs = append(errs, flatten(c.WhatsApp.Validate())...)
 	return errors.Join(errs...)
 }
 
@@ -144,6 +150,7 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger, opts ...Serve
 	mux.HandleFunc("POST /v1/auth/logout", s.handleLogout)
 	mux.HandleFunc("POST /v1/media", s.handleMediaUpload)
 	mux.HandleFunc("GET /v1/media/{id}", s.handleMediaGet)
+	s.routeWebhook(mux) // webhook.go
 	mux.Handle("GET /v1/openapi.json", docs.OpenAPIHandler())
 	s.http = &http.Server{
 		Handler:           s.edge(mux),
@@ -217,13 +224,19 @@ type ReadinessDetails struct {
 	// SOAP is the inventory bridge: "off" when no --soap-url is set, else
 	// its breaker (closed, open, half_open); chat is unaffected either way.
 	SOAP string `json:"soap"`
+	// WhatsApp is the channel: "off" without --whatsapp-app-secret, else
+	// "on".
+	WhatsApp string `json:"whatsapp"`
 }
 
 // Readiness reports the engine's state with its details.
 func (s *Server) Readiness() Readiness {
 	st := s.sys.Stats()
 	d := &ReadinessDetails{Store: actors.BreakerState(st.StoreBreaker.Load()).String(),
-		SpoolDepth: st.SpoolDepth.Load(), DeadLetters: st.DeadLetters.Load(), Connections: st.ConnsActive.Load(), SOAP: s.sys.SOAPState()}
+		SpoolDepth: st.SpoolDepth.Load(), DeadLetters: st.DeadLetters.Load(), Connections: st.ConnsActive.Load(), SOAP: s.sys.SOAPState(), WhatsApp: "off"}
+	if s.cfg.WhatsApp.Enabled() {
+		d.WhatsApp = "on"
+	}
 	r := Readiness{Status: "ready", ReadinessDetails: d}
 	if d.Store != actors.BreakerClosed.String() || d.SpoolDepth > 0 || (d.SOAP != "off" && d.SOAP != actors.BreakerClosed.String()) {
 		r.Status = "degraded"

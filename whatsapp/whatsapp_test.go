@@ -43,3 +43,35 @@ func TestVerifySignature(t *testing.T) {
 		})
 	}
 }
+
+func TestConfigValidate(t *testing.T) {
+	full := whatsapp.Config{AppSecret: "s", VerifyToken: "v", Token: "t", PhoneNumberID: "1001", GraphURL: whatsapp.DefaultGraphURL}
+	tests := []struct {
+		name string
+		edit func(*whatsapp.Config)
+		want []string
+	}{
+		{"off", func(c *whatsapp.Config) { *c = whatsapp.DefaultConfig() }, nil},
+		{"full", func(*whatsapp.Config) {}, nil},
+		{"token without secret", func(c *whatsapp.Config) { c.AppSecret = "" }, []string{"whatsapp-app-secret is required"}},
+		{"secret alone", func(c *whatsapp.Config) { c.VerifyToken, c.Token, c.PhoneNumberID = "", "", "" },
+			[]string{"whatsapp-verify-token is required", "whatsapp-token is required"}},
+		{"bad number and url", func(c *whatsapp.Config) { c.PhoneNumberID, c.GraphURL = "+1 555", "graph.facebook.com" },
+			[]string{"whatsapp-phone-number-id", "whatsapp-graph-url"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := full
+			tt.edit(&c)
+			err := c.Validate()
+			if (err == nil) != (len(tt.want) == 0) {
+				t.Fatalf("Validate = %v, want %q", err, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%q missing from %v", w, err)
+				}
+			}
+		})
+	}
+}

@@ -21,6 +21,8 @@ func Defaults(name string) Options {
 		return Options{Conns: 1000, Convs: 100, Rate: 5000, Duration: 60 * time.Second, Slow: 100}
 	case "inventory":
 		return Options{Conns: 100, Convs: 10, Rate: 500, InventoryRate: 500, Duration: 60 * time.Second}
+	case "webhook":
+		return Options{Conns: 100, Convs: 100, Rate: 500, Duration: 60 * time.Second}
 	}
 	return Options{Conns: 100, Convs: 10, Rate: 100, Duration: 10 * time.Second}
 }
@@ -44,6 +46,8 @@ func Quick(name string) Options {
 		return Options{Conns: 500, Convs: 50, Rate: 1000, Duration: 20 * time.Second, Slow: 50}
 	case "inventory":
 		return Options{Conns: 50, Convs: 10, Rate: 200, InventoryRate: 200, Duration: 20 * time.Second}
+	case "webhook":
+		return Options{Conns: 50, Convs: 50, Rate: 500, Duration: 15 * time.Second}
 	}
 	return Defaults(name)
 }

@@ -99,6 +99,13 @@ type Options struct {
 	// BreakerWait bounds each wait for the engine's SOAP breaker: to open
 	// under the hanging service, to close after it recovered.
 	BreakerWait time.Duration
+
+	// WebhookSecret is the engine's --whatsapp-app-secret, which webhook
+	// signs its posts with; WebhookURL the engine's webhook (default
+	// http://ADDR/webhooks/whatsapp); WebhookBatch the messages per post.
+	WebhookSecret string
+	WebhookURL    string
+	WebhookBatch  int
 }
 
 // Engine is the engine process, when the bench knows it: its PID for
@@ -137,6 +144,7 @@ var scenarios = []Info{
 	{"reconnect-storm", "C clients subscribed and sending; restart the engine (--engine-cmd or --engine-pid): time until all are back and resubscribed, nothing lost or duplicated across the restart", runStorm},
 	{"fanout", "one conversation with C subscribers and --senders senders at R msg/s: deliveries/s and deliver latency", runFanout},
 	{"slow-consumer", "steady load, then --slow extra subscribers stop reading: the others' latency against the first half, engine memory bounded, slow ones closed", runSlow},
+	{"webhook", "signed WhatsApp webhooks of --webhook-batch messages, R msg/s in total over M customers, C agents subscribed to their conversations: webhook answer and webhook → agent delivery percentiles, each message delivered exactly once (engine with --whatsapp-app-secret = --webhook-secret)", runWebhook},
 	{"inventory", "chat at R msg/s and --inv-rate inventory requests/s (Zipf over the catalogue) against an engine with --soap-url at the simulator --soap-admin: cache hit rate, answer p50/p99 at --soap-latency, chat p99 with the service hanging, recovery to breaker closed", runInventory},
 }
 

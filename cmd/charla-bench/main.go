@@ -98,6 +98,9 @@ func flags(c *cli, stderr io.Writer) *flag.FlagSet {
 	fs.Float64Var(&o.ZipfS, "zipf-s", 0, "inventory: Zipf exponent of the SKU mix over the 10,000-item catalogue (default 1.1)")
 	fs.DurationVar(&o.SOAPLatency, "soap-latency", 0, "inventory: the simulator's latency in the slow phase (default 200ms)")
 	fs.DurationVar(&o.BreakerWait, "breaker-wait", 0, "inventory: bound on waiting for the SOAP breaker to open, then to close (default 90s)")
+	fs.StringVar(&o.WebhookSecret, "webhook-secret", "", "webhook: the engine's --whatsapp-app-secret, to sign the webhooks with")
+	fs.StringVar(&o.WebhookURL, "webhook-url", "", "webhook: the engine's webhook `URL` (default http://ADDR/webhooks/whatsapp)")
+	fs.IntVar(&o.WebhookBatch, "webhook-batch", 0, "webhook: messages per signed webhook (default 10)")
 	fs.StringVar(&c.soapsimCmd, "soapsim-cmd", "", "inventory: start the simulator with this shell `command` (it must listen at --soap-admin) and stop it at the end")
 	fs.StringVar(&c.out, "out", "", "write the JSON result to this `file`")
 	fs.StringVar(&c.plotPath, "plot", "", "write an HTML plot of the run to this `file`")
@@ -394,6 +397,10 @@ func suite(c cli, set map[string]bool, stdout, stderr io.Writer, args []string) 
 			fmt.Fprintln(stderr, "charla-bench: suite: skipping reconnect-storm (needs --engine-cmd or --engine-pid)")
 			continue
 		}
+		if s.Name == "webhook" && c.o.WebhookSecret == "" {
+			fmt.Fprintln(stderr, "charla-bench: suite: skipping webhook (needs --webhook-secret, the engine's --whatsapp-app-secret)")
+			continue
+		}
 		if s.Name == "inventory" && c.o.SOAPAdmin == "" {
 			fmt.Fprintln(stderr, "charla-bench: suite: skipping inventory (needs --soap-admin, and the engine's --soap-url at that simulator)")
 			continue
@@ -416,9 +423,10 @@ func commandLine(args []string) string {
 		switch {
 		case mask:
 			a, mask = "***", false
-		case a == "--token-secret" || a == "-token-secret":
+		case a == "--token-secret" || a == "-token-secret" || a == "--webhook-secret" || a == "-webhook-secret":
 			mask = true
-		case strings.HasPrefix(a, "--token-secret=") || strings.HasPrefix(a, "-token-secret="):
+		case strings.HasPrefix(a, "--token-secret=") || strings.HasPrefix(a, "-token-secret=") ||
+			strings.HasPrefix(a, "--webhook-secret=") || strings.HasPrefix(a, "-webhook-secret="):
 			a = a[:strings.IndexByte(a, '=')+1] + "***"
 		}
 		if a == "" || strings.ContainsAny(a, " \t\"'$\\`*?|&;<>(){}[]~#!") && a != "***" {

@@ -48,6 +48,8 @@ Commands:
                 point serve's --soap-url at it
   fakegraph     a fake WhatsApp Graph API: --addr HOST:PORT (127.0.0.1:8082) --webhook-url URL
                 --whatsapp-app-secret S [--whatsapp-token T]; point serve's --whatsapp-graph-url at it
+  simulate-customer  write to the engine as a WhatsApp customer (signed webhooks): --whatsapp-app-secret S
+                [--from WA_ID --name N --phone-number-id ID] [--text T]; else one message per line of stdin
   agents        manage agent logins: add --email E --name N [--role agent|admin]
                 (password on stdin or --password-file), list, disable --email E
   token         mint an HS256 JWT: --secret S --user ID [--role agent|customer|admin] [--ttl 24h]
@@ -98,6 +100,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return soapsimCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "fakegraph":
 		return fakegraphCmd(ctx, args[1:], stdout, stderr, getenv)
+	case "simulate-customer":
+		return simulateCustomer(ctx, args[1:], os.Stdin, stdout, stderr, getenv)
 	case "token":
 		return token(args[1:], stdout, stderr, getenv)
 	case "agents":
@@ -152,6 +156,10 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	dep.Limiter = limits
+	if dep.Inbound, err = openInbound(cfg, dep.Store, cfg.Transport.Media); err != nil {
+		return err
+	}
+	dep.Graph = graphOf(dep.Inbound)
 	sys, err := actors.NewSystem(cfg.Actors, dep)
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)

@@ -33,6 +33,11 @@
 // The WhatsApp outbox (outbox.go) adds 'o' and 'q' per conversation (an
 // outbound message's entry, written in its message's batch, and the index of
 // the open entries) and 's' <wamid> (delivery statuses).
+// The WhatsApp channel (whatsapp.go) adds two more:
+//
+//	'w' 'e' <body hash, hex>       a webhook event (JSON: body, received_at, processed_at, problem)
+//	'w' 'p' <received: 8 bytes BE nanos> <hash>   "" while that event is pending
+//	'c' <wa_id>                    a contact (JSON: name, phone_number_id, last_inbound_at)
 //
 // Messages sorted by (conv, seq) make Range one bounded forward scan and Head
 // one reverse seek to the end of the conversation's range (Last within
@@ -260,6 +265,9 @@ type Store struct {
 	// authMu serialises the read-modify-writes of agents and refresh tokens
 	// (agents.go): logins are rare, one lock is plenty.
 	authMu sync.Mutex
+	// waMu serialises the read-modify-writes of webhook events and
+	// contacts (whatsapp.go).
+	waMu sync.Mutex
 }
 
 // convState is Append's view of one conversation.

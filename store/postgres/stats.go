@@ -17,8 +17,9 @@ const (
 	opReadCursors
 	opPing
 	opMigrate
-	opAuth   // agents and refresh tokens (agents.go)
-	opOutbox // the WhatsApp outbox and delivery statuses (outbox.go)
+	opAuth     // agents and refresh tokens (agents.go)
+	opOutbox   // the WhatsApp outbox and delivery statuses (outbox.go)
+	opWhatsApp // webhook events and contacts (whatsapp.go)
 	numOps
 )
 
@@ -33,6 +34,7 @@ var opNames = [numOps]string{
 	opMigrate:         "migrate",
 	opAuth:            "auth",
 	opOutbox:          "outbox",
+	opWhatsApp:        "whatsapp",
 }
 
 func (o op) String() string { return opNames[o] }

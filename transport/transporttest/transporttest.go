@@ -62,6 +62,7 @@ type options struct {
 	store     func(testing.TB) store.Store
 	spool     bool
 	clock     func() time.Time
+	deps      func(*actors.Dependencies)
 }
 
 // Option changes how Start builds the engine.
@@ -95,6 +96,11 @@ func WithSpool() Option { return func(o *options) { o.spool = true } }
 // WithRateLimitClock runs the rate limiter on now instead of time.Now, so
 // that a test plays minutes of traffic in seconds.
 func WithRateLimitClock(now func() time.Time) Option { return func(o *options) { o.clock = now } }
+
+// WithDependencies edits the actor tree's dependencies once the store is
+// open (at every start: a Restart calls it again with the new store), e.g.
+// to give it the WhatsApp channel's.
+func WithDependencies(f func(*actors.Dependencies)) Option { return func(o *options) { o.deps = f } }
 
 // WithLogger routes the engine's logs (discarded by default).
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
@@ -159,7 +165,11 @@ func (e *Engine) start() error {
 	if err != nil {
 		return fmt.Errorf("rate limits: %w", err)
 	}
-	sys, err := newSystem(e.opts.actors, actors.Dependencies{Store: e.st, Spool: e.sp, Log: e.opts.log, Limiter: lim})
+	dep := actors.Dependencies{Store: e.st, Spool: e.sp, Log: e.opts.log, Limiter: lim}
+	if e.opts.deps != nil {
+		e.opts.deps(&dep)
+	}
+	sys, err := newSystem(e.opts.actors, dep)
 	if err != nil {
 		return fmt.Errorf("start actors: %w", err)
 	}
