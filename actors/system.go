@@ -243,6 +243,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 	}
 	wait(s.deps.conversations, stopAll{})
 	wait(s.deps.store, flushReq{})
+	if s.deps.whatsapp != nil {
+		wait(s.deps.whatsapp, waDrain{}) // calls in flight end known, not unknown
+	}
 	for _, pid := range []*actor.PID{s.gateway, s.deps.conversations} {
 		if err := s.as.Root.StopFuture(pid).Wait(); err != nil {
 			errs = append(errs, fmt.Errorf("stop %s: %w", pid.Id, err))

@@ -109,6 +109,11 @@ type whatsappActor struct {
 	// marked is how far each conversation was marked read (this
 	// incarnation): an agent's read frames cost one call per new message.
 	marked map[charla.ConvID]charla.Seq
+	// recording counts the records (SaveOutbox) in flight; drainWaiters
+	// wait for them and the calls to end (waDrain).
+	recording    int
+	draining     bool
+	drainWaiters []*actor.PID
 }
 
 type outKey struct {
@@ -170,6 +175,11 @@ type (
 		err     error
 		rescan  bool
 	}
+	// waDrain asks the actor to start no call and answer (waDrained) once
+	// the calls in flight and their records are done: a graceful shutdown
+	// leaves no attempt of unknown outcome behind.
+	waDrain   struct{}
+	waDrained struct{}
 	waWake    struct{ gen uint64 }
 	waAttempt struct {
 		gen          uint64
@@ -249,6 +259,10 @@ func (a *whatsappActor) Receive(ctx actor.Context) {
 		}
 	case markReadReq:
 		a.markRead(m)
+	case waDrain:
+		a.draining = true
+		a.drainWaiters = append(a.drainWaiters, ctx.Sender())
+		a.answerDrained(ctx)
 	case *actor.Restarting:
 		a.stop()
 	case *actor.Stopping:
@@ -401,9 +415,24 @@ func (a *whatsappActor) number(phone string) *waNumber {
 	return n
 }
 
+// answerDrained answers the drain waiters once nothing is in flight.
+func (a *whatsappActor) answerDrained(ctx actor.Context) {
+	if a.inflight > 0 || a.recording > 0 {
+		return
+	}
+	for _, w := range a.drainWaiters {
+		ctx.Send(w, waDrained{})
+	}
+	a.drainWaiters = nil
+}
+
 // pump starts every head of queue that may go now, and arms one timer for
 // the earliest that may go later.
 func (a *whatsappActor) pump(ctx actor.Context) {
+	if a.draining {
+		a.answerDrained(ctx)
+		return
+	}
 	if !a.loaded {
 		return
 	}
@@ -574,12 +603,12 @@ func windowStart(ctx context.Context, st outboxStore, conv charla.ConvID) (time.
 // onAttempt settles one attempt.
 func (a *whatsappActor) onAttempt(ctx actor.Context, m waAttempt) {
 	a.inflight--
+	defer a.pump(ctx)
 	it := a.items[m.key]
 	if it == nil {
 		return
 	}
 	it.busy = false
-	defer a.pump(ctx)
 	st := &a.d.stats.WhatsApp
 	switch {
 	case m.windowClosed:
@@ -685,6 +714,7 @@ func (a *whatsappActor) giveUpUnconfirmed(_ outKey, it *outItem) {
 // the store has it.
 func (a *whatsappActor) record(it *outItem) {
 	it.busy = true
+	a.recording++
 	e := it.e
 	gen, self, root, st := a.gen, a.self, a.d.root, a.st
 	a.goIO(func() {
@@ -696,11 +726,15 @@ func (a *whatsappActor) record(it *outItem) {
 }
 
 func (a *whatsappActor) onRecorded(ctx actor.Context, m waRecorded) {
+	a.recording--
+	defer a.pump(ctx)
 	it := a.items[m.key]
 	if it == nil {
 		return
 	}
-	defer a.pump(ctx)
+	if m.err != nil && a.draining {
+		return // the next start reads the entry back as it was last stored
+	}
 	if m.err != nil {
 		// The outcome is known but not stored: keep trying, and keep the
 		// conversation's later messages waiting behind it.

@@ -390,3 +390,34 @@ func TestWhatsAppThroughputHeldAtLimit(t *testing.T) {
 	steady := float64(len(reqs)-burst) / span.Seconds()
 	t.Logf("outbound: %d sends in %s: %.1f msg/s after the burst, at most %d in any second, 0 throttled (limit %d/s)", len(reqs), span.Round(time.Millisecond), steady, most, rate)
 }
+
+// TestWhatsAppShutdownFinishesCalls: a graceful stop waits for a call in
+// flight and records its outcome, so that the next start has nothing of
+// unknown outcome and sends nothing twice.
+func TestWhatsAppShutdownFinishesCalls(t *testing.T) {
+	release := make(chan struct{})
+	r := startOutbound(t, "pebble", outOptions{graph: func(g actors.GraphSender) actors.GraphSender {
+		return graphFunc{GraphSender: g, send: func(ctx context.Context, phone string, payload any) (string, error) {
+			<-release
+			return g.Send(ctx, phone, payload)
+		}}
+	}})
+	conv := r.customerWrites(t, "34600000006", "hola")
+	agent := r.engine.Dial(t, "alice", charla.RoleAgent)
+	agent.Send(transporttest.SendFrame(conv, uuid.NewString(), "in flight at shutdown", "r1"))
+	ack := agent.NextOf(wire.TypeAck, transporttest.Wait)
+	waitFor(t, "the call in flight", transporttest.Wait, func() bool { return r.engine.Sys.Stats().WhatsApp.Calls.Load() == 1 })
+	time.AfterFunc(300*time.Millisecond, func() { close(release) })
+	r.engine.Restart()
+	es := outboxOf(t, r.engine, conv)
+	if len(es) != 1 || es[0].State != store.OutboxSent || es[0].WAMID == "" {
+		t.Fatalf("after a graceful restart the entry is %+v, want sent with its wamid", es)
+	}
+	if u := r.engine.Sys.Stats().WhatsApp.Unknown.Load(); u != 0 {
+		t.Errorf("%d sends of unknown outcome after a graceful restart", u)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if acc, ref := r.sendsOf(conv, ack.Seq); len(acc) != 1 || len(ref) != 0 {
+		t.Fatalf("the Graph API saw the message %d times", len(acc)+len(ref))
+	}
+}
