@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -381,20 +382,10 @@ func (a *whatsappActor) merge(entries []store.OutboxEntry, fromStore bool) {
 			continue
 		}
 		q := a.queue(e.Conv)
-		i, _ := slices.BinarySearchFunc(q.items, e.Seq, func(x *outItem, s charla.Seq) int { return cmpSeq(x.e.Seq, s) })
+		i, _ := slices.BinarySearchFunc(q.items, e.Seq, func(x *outItem, s charla.Seq) int { return cmp.Compare(x.e.Seq, s) })
 		q.items = slices.Insert(q.items, i, it)
 	}
 	a.d.stats.WhatsApp.Open.Store(int64(len(a.items)))
-}
-
-func cmpSeq(a, b charla.Seq) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (a *whatsappActor) queue(conv charla.ConvID) *waQueue {
@@ -454,7 +445,11 @@ func (a *whatsappActor) pump(ctx actor.Context) {
 	}
 	for conv, q := range a.queues {
 		if len(q.items) == 0 {
-			delete(a.queues, conv)
+			// Forgotten only once its pair bucket is full again: a fresh
+			// one would grant a new burst to a customer just written to.
+			if q.pair.TokensAt(now) >= float64(a.cfg.PairBurst) {
+				delete(a.queues, conv)
+			}
 			continue
 		}
 		it := q.items[0]

@@ -421,3 +421,40 @@ func TestWhatsAppShutdownFinishesCalls(t *testing.T) {
 		t.Fatalf("the Graph API saw the message %d times", len(acc)+len(ref))
 	}
 }
+
+// TestWhatsAppPairLimit: messages to one customer leave in seq order, the
+// burst at once and the rest one per pair interval.
+func TestWhatsAppPairLimit(t *testing.T) {
+	const interval = 400 * time.Millisecond
+	r := startOutbound(t, "pebble", outOptions{cfg: func(c *actors.WhatsAppConfig) {
+		c.PairInterval, c.PairBurst = interval, 2
+	}})
+	if err := r.fake.SetStatuses(fakegraph.StatusPlan{Off: true}); err != nil {
+		t.Fatal(err)
+	}
+	conv := r.customerWrites(t, "34600000007", "hola")
+	agent := r.engine.Dial(t, "alice", charla.RoleAgent)
+	start := time.Now()
+	for i := range 4 {
+		agent.Send(transporttest.SendFrame(conv, uuid.NewString(), fmt.Sprintf("part %d", i), fmt.Sprint(i)))
+	}
+	waitFor(t, "four sends", 2*transporttest.Wait, func() bool { return len(r.fake.Sent()) == 4 })
+	sent := r.fake.Sent()
+	for i, q := range sent {
+		var p struct {
+			Text struct {
+				Body string `json:"body"`
+			} `json:"text"`
+		}
+		if err := json.Unmarshal(q.Payload, &p); err != nil || p.Text.Body != fmt.Sprintf("part %d", i) {
+			t.Errorf("send %d is %q: out of order", i, p.Text.Body)
+		}
+	}
+	// Lower bounds only, from before the first send (the bucket is full
+	// then): a loaded machine can make sends later, never sooner.
+	for i := 2; i < 4; i++ {
+		if gap := sent[i].At.Sub(start); gap < time.Duration(i-1)*interval {
+			t.Errorf("send %d arrived %s after the sends began; the pair limit allows it after %s", i, gap, time.Duration(i-1)*interval)
+		}
+	}
+}
