@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,6 +68,9 @@ type Inbound struct {
 	// answer: past it the webhook answers 503 and the platform redelivers.
 	// Default 2 s.
 	RecordTimeout time.Duration
+	// PendingPage is how many pending events are read from the store at a
+	// time, and the most held in memory. Default 500.
+	PendingPage int
 }
 
 // Defaults and bounds of the inbound actor.
@@ -79,14 +83,14 @@ const (
 	inboundParallel = 16
 	// maxEventsRunning bounds the events processed at once (each in
 	// conversations no other running event posts into).
-	maxEventsRunning = 8
+	maxEventsRunning = 32
 	// inboundRetryMax caps the backoff of an event that failed for a
 	// reason that may pass (the store or a conversation unavailable).
 	inboundRetryMax = 30 * time.Second
 	// mediaAttempts is how often a retryable media download is tried.
 	mediaAttempts = 3
-	// pendingPage is how many pending events are read per store call.
-	pendingPage = 500
+	// defaultPendingPage is Inbound.PendingPage's default.
+	defaultPendingPage = 500
 )
 
 // waNamespace derives client_msg_ids from wamids (UUIDv5): the same wamid
@@ -145,10 +149,12 @@ type inboundActor struct {
 	io     sync.WaitGroup
 
 	recording int
-	queue     []*inEvent         // recorded, not yet processed, oldest first
+	queue     []*inEvent          // recorded, not yet processed, oldest first
 	queued    map[string]*inEvent // by hash
-	running   int                // events of queue being processed
-	loaded    bool               // the pending events of the store are in queue
+	running   int                 // events of queue being processed
+	loaded    bool                // the pending events of the store are in queue
+	loading   bool                // a read of the pending events runs
+	more      bool                // the store holds pending events beyond the queue
 	backoff   time.Duration
 	retry     *time.Timer
 }
@@ -275,13 +281,19 @@ func (a *inboundActor) onRecorded(ctx actor.Context, m recordDone) {
 		a.rt.stats.Refused.Add(1)
 		a.log.Warn().Err(m.err).Str("hash", m.ev.Hash).Msg("webhook not recorded; answered 503 for the platform to redeliver")
 		ctx.Send(m.replyTo, webhookRecorded{err: charla.Errorf(charla.CodeUnavailable, "the webhook could not be recorded; redeliver later")})
+		// A record that timed out may still have committed: its
+		// redelivery is then a duplicate, never queued by this path. Read
+		// the pending events again so that it is processed all the same.
+		if a.loaded {
+			a.loadPending()
+		}
 		return
 	case m.dup:
 		a.rt.stats.Duplicates.Add(1)
 	default:
 		a.rt.stats.Received.Add(1)
 		// Until the store's pending events are read, they include this one.
-		if a.loaded && a.queued[m.ev.Hash] == nil {
+		if a.loaded && !a.more && a.queued[m.ev.Hash] == nil {
 			a.enqueue(m.ev)
 		}
 	}
@@ -301,33 +313,23 @@ func (a *inboundActor) enqueue(ev store.WebhookEvent) {
 	a.rt.stats.Pending.Store(int64(len(a.queue)))
 }
 
+// loadPending reads the oldest pending events, a page at most: the
+// queue holds no more, so that a backlog costs the store, not memory. When
+// a page is full (more), new records are left to later pages, which keeps
+// the arrival order; the next page is read when the queue runs dry.
 func (a *inboundActor) loadPending() {
+	if a.loading {
+		return
+	}
+	a.loading = true
 	a.spawnIO(func(life context.Context) any {
-		var all []store.WebhookEvent
-		// Pages until a short one: events recorded meanwhile are read too,
-		// and the hash set drops what a page repeats.
-		seen := map[string]bool{}
-		for {
-			page, err := a.rt.in.Store.PendingWebhooks(life, pendingPage)
-			if err != nil {
-				return pendingLoaded{err: err}
-			}
-			fresh := 0
-			for _, ev := range page {
-				if !seen[ev.Hash] {
-					seen[ev.Hash] = true
-					all = append(all, ev)
-					fresh++
-				}
-			}
-			if len(page) < pendingPage || fresh == 0 {
-				return pendingLoaded{events: all}
-			}
-		}
+		page, err := a.rt.in.Store.PendingWebhooks(life, a.rt.in.PendingPage)
+		return pendingLoaded{events: page, err: err}
 	})
 }
 
 func (a *inboundActor) onPending(m pendingLoaded) {
+	a.loading = false
 	if m.err != nil {
 		if a.life.Err() == nil {
 			a.log.Warn().Err(m.err).Msg("pending webhooks unreadable; trying again")
@@ -336,6 +338,7 @@ func (a *inboundActor) onPending(m pendingLoaded) {
 		return
 	}
 	a.loaded = true
+	a.more = len(m.events) >= a.rt.in.PendingPage
 	for _, ev := range m.events {
 		if a.queued[ev.Hash] == nil {
 			a.enqueue(ev)
@@ -370,7 +373,12 @@ func (a *inboundActor) next() {
 		}
 		q.running = true
 		a.running++
-		a.spawnIO(func(life context.Context) any {
+		a.spawnIO(func(life context.Context) (res any) {
+			defer func() {
+				if p := recover(); p != nil {
+					res = eventDone{hash: q.ev.Hash, err: a.poisoned(life, q, p)}
+				}
+			}()
 			return eventDone{hash: q.ev.Hash, err: a.process(life, q)}
 		})
 	}
@@ -404,6 +412,10 @@ func (a *inboundActor) onEventDone(m eventDone) {
 	}
 	a.rt.stats.Pending.Store(int64(len(a.queue)))
 	a.rt.stats.Processed.Add(1)
+	if a.more && len(a.queue) == 0 {
+		a.loadPending()
+		return
+	}
 	a.next()
 }
 
@@ -450,16 +462,26 @@ func (a *inboundActor) process(ctx context.Context, q *inEvent) error {
 		byConv[c] = append(byConv[c], in)
 	}
 	var (
-		mu    sync.Mutex
-		wg    sync.WaitGroup
-		retry error
-		slots = make(chan struct{}, inboundParallel)
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		retry    error
+		panicked any
+		slots    = make(chan struct{}, inboundParallel)
 	)
 	for _, c := range order {
 		wg.Add(1)
 		slots <- struct{}{}
 		go func(msgs []whatsapp.Inbound) {
 			defer func() { <-slots; wg.Done() }()
+			// A panic here is the event's (see poisoned), raised again
+			// below on the goroutine that recovers it.
+			defer func() {
+				if p := recover(); p != nil {
+					mu.Lock()
+					panicked = p
+					mu.Unlock()
+				}
+			}()
 			for _, in := range msgs {
 				problem, err := a.postOne(ctx, in)
 				mu.Lock()
@@ -477,6 +499,9 @@ func (a *inboundActor) process(ctx context.Context, q *inEvent) error {
 		}(byConv[c])
 	}
 	wg.Wait()
+	if panicked != nil {
+		panic(panicked)
+	}
 	if retry != nil {
 		return retry
 	}
@@ -497,6 +522,19 @@ func (a *inboundActor) process(ctx context.Context, q *inEvent) error {
 	if problem != "" {
 		a.rt.stats.Problems.Add(1)
 		a.log.Warn().Str("hash", ev.Hash).Str("problem", problem).Msg("webhook processed with problems")
+	}
+	return nil
+}
+
+// poisoned finishes an event whose processing panicked, with the panic as
+// its problem: tried again it would panic again, and hold back every later
+// event of its conversations. Its messages posted so far stay; the rest
+// are in the recorded body for someone to look at.
+func (a *inboundActor) poisoned(ctx context.Context, q *inEvent, p any) error {
+	a.log.Error().Str("hash", q.ev.Hash).Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("webhook processing panicked; the event is set aside")
+	a.rt.stats.Problems.Add(1)
+	if err := a.rt.in.Store.FinishWebhook(ctx, q.ev.Hash, time.Now().UTC(), fmt.Sprintf("internal error while processing: %v", p)); err != nil {
+		return fmt.Errorf("%w: finish a poisoned event: %w", errRetry, err)
 	}
 	return nil
 }
@@ -629,6 +667,9 @@ func (s *System) startInbound(in Inbound) error {
 	}
 	if in.RecordTimeout <= 0 {
 		in.RecordTimeout = defaultRecordTimeout
+	}
+	if in.PendingPage <= 0 {
+		in.PendingPage = defaultPendingPage
 	}
 	rt := &inboundRuntime{in: in, post: s.Post}
 	// The seam to the outbound side: once System has ApplyWhatsAppStatuses,

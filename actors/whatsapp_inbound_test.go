@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +55,7 @@ type waEngine struct {
 
 type waOptions struct {
 	maxMedia int64
+	inbound  func(*actors.Inbound)        // edits the inbound dependencies
 	store    func(testing.TB) store.Store // nil: pebble, or PostgreSQL for kind "postgres"
 }
 
@@ -79,6 +81,9 @@ func startWA(t *testing.T, kind string, o waOptions) *waEngine {
 		}),
 		transporttest.WithDependencies(func(d *actors.Dependencies) {
 			d.Inbound = &actors.Inbound{Store: d.Store.(actors.WebhookStore), Graph: graph, Media: ms}
+			if o.inbound != nil {
+				o.inbound(d.Inbound)
+			}
 		}),
 	}
 	if o.store != nil {
@@ -522,5 +527,154 @@ func TestWebhookEventsKeepArrivalOrder(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("got %v", next)
 		}
+	}
+}
+
+// A store too slow to record a webhook makes it answer 503 within the
+// record timeout — the platform redelivers — never hang; a redelivery once
+// the store is quick again goes through, once.
+func TestWebhookSlowStoreAnswersBounded(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(fmt.Sprintf("committed %v", late), func(t *testing.T) { testSlowStore(t, late) })
+	}
+}
+
+func testSlowStore(t *testing.T, late bool) {
+	var slow atomic.Bool
+	slow.Store(true)
+	delay := func() time.Duration {
+		if slow.Load() {
+			return 2 * time.Second
+		}
+		return 0
+	}
+	w := startWA(t, "pebble", waOptions{inbound: func(in *actors.Inbound) {
+		in.RecordTimeout = 200 * time.Millisecond
+		in.Store = &switchable{WebhookStore: in.Store, delay: delay, late: late}
+	}})
+	payload, _ := json.Marshal(fakegraph.Payload(fakegraph.Change("1001", nil,
+		[]whatsapp.Message{fakegraph.TextMessage("34600000021", "wamid.slow", time.Now(), "slow store")}, nil)))
+	start := time.Now()
+	if s := w.post(t, payload); s != http.StatusServiceUnavailable {
+		t.Fatalf("slow store: %d, want 503", s)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("answered after %v with a 200 ms record timeout", took)
+	}
+	slow.Store(false)
+	if s := w.post(t, payload); s != http.StatusOK {
+		t.Fatalf("redelivery: %d", s)
+	}
+	w.waitProcessed(t, 1)
+	if h, _ := w.Store().Head(context.Background(), charla.WhatsAppConv("1001", "34600000021")); h != 1 {
+		t.Fatalf("head %d, want 1", h)
+	}
+}
+
+// switchable delays webhook records by what delay says; with late set, it
+// records first and then delays (the commit made, its answer too late).
+type switchable struct {
+	actors.WebhookStore
+	delay func() time.Duration
+	late  bool
+}
+
+func (s *switchable) RecordWebhook(ctx context.Context, ev store.WebhookEvent) (bool, error) {
+	if d := s.delay(); d > 0 && s.late {
+		dup, err := s.WebhookStore.RecordWebhook(context.Background(), ev)
+		select {
+		case <-time.After(d):
+			return dup, err
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	if d := s.delay(); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	return s.WebhookStore.RecordWebhook(ctx, ev)
+}
+
+// A backlog larger than a page is processed page by page, and webhooks
+// arriving meanwhile wait their turn: every message once, each
+// conversation in arrival order.
+func TestWebhookBacklogInPages(t *testing.T) {
+	dir := t.TempDir()
+	const backlog = 10
+	conv := charla.WhatsAppConv("1001", "34600000031")
+	t0 := time.Now()
+	w := startWA(t, "pebble", waOptions{
+		inbound: func(in *actors.Inbound) { in.PendingPage = 3 },
+		store: func(tb testing.TB) store.Store {
+			st, err := pebble.Open(context.Background(), filepath.Join(dir, "charla.pebble"), pebble.Options{})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			for i := range backlog {
+				body, _ := json.Marshal(fakegraph.Payload(fakegraph.Change("1001", nil,
+					[]whatsapp.Message{fakegraph.TextMessage("34600000031", fmt.Sprintf("wamid.backlog.%d", i), t0, fmt.Sprint(i))}, nil)))
+				sum := sha256.Sum256(body)
+				if _, err := st.RecordWebhook(context.Background(), store.WebhookEvent{Hash: hex.EncodeToString(sum[:]), Body: body, ReceivedAt: t0.Add(time.Duration(i) * time.Millisecond)}); err != nil {
+					tb.Fatal(err)
+				}
+			}
+			return st
+		}})
+	for i := backlog; i < backlog+3; i++ {
+		m := fakegraph.TextMessage("34600000031", fmt.Sprintf("wamid.backlog.%d", i), t0, fmt.Sprint(i))
+		if s, err := w.hook.PostPayload(context.Background(), fakegraph.Payload(fakegraph.Change("1001", nil, []whatsapp.Message{m}, nil))); err != nil || s != 200 {
+			t.Fatalf("webhook: %d, %v", s, err)
+		}
+	}
+	w.waitProcessed(t, backlog+3)
+	msgs, err := w.Store().Range(context.Background(), conv, 0, 100)
+	if err != nil || len(msgs) != backlog+3 {
+		t.Fatalf("%d messages stored, want %d (%v)", len(msgs), backlog+3, err)
+	}
+	for i, m := range msgs {
+		var b bodyView
+		_ = json.Unmarshal(m.Body, &b)
+		if b.Text != fmt.Sprint(i) {
+			t.Fatalf("seq %d is %q, want %q (arrival order)", m.Seq, b.Text, fmt.Sprint(i))
+		}
+	}
+}
+
+// panickySink fails every media put with a panic.
+type panickySink struct{}
+
+func (panickySink) Put(charla.ConvID, string, string, io.Reader) (media.Meta, error) {
+	panic("media storage exploded")
+}
+
+// An event whose processing panics is set aside with the panic as its
+// problem; the engine lives on and the customer's next message goes
+// through.
+func TestWebhookPoisonedEventSetAside(t *testing.T) {
+	w := startWA(t, "pebble", waOptions{inbound: func(in *actors.Inbound) { in.Media = panickySink{} }})
+	w.fake.PutMedia("M1", "image/png", pngOf(t, 4))
+	now := time.Now()
+	poison, _ := json.Marshal(fakegraph.Payload(fakegraph.Change("1001", nil, []whatsapp.Message{
+		fakegraph.NewMessage("34600000041", "wamid.poison", now, "image", map[string]string{"id": "M1", "mime_type": "image/png"})}, nil)))
+	if s := w.post(t, poison); s != http.StatusOK {
+		t.Fatalf("webhook: %d", s)
+	}
+	next := fakegraph.Payload(fakegraph.Change("1001", nil, []whatsapp.Message{fakegraph.TextMessage("34600000041", "wamid.after", now, "after")}, nil))
+	if s, err := w.hook.PostPayload(context.Background(), next); err != nil || s != http.StatusOK {
+		t.Fatalf("webhook: %d, %v", s, err)
+	}
+	w.waitProcessed(t, 2)
+	sum := sha256.Sum256(poison)
+	ev, found, err := w.store().WebhookEvent(context.Background(), hex.EncodeToString(sum[:]))
+	if err != nil || !found || !strings.Contains(ev.Problem, "media storage exploded") {
+		t.Fatalf("poisoned event %+v found %v, %v", ev, found, err)
+	}
+	msgs, err := w.Store().Range(context.Background(), charla.WhatsAppConv("1001", "34600000041"), 0, 10)
+	if err != nil || len(msgs) != 1 || !strings.Contains(string(msgs[0].Body), "after") {
+		t.Fatalf("conversation after the poisoned event: %v, %v", msgs, err)
 	}
 }
