@@ -458,3 +458,42 @@ func TestWhatsAppPairLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestWhatsAppMarkRead: an agent reading a WhatsApp conversation marks the
+// customer's last message read on WhatsApp, with the typing indicator,
+// once per new message read.
+func TestWhatsAppMarkRead(t *testing.T) {
+	r := startOutbound(t, "pebble", outOptions{})
+	conv := charla.WhatsAppConv(waPhone, "34600000008")
+	wamid := fakegraph.NewWAMID("34600000008")
+	body, _ := json.Marshal(map[string]string{"text": "¿hay alguien?", "wamid": wamid})
+	ack, err := r.engine.Sys.Post(t.Context(), charla.Message{Conv: conv, ClientMsgID: uuid.NewString(),
+		Sender: charla.Sender{ID: "34600000008", Role: charla.RoleCustomer}, Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := r.engine.Dial(t, "alice", charla.RoleAgent)
+	agent.Subscribe(conv, 0)
+	for range 2 { // the second read of the same seq costs nothing
+		agent.Send(wire.Frame{Type: wire.TypeRead, Conv: conv, Seq: ack.Seq})
+	}
+	reads := func() []fakegraph.Request {
+		var out []fakegraph.Request
+		for _, q := range r.fake.Requests() {
+			if q.Kind == "read" {
+				out = append(out, q)
+			}
+		}
+		return out
+	}
+	waitFor(t, "the mark-as-read", transporttest.Wait, func() bool { return len(reads()) > 0 })
+	time.Sleep(300 * time.Millisecond)
+	got := reads()
+	var p struct {
+		MessageID string            `json:"message_id"`
+		Typing    map[string]string `json:"typing_indicator"`
+	}
+	if len(got) != 1 || json.Unmarshal(got[0].Payload, &p) != nil || p.MessageID != wamid || p.Typing["type"] != "text" || got[0].PhoneNumberID != waPhone {
+		t.Fatalf("mark-as-read calls: %+v, want one for %s with the typing indicator", got, wamid)
+	}
+}
