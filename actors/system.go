@@ -295,6 +295,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 	wait(s.deps.conversations, stopAll{})
 	wait(s.deps.inbox, flushReq{})
 	wait(s.deps.store, flushReq{})
+	if s.deps.whatsapp != nil {
+		wait(s.deps.whatsapp, waDrain{}) // calls in flight end known, not unknown
+	}
 	for _, pid := range []*actor.PID{s.gateway, s.deps.bots, s.deps.conversations, s.deps.inbox} {
 		if pid == nil {
 			continue // no bot

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -109,6 +110,11 @@ type whatsappActor struct {
 	// marked is how far each conversation was marked read (this
 	// incarnation): an agent's read frames cost one call per new message.
 	marked map[charla.ConvID]charla.Seq
+	// recording counts the records (SaveOutbox) in flight; drainWaiters
+	// wait for them and the calls to end (waDrain).
+	recording    int
+	draining     bool
+	drainWaiters []*actor.PID
 }
 
 type outKey struct {
@@ -128,8 +134,13 @@ type outItem struct {
 	unconfirmed bool
 }
 
+// waNumber is one business number's limits. bucket admits sends (in the
+// actor, with Burst); pacer spaces the calls themselves (burst 1, waited on
+// by the I/O goroutines just before the attempt is recorded), so that the
+// varying time of the store's write does not bunch them at the platform.
 type waNumber struct {
 	bucket      *rate.Limiter
+	pacer       *rate.Limiter
 	pausedUntil time.Time
 }
 
@@ -165,6 +176,11 @@ type (
 		err     error
 		rescan  bool
 	}
+	// waDrain asks the actor to start no call and answer (waDrained) once
+	// the calls in flight and their records are done: a graceful shutdown
+	// leaves no attempt of unknown outcome behind.
+	waDrain   struct{}
+	waDrained struct{}
 	waWake    struct{ gen uint64 }
 	waAttempt struct {
 		gen          uint64
@@ -244,6 +260,10 @@ func (a *whatsappActor) Receive(ctx actor.Context) {
 		}
 	case markReadReq:
 		a.markRead(m)
+	case waDrain:
+		a.draining = true
+		a.drainWaiters = append(a.drainWaiters, ctx.Sender())
+		a.answerDrained(ctx)
 	case *actor.Restarting:
 		a.stop()
 	case *actor.Stopping:
@@ -362,20 +382,10 @@ func (a *whatsappActor) merge(entries []store.OutboxEntry, fromStore bool) {
 			continue
 		}
 		q := a.queue(e.Conv)
-		i, _ := slices.BinarySearchFunc(q.items, e.Seq, func(x *outItem, s charla.Seq) int { return cmpSeq(x.e.Seq, s) })
+		i, _ := slices.BinarySearchFunc(q.items, e.Seq, func(x *outItem, s charla.Seq) int { return cmp.Compare(x.e.Seq, s) })
 		q.items = slices.Insert(q.items, i, it)
 	}
 	a.d.stats.WhatsApp.Open.Store(int64(len(a.items)))
-}
-
-func cmpSeq(a, b charla.Seq) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (a *whatsappActor) queue(conv charla.ConvID) *waQueue {
@@ -390,15 +400,30 @@ func (a *whatsappActor) queue(conv charla.ConvID) *waQueue {
 func (a *whatsappActor) number(phone string) *waNumber {
 	n := a.numbers[phone]
 	if n == nil {
-		n = &waNumber{bucket: rate.NewLimiter(rate.Limit(a.cfg.Rate), a.cfg.Burst)}
+		n = &waNumber{bucket: rate.NewLimiter(rate.Limit(a.cfg.Rate), a.cfg.Burst), pacer: rate.NewLimiter(rate.Limit(a.cfg.Rate), 1)}
 		a.numbers[phone] = n
 	}
 	return n
 }
 
+// answerDrained answers the drain waiters once nothing is in flight.
+func (a *whatsappActor) answerDrained(ctx actor.Context) {
+	if a.inflight > 0 || a.recording > 0 {
+		return
+	}
+	for _, w := range a.drainWaiters {
+		ctx.Send(w, waDrained{})
+	}
+	a.drainWaiters = nil
+}
+
 // pump starts every head of queue that may go now, and arms one timer for
 // the earliest that may go later.
 func (a *whatsappActor) pump(ctx actor.Context) {
+	if a.draining {
+		a.answerDrained(ctx)
+		return
+	}
 	if !a.loaded {
 		return
 	}
@@ -420,7 +445,11 @@ func (a *whatsappActor) pump(ctx actor.Context) {
 	}
 	for conv, q := range a.queues {
 		if len(q.items) == 0 {
-			delete(a.queues, conv)
+			// Forgotten only once its pair bucket is full again: a fresh
+			// one would grant a new burst to a customer just written to.
+			if q.pair.TokensAt(now) >= float64(a.cfg.PairBurst) {
+				delete(a.queues, conv)
+			}
 			continue
 		}
 		it := q.items[0]
@@ -495,18 +524,18 @@ func (a *whatsappActor) attempt(it *outItem) {
 	it.busy = true
 	a.inflight++
 	a.d.stats.WhatsApp.Calls.Add(1)
-	e := it.e
+	it0, e := it.e, it.e
 	e.State, e.Attempts = store.OutboxSending, e.Attempts+1
 	e.NextAttempt = time.Now().Add(a.cfg.ReconcileWindow).UTC().Truncate(time.Microsecond)
 	gen, self, root, st, graph, cfg := a.gen, a.self, a.d.root, a.st, a.graph, a.cfg
-	phone, payload, freeForm := it.phone, it.payload, it.kind.freeForm
+	phone, payload, freeForm, pacer := it.phone, it.payload, it.kind.freeForm, a.number(it.phone).pacer
 	a.goIO(func() {
 		res := waAttempt{gen: gen, key: outKey{e.Conv, e.Seq}}
 		defer func() { res.at = time.Now(); root.Send(self, res) }()
 		ctx, cancel := context.WithTimeout(a.life, cfg.CallTimeout)
 		defer cancel()
 		if freeForm {
-			last, err := st.LastInbound(ctx, e.Conv)
+			last, err := windowStart(ctx, st, e.Conv)
 			if err != nil {
 				res.notAttempted = fmt.Errorf("read the 24-hour window: %w", err)
 				return
@@ -520,19 +549,61 @@ func (a *whatsappActor) attempt(it *outItem) {
 			res.notAttempted = fmt.Errorf("record the attempt: %w", err)
 			return
 		}
+		// Paced after the write, whose time varies, so that calls leave
+		// evenly spaced. A crash while waiting here leaves an attempt
+		// recorded and not made: it fails as unknown (never resent), and the
+		// admission bucket keeps such waiters to a handful.
+		if err := pacer.Wait(ctx); err != nil {
+			res.notAttempted = fmt.Errorf("pace the call: %w", err)
+			revert, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.CallTimeout)
+			defer cancel()
+			if _, err := st.SaveOutbox(revert, it0); err != nil {
+				res.notAttempted = fmt.Errorf("%w; the attempt stays recorded: %w", res.notAttempted, err)
+			}
+			return
+		}
 		res.wamid, res.err = graph.Send(ctx, phone, payload)
 	})
+}
+
+// contactStore is the inbound side's record of customers (store.Contact),
+// when the store keeps one.
+type contactStore interface {
+	Contact(ctx context.Context, waID string) (store.Contact, bool, error)
+}
+
+// windowStart is when conv's customer last wrote: the later of the
+// platform's time on their contact (when it is for this business number: a
+// contact is per customer, the window per customer and number) and the
+// acceptance of their last message in the conversation (which a contact
+// update not yet written cannot hold back).
+func windowStart(ctx context.Context, st outboxStore, conv charla.ConvID) (time.Time, error) {
+	last, err := st.LastInbound(ctx, conv)
+	if err != nil {
+		return time.Time{}, err
+	}
+	waID, phone, _ := conv.WhatsApp()
+	if cs, ok := st.(contactStore); ok {
+		c, found, err := cs.Contact(ctx, waID)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if found && c.PhoneNumberID == phone && c.LastInboundAt.After(last) {
+			last = c.LastInboundAt
+		}
+	}
+	return last, nil
 }
 
 // onAttempt settles one attempt.
 func (a *whatsappActor) onAttempt(ctx actor.Context, m waAttempt) {
 	a.inflight--
+	defer a.pump(ctx)
 	it := a.items[m.key]
 	if it == nil {
 		return
 	}
 	it.busy = false
-	defer a.pump(ctx)
 	st := &a.d.stats.WhatsApp
 	switch {
 	case m.windowClosed:
@@ -638,6 +709,7 @@ func (a *whatsappActor) giveUpUnconfirmed(_ outKey, it *outItem) {
 // the store has it.
 func (a *whatsappActor) record(it *outItem) {
 	it.busy = true
+	a.recording++
 	e := it.e
 	gen, self, root, st := a.gen, a.self, a.d.root, a.st
 	a.goIO(func() {
@@ -649,11 +721,15 @@ func (a *whatsappActor) record(it *outItem) {
 }
 
 func (a *whatsappActor) onRecorded(ctx actor.Context, m waRecorded) {
+	a.recording--
+	defer a.pump(ctx)
 	it := a.items[m.key]
 	if it == nil {
 		return
 	}
-	defer a.pump(ctx)
+	if m.err != nil && a.draining {
+		return // the next start reads the entry back as it was last stored
+	}
 	if m.err != nil {
 		// The outcome is known but not stored: keep trying, and keep the
 		// conversation's later messages waiting behind it.
@@ -859,7 +935,10 @@ func (s *System) ApplyWhatsAppStatuses(ctx context.Context, statuses []whatsapp.
 		return nil
 	}
 	if s.deps.whatsapp == nil {
-		return errors.New("actors: whatsapp statuses: no Graph API client is configured, so no message was sent")
+		// No Graph API client: this engine sent nothing these can be about
+		// (an error would only make the webhook's event be retried).
+		s.deps.log.Warn().Int("statuses", len(statuses)).Msg("whatsapp statuses ignored: no Graph API client is configured")
+		return nil
 	}
 	in := make([]inStatus, len(statuses))
 	for i, st := range statuses {

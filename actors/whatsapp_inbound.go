@@ -47,14 +47,6 @@ type MediaSink interface {
 	Put(conv charla.ConvID, uploader, declared string, r io.Reader) (media.Meta, error)
 }
 
-// StatusApplier takes the webhook's status notifications of outgoing
-// messages: the outbound side's System.ApplyWhatsAppStatuses. The tree uses
-// the System itself when it has that method; until then statuses are parsed
-// and counted (InboundStats.StatusesUnapplied), not applied.
-type StatusApplier interface {
-	ApplyWhatsAppStatuses(ctx context.Context, statuses []whatsapp.Status) error
-}
-
 // Inbound are the WhatsApp webhook's dependencies (Dependencies.Inbound);
 // without them the webhook answers unavailable.
 type Inbound struct {
@@ -103,26 +95,25 @@ func ClientMsgIDOf(wamid string) string { return uuid.NewSHA1(waNamespace, []byt
 
 // InboundStats are the webhook's counters.
 type InboundStats struct {
-	Received          atomic.Int64 // verified webhooks recorded
-	Duplicates        atomic.Int64 // verified webhooks already recorded (redeliveries)
-	Refused           atomic.Int64 // webhooks answered 503 (record failed, timed out or too many in flight)
-	Processed         atomic.Int64 // events processed
-	Problems          atomic.Int64 // events with a problem recorded (malformed, items skipped)
-	Retries           atomic.Int64 // event processing attempts that failed and were retried
-	Messages          atomic.Int64 // messages posted (first time)
-	Redelivered       atomic.Int64 // messages that were duplicates of one already posted
-	MediaStored       atomic.Int64 // media downloaded into media storage
-	MediaRefused      atomic.Int64 // media not stored (too large, type not allowed, download failed)
-	Statuses          atomic.Int64 // status notifications parsed
-	StatusesUnapplied atomic.Int64 // status notifications with nowhere to go (no StatusApplier)
-	Pending           atomic.Int64 // events recorded and not yet processed
+	Received     atomic.Int64 // verified webhooks recorded
+	Duplicates   atomic.Int64 // verified webhooks already recorded (redeliveries)
+	Refused      atomic.Int64 // webhooks answered 503 (record failed, timed out or too many in flight)
+	Processed    atomic.Int64 // events processed
+	Problems     atomic.Int64 // events with a problem recorded (malformed, items skipped)
+	Retries      atomic.Int64 // event processing attempts that failed and were retried
+	Messages     atomic.Int64 // messages posted (first time)
+	Redelivered  atomic.Int64 // messages that were duplicates of one already posted
+	MediaStored  atomic.Int64 // media downloaded into media storage
+	MediaRefused atomic.Int64 // media not stored (too large, type not allowed, download failed)
+	Statuses     atomic.Int64 // status notifications parsed
+	Pending      atomic.Int64 // events recorded and not yet processed
 }
 
 // inboundRuntime is what outlives an incarnation of the inbound actor.
 type inboundRuntime struct {
 	in       Inbound
 	post     func(ctx context.Context, msg charla.Message) (wire.Ack, error)
-	statuses StatusApplier // nil: statuses counted only
+	statuses func(ctx context.Context, statuses []whatsapp.Status) error // System.ApplyWhatsAppStatuses
 	stats    InboundStats
 }
 
@@ -508,9 +499,7 @@ func (a *inboundActor) process(ctx context.Context, q *inEvent) error {
 
 	if len(b.Statuses) > 0 {
 		a.rt.stats.Statuses.Add(int64(len(b.Statuses)))
-		if a.rt.statuses == nil {
-			a.rt.stats.StatusesUnapplied.Add(int64(len(b.Statuses)))
-		} else if err := a.rt.statuses.ApplyWhatsAppStatuses(ctx, b.Statuses); err != nil {
+		if err := a.rt.statuses(ctx, b.Statuses); err != nil {
 			return fmt.Errorf("%w: statuses: %w", errRetry, err)
 		}
 	}
@@ -671,14 +660,7 @@ func (s *System) startInbound(in Inbound) error {
 	if in.PendingPage <= 0 {
 		in.PendingPage = defaultPendingPage
 	}
-	rt := &inboundRuntime{in: in, post: s.Post}
-	// The seam to the outbound side: once System has ApplyWhatsAppStatuses,
-	// statuses go there with no change here.
-	if sa, ok := any(s).(StatusApplier); ok {
-		rt.statuses = sa
-	} else {
-		s.deps.log.Warn().Msg("WhatsApp status notifications are parsed and counted, not applied: this build has no System.ApplyWhatsAppStatuses")
-	}
+	rt := &inboundRuntime{in: in, post: s.Post, statuses: s.ApplyWhatsAppStatuses}
 	pid, err := s.as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newInboundActor(s.deps, rt) }), "whatsapp_inbound")
 	if err != nil {
 		return fmt.Errorf("spawn whatsapp inbound: %w", err)

@@ -5,40 +5,34 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/rs/zerolog"
 
 	"charla"
 	"charla/actors"
 	"charla/store"
-	"charla/store/postgres"
 	"charla/store/storetest"
+	"charla/transport"
 	"charla/transport/transporttest"
 	"charla/whatsapp"
 	"charla/whatsapp/fakegraph"
 	"charla/wire"
 )
 
-// waPhone is the business number; waSecret (the app secret) is shared
-// with the inbound tests.
 const waPhone = "15550001111"
 
-// waRig is an engine whose whatsapp actor talks to the fake Graph API over
-// real HTTP; the fake posts its signed status webhooks to a receiver that
-// checks and parses them as the engine's webhook does, and hands the
-// statuses to System.ApplyWhatsAppStatuses.
-type waRig struct {
+// outRig is an engine with the WhatsApp channel on both ways: its whatsapp
+// actor sends to the fake Graph API over real HTTP, and the fake posts its
+// signed status webhooks to the engine's /webhooks/whatsapp, whose inbound
+// actor hands them to System.ApplyWhatsAppStatuses.
+type outRig struct {
 	fake   *fakegraph.Server
 	engine *transporttest.Engine
-	sys    atomic.Pointer[actors.System]
 }
 
 // graphFunc wraps the client, so that a test can lose answers.
@@ -51,40 +45,20 @@ func (g graphFunc) Send(ctx context.Context, phone string, payload any) (string,
 	return g.send(ctx, phone, payload)
 }
 
-type waOption struct {
+type outOptions struct {
 	cfg   func(*actors.WhatsAppConfig)
 	graph func(actors.GraphSender) actors.GraphSender
 }
 
-func startOutbound(t *testing.T, storeKind string, o waOption) *waRig {
+func startOutbound(t *testing.T, storeKind string, o outOptions) *outRig {
 	t.Helper()
-	r := &waRig{}
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, err := io.ReadAll(req.Body)
-		if err != nil || whatsapp.VerifySignature([]byte(waSecret), body, req.Header.Get("X-Hub-Signature-256")) != nil {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		b, err := whatsapp.Parse(body)
-		sys := r.sys.Load()
-		switch {
-		case err != nil:
-			w.WriteHeader(http.StatusOK)
-		case sys == nil:
-			w.WriteHeader(http.StatusServiceUnavailable)
-		case sys.ApplyWhatsAppStatuses(req.Context(), b.Statuses) != nil:
-			w.WriteHeader(http.StatusInternalServerError)
-		}
-	}))
-	t.Cleanup(hook.Close)
-	fake, err := fakegraph.New(fakegraph.Options{AppSecret: waSecret, WebhookURL: hook.URL, Statuses: fakegraph.StatusPlan{DelayMS: 5}})
+	fake, err := fakegraph.New(fakegraph.Options{Token: waToken, AppSecret: waSecret, Statuses: fakegraph.StatusPlan{DelayMS: 5}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	fs := httptest.NewServer(fake.Handler())
-	t.Cleanup(func() { fake.Close(); fs.Close() })
-	r.fake = fake
-	client, err := whatsapp.NewClient(fs.URL+"/v21.0", "test-token", whatsapp.ClientOptions{})
+	t.Cleanup(fs.Close)
+	client, err := whatsapp.NewClient(fs.URL+"/v21.0", waToken, whatsapp.ClientOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,11 +68,12 @@ func startOutbound(t *testing.T, storeKind string, o waOption) *waRig {
 		graph = o.graph(client)
 	}
 	opts := []transporttest.Option{
-		transporttest.WithSystem(func(cfg actors.Config, dep actors.Dependencies) (*actors.System, error) {
-			dep.Graph = graph
-			s, err := actors.NewSystem(cfg, dep)
-			r.sys.Store(s)
-			return s, err
+		transporttest.WithTransport(func(c *transport.Config) {
+			c.WhatsApp = whatsapp.Config{AppSecret: waSecret, VerifyToken: waVerify, Token: waToken, GraphURL: fs.URL + "/v21.0"}
+		}),
+		transporttest.WithDependencies(func(d *actors.Dependencies) {
+			d.Inbound = &actors.Inbound{Store: d.Store.(actors.WebhookStore), Graph: client}
+			d.Graph = graph
 		}),
 		transporttest.WithActors(func(c *actors.Config) {
 			c.WhatsApp.BackoffBase, c.WhatsApp.BackoffMax = 50*time.Millisecond, 300*time.Millisecond
@@ -108,30 +83,22 @@ func startOutbound(t *testing.T, storeKind string, o waOption) *waRig {
 			}
 		}),
 	}
+	var e *transporttest.Engine
 	if storeKind == "postgres" {
-		u := migrated(t)
-		opts = append(opts, transporttest.WithStore(func(tb testing.TB) store.Store {
-			po := postgres.DefaultOptions()
-			po.URL, po.MaxConns, po.MinConns = u, 8, 0
-			st, err := postgres.Open(context.Background(), po, zerolog.Nop())
-			if err != nil {
-				tb.Fatalf("open postgres: %v", err)
-			}
-			return st
-		}))
+		e = engineOverPG(t, migrated(t), opts...)
+	} else {
+		e = transporttest.Start(t, opts...)
 	}
-	r.engine = transporttest.Start(t, opts...)
-	// Before the engine stops: a status webhook in flight then would wait
-	// for an answer that never comes.
+	fake.SetWebhookURL("http://" + e.Addr + "/webhooks/whatsapp")
+	// Cleanups run last first: the fake stops posting before the engine
+	// stops answering.
 	t.Cleanup(fake.Close)
-	return r
+	return &outRig{fake: fake, engine: e}
 }
-
-var waStores = []string{"pebble", "postgres"}
 
 // customerWrites posts an inbound message from waID as the webhook does,
 // opening the 24-hour window.
-func (r *waRig) customerWrites(t *testing.T, waID, text string) charla.ConvID {
+func (r *outRig) customerWrites(t *testing.T, waID, text string) charla.ConvID {
 	t.Helper()
 	conv := charla.WhatsAppConv(waPhone, waID)
 	body, _ := json.Marshal(map[string]string{"text": text, "wamid": fakegraph.NewWAMID(waID)})
@@ -144,7 +111,7 @@ func (r *waRig) customerWrites(t *testing.T, waID, text string) charla.ConvID {
 
 // sendsOf returns the fake's requests for the message conv/seq (by its
 // callback data), accepted or not.
-func (r *waRig) sendsOf(conv charla.ConvID, seq charla.Seq) (accepted, refused []fakegraph.Request) {
+func (r *outRig) sendsOf(conv charla.ConvID, seq charla.Seq) (accepted, refused []fakegraph.Request) {
 	want := fmt.Sprintf("%s#%d", conv, seq)
 	for _, q := range r.fake.Requests() {
 		var p struct {
@@ -197,9 +164,9 @@ func outboxOf(t *testing.T, e *transporttest.Engine, conv charla.ConvID) []store
 // although the Graph API throttles it (130429) twice first; the agent sees
 // it accepted and then sent, delivered, read.
 func TestWhatsAppReplyThroughThrottling(t *testing.T) {
-	for _, kind := range waStores {
+	for _, kind := range bothStores {
 		t.Run(kind, func(t *testing.T) {
-			r := startOutbound(t, kind, waOption{})
+			r := startOutbound(t, kind, outOptions{})
 			conv := r.customerWrites(t, "34600000001", "hola")
 			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
 			agent.Subscribe(conv, 0)
@@ -235,9 +202,9 @@ func TestWhatsAppReplyThroughThrottling(t *testing.T) {
 // as read, each change reaching the agent once; a failed one reaches the
 // agent with its error, and stays.
 func TestWhatsAppStatuses(t *testing.T) {
-	for _, kind := range waStores {
+	for _, kind := range bothStores {
 		t.Run(kind, func(t *testing.T) {
-			r := startOutbound(t, kind, waOption{})
+			r := startOutbound(t, kind, outOptions{})
 			conv := r.customerWrites(t, "34600000002", "hola")
 			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
 			agent.Subscribe(conv, 0)
@@ -273,9 +240,9 @@ func TestWhatsAppStatuses(t *testing.T) {
 // TestWhatsAppWindow: outside the 24-hour window (1 s here) a free-form
 // reply fails at once with 131047 and is never sent; a template still goes.
 func TestWhatsAppWindow(t *testing.T) {
-	for _, kind := range waStores {
+	for _, kind := range bothStores {
 		t.Run(kind, func(t *testing.T) {
-			r := startOutbound(t, kind, waOption{cfg: func(c *actors.WhatsAppConfig) { c.Window = time.Second }})
+			r := startOutbound(t, kind, outOptions{cfg: func(c *actors.WhatsAppConfig) { c.Window = time.Second }})
 			conv := r.customerWrites(t, "34600000003", "hola")
 			agent := r.engine.Dial(t, "alice", charla.RoleAgent)
 			agent.Subscribe(conv, 0)
@@ -316,7 +283,7 @@ func TestWhatsAppWindow(t *testing.T) {
 // the message is never sent again: a status naming it settles it as sent,
 // and without one it fails as "outcome unknown" after the reconcile window.
 func TestWhatsAppUnknownOutcome(t *testing.T) {
-	lose := waOption{
+	lose := outOptions{
 		cfg: func(c *actors.WhatsAppConfig) { c.ReconcileWindow = 1500 * time.Millisecond },
 		graph: func(g actors.GraphSender) actors.GraphSender {
 			return graphFunc{GraphSender: g, send: func(ctx context.Context, phone string, payload any) (string, error) {
@@ -358,7 +325,7 @@ func TestWhatsAppUnknownOutcome(t *testing.T) {
 // TestWhatsAppRestartMidBackoff: a reply throttled, then the engine
 // restarted while it waits, goes out once after the restart.
 func TestWhatsAppRestartMidBackoff(t *testing.T) {
-	r := startOutbound(t, "pebble", waOption{cfg: func(c *actors.WhatsAppConfig) {
+	r := startOutbound(t, "pebble", outOptions{cfg: func(c *actors.WhatsAppConfig) {
 		c.BackoffBase, c.BackoffMax = time.Second, time.Second
 	}})
 	conv := r.customerWrites(t, "34600000005", "hola")
@@ -372,5 +339,161 @@ func TestWhatsAppRestartMidBackoff(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if acc, ref := r.sendsOf(conv, ack.Seq); len(acc) != 1 || len(ref) != 1 {
 		t.Fatalf("after a restart the Graph API saw %d accepted and %d refused sends, want 1 and 1", len(acc), len(ref))
+	}
+}
+
+// TestWhatsAppThroughputHeldAtLimit: 400 replies to 400 customers leave at
+// the business number's rate (the defaults: 80/s, burst 1), never faster,
+// and none is throttled. The Graph API sees arrivals, which a loaded
+// machine's scheduling may bunch by a few (jitter); the engine's pacing is
+// exact. The steady rate is logged: the figure of the outbound throughput.
+func TestWhatsAppThroughputHeldAtLimit(t *testing.T) {
+	const n, jitter = 400, 4
+	def := actors.DefaultWhatsAppConfig()
+	rate, burst := int(def.Rate), def.Burst
+	r := startOutbound(t, "pebble", outOptions{cfg: func(c *actors.WhatsAppConfig) {
+		c.Rate, c.Burst = def.Rate, def.Burst
+	}})
+	if err := r.fake.SetStatuses(fakegraph.StatusPlan{Off: true}); err != nil {
+		t.Fatal(err)
+	}
+	convs := make([]charla.ConvID, n)
+	for i := range convs {
+		convs[i] = r.customerWrites(t, fmt.Sprintf("3460100%04d", i), "hola")
+	}
+	for i, conv := range convs {
+		if _, err := r.engine.Sys.Post(t.Context(), charla.Message{Conv: conv, ClientMsgID: uuid.NewString(),
+			Sender: charla.Sender{ID: "alice", Role: charla.RoleAgent}, Body: json.RawMessage(fmt.Sprintf(`{"text":"reply %d"}`, i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every reply sent", 30*time.Second, func() bool { return len(r.fake.Requests()) >= n })
+	reqs := r.fake.Requests()
+	for _, q := range reqs {
+		if q.HTTPStatus != http.StatusOK {
+			t.Fatalf("the Graph API refused a send (code %d)", q.ErrorCode)
+		}
+	}
+	// The most sends in any one second (a window starting at each send).
+	most := 0
+	for i := range reqs {
+		j := i
+		for j < len(reqs) && reqs[j].At.Sub(reqs[i].At) < time.Second {
+			j++
+		}
+		most = max(most, j-i)
+	}
+	if most > rate+burst+jitter {
+		t.Errorf("%d sends within one second, the limit is %d (+%d burst, +%d arrival jitter)", most, rate, burst, jitter)
+	}
+	span := reqs[len(reqs)-1].At.Sub(reqs[0].At)
+	steady := float64(len(reqs)-burst) / span.Seconds()
+	t.Logf("outbound: %d sends in %s: %.1f msg/s after the burst, at most %d in any second, 0 throttled (limit %d/s)", len(reqs), span.Round(time.Millisecond), steady, most, rate)
+}
+
+// TestWhatsAppShutdownFinishesCalls: a graceful stop waits for a call in
+// flight and records its outcome, so that the next start has nothing of
+// unknown outcome and sends nothing twice.
+func TestWhatsAppShutdownFinishesCalls(t *testing.T) {
+	release := make(chan struct{})
+	r := startOutbound(t, "pebble", outOptions{graph: func(g actors.GraphSender) actors.GraphSender {
+		return graphFunc{GraphSender: g, send: func(ctx context.Context, phone string, payload any) (string, error) {
+			<-release
+			return g.Send(ctx, phone, payload)
+		}}
+	}})
+	conv := r.customerWrites(t, "34600000006", "hola")
+	agent := r.engine.Dial(t, "alice", charla.RoleAgent)
+	agent.Send(transporttest.SendFrame(conv, uuid.NewString(), "in flight at shutdown", "r1"))
+	ack := agent.NextOf(wire.TypeAck, transporttest.Wait)
+	waitFor(t, "the call in flight", transporttest.Wait, func() bool { return r.engine.Sys.Stats().WhatsApp.Calls.Load() == 1 })
+	time.AfterFunc(300*time.Millisecond, func() { close(release) })
+	r.engine.Restart()
+	es := outboxOf(t, r.engine, conv)
+	if len(es) != 1 || es[0].State != store.OutboxSent || es[0].WAMID == "" {
+		t.Fatalf("after a graceful restart the entry is %+v, want sent with its wamid", es)
+	}
+	if u := r.engine.Sys.Stats().WhatsApp.Unknown.Load(); u != 0 {
+		t.Errorf("%d sends of unknown outcome after a graceful restart", u)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if acc, ref := r.sendsOf(conv, ack.Seq); len(acc) != 1 || len(ref) != 0 {
+		t.Fatalf("the Graph API saw the message %d times", len(acc)+len(ref))
+	}
+}
+
+// TestWhatsAppPairLimit: messages to one customer leave in seq order, the
+// burst at once and the rest one per pair interval.
+func TestWhatsAppPairLimit(t *testing.T) {
+	const interval = 400 * time.Millisecond
+	r := startOutbound(t, "pebble", outOptions{cfg: func(c *actors.WhatsAppConfig) {
+		c.PairInterval, c.PairBurst = interval, 2
+	}})
+	if err := r.fake.SetStatuses(fakegraph.StatusPlan{Off: true}); err != nil {
+		t.Fatal(err)
+	}
+	conv := r.customerWrites(t, "34600000007", "hola")
+	agent := r.engine.Dial(t, "alice", charla.RoleAgent)
+	start := time.Now()
+	for i := range 4 {
+		agent.Send(transporttest.SendFrame(conv, uuid.NewString(), fmt.Sprintf("part %d", i), fmt.Sprint(i)))
+	}
+	waitFor(t, "four sends", 2*transporttest.Wait, func() bool { return len(r.fake.Sent()) == 4 })
+	sent := r.fake.Sent()
+	for i, q := range sent {
+		var p struct {
+			Text struct {
+				Body string `json:"body"`
+			} `json:"text"`
+		}
+		if err := json.Unmarshal(q.Payload, &p); err != nil || p.Text.Body != fmt.Sprintf("part %d", i) {
+			t.Errorf("send %d is %q: out of order", i, p.Text.Body)
+		}
+	}
+	// Lower bounds only, from before the first send (the bucket is full
+	// then): a loaded machine can make sends later, never sooner.
+	for i := 2; i < 4; i++ {
+		if gap := sent[i].At.Sub(start); gap < time.Duration(i-1)*interval {
+			t.Errorf("send %d arrived %s after the sends began; the pair limit allows it after %s", i, gap, time.Duration(i-1)*interval)
+		}
+	}
+}
+
+// TestWhatsAppMarkRead: an agent reading a WhatsApp conversation marks the
+// customer's last message read on WhatsApp, with the typing indicator,
+// once per new message read.
+func TestWhatsAppMarkRead(t *testing.T) {
+	r := startOutbound(t, "pebble", outOptions{})
+	conv := charla.WhatsAppConv(waPhone, "34600000008")
+	wamid := fakegraph.NewWAMID("34600000008")
+	body, _ := json.Marshal(map[string]string{"text": "¿hay alguien?", "wamid": wamid})
+	ack, err := r.engine.Sys.Post(t.Context(), charla.Message{Conv: conv, ClientMsgID: uuid.NewString(),
+		Sender: charla.Sender{ID: "34600000008", Role: charla.RoleCustomer}, Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := r.engine.Dial(t, "alice", charla.RoleAgent)
+	agent.Subscribe(conv, 0)
+	for range 2 { // the second read of the same seq costs nothing
+		agent.Send(wire.Frame{Type: wire.TypeRead, Conv: conv, Seq: ack.Seq})
+	}
+	reads := func() []fakegraph.Request {
+		var out []fakegraph.Request
+		for _, q := range r.fake.Requests() {
+			if q.Kind == "read" {
+				out = append(out, q)
+			}
+		}
+		return out
+	}
+	waitFor(t, "the mark-as-read", transporttest.Wait, func() bool { return len(reads()) > 0 })
+	time.Sleep(300 * time.Millisecond)
+	got := reads()
+	var p struct {
+		MessageID string            `json:"message_id"`
+		Typing    map[string]string `json:"typing_indicator"`
+	}
+	if len(got) != 1 || json.Unmarshal(got[0].Payload, &p) != nil || p.MessageID != wamid || p.Typing["type"] != "text" || got[0].PhoneNumberID != waPhone {
+		t.Fatalf("mark-as-read calls: %+v, want one for %s with the typing indicator", got, wamid)
 	}
 }

@@ -14,8 +14,9 @@ type WhatsAppConfig struct {
 	// whatsapp-rate: messages per second per business number (the Cloud
 	// API's default throughput is 80).
 	Rate float64
-	// whatsapp-burst: messages a business number may send at once after a
-	// quiet spell; small, so that no second ever sees more than Rate+Burst.
+	// whatsapp-burst: sends a business number may start at once after a
+	// quiet spell. The calls themselves leave evenly spaced at Rate whatever
+	// it is; the burst only lets a few records of attempts run ahead.
 	Burst int
 	// whatsapp-pair-interval: one message per this interval to one
 	// customer from one business number, past the burst (the platform's
@@ -50,7 +51,7 @@ type WhatsAppConfig struct {
 func DefaultWhatsAppConfig() WhatsAppConfig {
 	return WhatsAppConfig{
 		Rate:            80,
-		Burst:           8,
+		Burst:           4,
 		PairInterval:    6 * time.Second,
 		PairBurst:       5,
 		Window:          24 * time.Hour,

@@ -164,6 +164,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if dep.Inbound, err = openInbound(cfg, dep.Store, cfg.Transport.Media); err != nil {
 		return err
 	}
+	dep.Graph = graphOf(dep.Inbound)
 	// The settings that change without a restart: the log level (see
 	// above), the limits, the alert rules once the tree runs, the feature
 	// flags.

@@ -31,3 +31,16 @@ func openInbound(cfg config, st store.Store, ms *media.Store) (*actors.Inbound, 
 	}
 	return in, nil
 }
+
+// graphOf is the Graph API client replies go out through: the inbound
+// side's (one client, one connection pool, both ways), nil when the channel
+// is off.
+func graphOf(in *actors.Inbound) actors.GraphSender {
+	if in == nil {
+		return nil
+	}
+	if g, ok := in.Graph.(*whatsapp.Client); ok { // openInbound made it
+		return g
+	}
+	return nil
+}
