@@ -138,7 +138,8 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger, opts ...Serve
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
-	s.routeHistory(mux) // history.go
+	s.routeHistory(mux)       // history.go
+	s.routeConversations(mux) // conversations.go
 	mux.HandleFunc("POST /v1/auth/login", s.handleLogin)
 	mux.HandleFunc("POST /v1/auth/refresh", s.handleRefresh)
 	mux.HandleFunc("POST /v1/auth/logout", s.handleLogout)

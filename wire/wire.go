@@ -92,6 +92,12 @@ type Frame struct {
 	Attempt     int                     `json:"attempt,omitempty"`
 	Result      json.RawMessage         `json:"result,omitempty"`
 	JobError    *JobError               `json:"error,omitempty"`
+	// Server side of the workflow frames (Conversation, Inbox; workflow.go).
+	Status   string   `json:"status,omitempty"`
+	Assignee string   `json:"assignee,omitempty"`
+	Unread   uint64   `json:"unread,omitempty"`
+	Version  uint64   `json:"version,omitempty"`
+	Tags     []string `json:"tags,omitempty"`
 }
 
 // Decode parses one client frame. A frame that is not a JSON object, or
