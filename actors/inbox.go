@@ -287,6 +287,9 @@ func (ib *inbox) handle(ctx actor.Context, msg any) {
 		for user, p := range ib.presence {
 			ctx.Send(m.conn, soapFrame{frame: wire.Encode(wire.Presence{Type: wire.TypePresence, User: user, Role: p.role, State: p.state})})
 		}
+		// Now, not when the agent connected: this subscriber sees the
+		// assignments the queue gives them.
+		ib.assignQueued(ctx)
 	case presenceSet:
 		if p := ib.presence[m.user.ID]; p != nil && p.conns > 0 {
 			p.away = m.away
@@ -739,7 +742,6 @@ func (ib *inbox) onStaffConn(ctx actor.Context, m staffConn) {
 	if p.state == wire.PresenceOffline {
 		p.away = false
 		ib.setPresence(ctx, m.user.ID, p)
-		ib.assignQueued(ctx)
 	}
 }
 
