@@ -617,10 +617,11 @@ func (ib *inbox) save(ctx actor.Context) {
 	if ib.st == nil || len(ib.dirty) == 0 {
 		// Memory only: nothing to write, and an inactive state cannot be
 		// kept for later (it is made anew on its next message).
-		for id := range ib.dirty {
+		done := ib.dirty
+		ib.dirty = map[charla.ConvID]struct{}{}
+		for id := range done {
 			ib.evict(id)
 		}
-		ib.dirty = map[charla.ConvID]struct{}{}
 		ib.onSaved(ctx, nil)
 		return
 	}
