@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"charla"
 	"charla/store"
@@ -51,7 +52,11 @@ type inbox struct {
 	ready   bool  // the start-up load is done
 	waiting []any // messages that arrived before it
 
-	convs   map[charla.ConvID]*store.ConvState
+	convs map[charla.ConvID]*store.ConvState
+	// recent keeps the last inactive states dropped from convs (saved), so
+	// that a busy staff-only or resolved conversation is not read back
+	// from the store at each message.
+	recent  *lru.Cache[charla.ConvID, *store.ConvState]
 	peak    int                     // most states held since convs was last rebuilt
 	loading map[charla.ConvID][]any // messages waiting for a conversation's load
 	version uint64
@@ -178,6 +183,7 @@ func newInbox(d *deps, st store.Store) *inbox {
 		dirty: map[charla.ConvID]struct{}{}, subs: map[string]inboxSub{}, presence: map[string]*agentPresence{}, caps: map[string]int{}}
 	if ws, ok := st.(workflowStore); ok {
 		ib.st = ws
+		ib.recent, _ = lru.New[charla.ConvID, *store.ConvState](recentInactive)
 	}
 	return ib
 }
@@ -267,10 +273,21 @@ func target(msg any) charla.ConvID {
 	return ""
 }
 
+// recentInactive bounds inbox.recent: ~0.5 KB each.
+const recentInactive = 1024
+
 func (ib *inbox) handle(ctx actor.Context, msg any) {
 	if conv := target(msg); conv != "" && ib.convs[conv] == nil {
-		ib.load(ctx, conv, msg)
-		return
+		s, ok := (*store.ConvState)(nil), false
+		if ib.recent != nil {
+			s, ok = ib.recent.Peek(conv)
+		}
+		if !ok {
+			ib.load(ctx, conv, msg)
+			return
+		}
+		ib.recent.Remove(conv)
+		ib.convs[conv] = s
 	}
 	switch m := msg.(type) {
 	case convAppended:
@@ -693,6 +710,9 @@ func (ib *inbox) evict(conv charla.ConvID) {
 		return
 	}
 	delete(ib.convs, conv)
+	if ib.recent != nil {
+		ib.recent.Add(conv, s)
+	}
 	// Go maps keep the buckets of their peak: rebuild once a burst has
 	// gone, as conversations.shrink does.
 	if ib.peak >= 1024 && len(ib.convs) <= ib.peak/4 {
