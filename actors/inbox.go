@@ -408,9 +408,10 @@ func (ib *inbox) onAppended(ctx actor.Context, m convAppended) {
 		case charla.RoleCustomer:
 			customerWrote = true
 		case charla.RoleAgent, charla.RoleAdmin:
-			// Their own message is read by them.
+			// Their own message is read by them: in the state's copy of
+			// the cursors (what unread counts read), not the chat log's
+			// read_cursors, which keep what clients said they read.
 			s.Reads = setRead(s.Reads, msg.Sender.ID, msg.Seq)
-			ctx.Send(ib.d.store, readCursorReq{conv: m.conv, user: msg.Sender.ID, seq: msg.Seq})
 		}
 	}
 	if customerWrote && s.Status == store.StatusResolved {
