@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"charla"
 	"charla/store"
@@ -51,7 +52,11 @@ type inbox struct {
 	ready   bool  // the start-up load is done
 	waiting []any // messages that arrived before it
 
-	convs   map[charla.ConvID]*store.ConvState
+	convs map[charla.ConvID]*store.ConvState
+	// recent keeps the last inactive states dropped from convs (saved), so
+	// that a busy staff-only or resolved conversation is not read back
+	// from the store at each message.
+	recent  *lru.Cache[charla.ConvID, *store.ConvState]
 	peak    int                     // most states held since convs was last rebuilt
 	loading map[charla.ConvID][]any // messages waiting for a conversation's load
 	version uint64
@@ -178,6 +183,7 @@ func newInbox(d *deps, st store.Store) *inbox {
 		dirty: map[charla.ConvID]struct{}{}, subs: map[string]inboxSub{}, presence: map[string]*agentPresence{}, caps: map[string]int{}}
 	if ws, ok := st.(workflowStore); ok {
 		ib.st = ws
+		ib.recent, _ = lru.New[charla.ConvID, *store.ConvState](recentInactive)
 	}
 	return ib
 }
@@ -267,10 +273,21 @@ func target(msg any) charla.ConvID {
 	return ""
 }
 
+// recentInactive bounds inbox.recent: ~0.5 KB each.
+const recentInactive = 1024
+
 func (ib *inbox) handle(ctx actor.Context, msg any) {
 	if conv := target(msg); conv != "" && ib.convs[conv] == nil {
-		ib.load(ctx, conv, msg)
-		return
+		s, ok := (*store.ConvState)(nil), false
+		if ib.recent != nil {
+			s, ok = ib.recent.Peek(conv)
+		}
+		if !ok {
+			ib.load(ctx, conv, msg)
+			return
+		}
+		ib.recent.Remove(conv)
+		ib.convs[conv] = s
 	}
 	switch m := msg.(type) {
 	case convAppended:
@@ -287,6 +304,9 @@ func (ib *inbox) handle(ctx actor.Context, msg any) {
 		for user, p := range ib.presence {
 			ctx.Send(m.conn, soapFrame{frame: wire.Encode(wire.Presence{Type: wire.TypePresence, User: user, Role: p.role, State: p.state})})
 		}
+		// Now, not when the agent connected: this subscriber sees the
+		// assignments the queue gives them.
+		ib.assignQueued(ctx)
 	case presenceSet:
 		if p := ib.presence[m.user.ID]; p != nil && p.conns > 0 {
 			p.away = m.away
@@ -388,9 +408,10 @@ func (ib *inbox) onAppended(ctx actor.Context, m convAppended) {
 		case charla.RoleCustomer:
 			customerWrote = true
 		case charla.RoleAgent, charla.RoleAdmin:
-			// Their own message is read by them.
+			// Their own message is read by them: in the state's copy of
+			// the cursors (what unread counts read), not the chat log's
+			// read_cursors, which keep what clients said they read.
 			s.Reads = setRead(s.Reads, msg.Sender.ID, msg.Seq)
-			ctx.Send(ib.d.store, readCursorReq{conv: m.conv, user: msg.Sender.ID, seq: msg.Seq})
 		}
 	}
 	if customerWrote && s.Status == store.StatusResolved {
@@ -614,10 +635,11 @@ func (ib *inbox) save(ctx actor.Context) {
 	if ib.st == nil || len(ib.dirty) == 0 {
 		// Memory only: nothing to write, and an inactive state cannot be
 		// kept for later (it is made anew on its next message).
-		for id := range ib.dirty {
+		done := ib.dirty
+		ib.dirty = map[charla.ConvID]struct{}{}
+		for id := range done {
 			ib.evict(id)
 		}
-		ib.dirty = map[charla.ConvID]struct{}{}
 		ib.onSaved(ctx, nil)
 		return
 	}
@@ -689,6 +711,9 @@ func (ib *inbox) evict(conv charla.ConvID) {
 		return
 	}
 	delete(ib.convs, conv)
+	if ib.recent != nil {
+		ib.recent.Add(conv, s)
+	}
 	// Go maps keep the buckets of their peak: rebuild once a burst has
 	// gone, as conversations.shrink does.
 	if ib.peak >= 1024 && len(ib.convs) <= ib.peak/4 {
@@ -739,7 +764,6 @@ func (ib *inbox) onStaffConn(ctx actor.Context, m staffConn) {
 	if p.state == wire.PresenceOffline {
 		p.away = false
 		ib.setPresence(ctx, m.user.ID, p)
-		ib.assignQueued(ctx)
 	}
 }
 

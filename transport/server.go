@@ -152,8 +152,9 @@ func NewServer(cfg Config, sys *actors.System, log zerolog.Logger, opts ...Serve
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.Handle("GET /readyz", s.ReadyHandler(false))
-	s.routeHistory(mux) // history.go
-	s.routeOps(mux)     // ops.go: /metrics
+	s.routeHistory(mux)       // history.go
+	s.routeOps(mux)           // ops.go: /metrics
+	s.routeConversations(mux) // conversations.go
 	mux.HandleFunc("POST /v1/auth/login", s.handleLogin)
 	mux.HandleFunc("POST /v1/auth/refresh", s.handleRefresh)
 	mux.HandleFunc("POST /v1/auth/logout", s.handleLogout)

@@ -118,16 +118,22 @@ type Frame struct {
 	Attempt     int                     `json:"attempt,omitempty"`
 	Result      json.RawMessage         `json:"result,omitempty"`
 	JobError    *JobError               `json:"error,omitempty"`
-	// Server side of wa_status (whatsapp.go); Seq, ClientMsgID and TS above.
+	// Server side of wa_status (whatsapp.go; Seq, ClientMsgID and TS above)
+	// and of the workflow frames (Conversation, Inbox; workflow.go): Status
+	// is either's.
 	Status     string `json:"status,omitempty"`
 	WAMID      string `json:"wamid,omitempty"`
 	ErrorCode  int    `json:"error_code,omitempty"`
 	ErrorTitle string `json:"error_title,omitempty"`
 	// Server side of the alert frame (alert.go), as far as clients branch
 	// on it.
-	Rule         string `json:"rule,omitempty"`
-	Severity     string `json:"severity,omitempty"`
-	DisabledFlag string `json:"disabled_flag,omitempty"`
+	Rule         string   `json:"rule,omitempty"`
+	Severity     string   `json:"severity,omitempty"`
+	DisabledFlag string   `json:"disabled_flag,omitempty"`
+	Assignee     string   `json:"assignee,omitempty"`
+	Unread       uint64   `json:"unread,omitempty"`
+	Version      uint64   `json:"version,omitempty"`
+	Tags         []string `json:"tags,omitempty"`
 }
 
 // Decode parses one client frame. A frame that is not a JSON object, or

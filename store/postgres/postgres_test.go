@@ -113,9 +113,15 @@ func TestMigrate(t *testing.T) {
 	if latest < 1 {
 		t.Fatalf("LatestVersion = %d", latest)
 	}
-	all := make([]int, 0, latest)
-	for v := 1; v <= latest; v++ {
-		all = append(all, v)
+	// Every embedded version, in order: branches number their migrations
+	// ahead of merging, so the list may have gaps until they all land.
+	ms, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := make([]int, 0, len(ms))
+	for _, m := range ms {
+		all = append(all, m.version)
 	}
 
 	t.Run("FromEmptyThenAgain", func(t *testing.T) {
@@ -173,8 +179,8 @@ func TestMigrate(t *testing.T) {
 			t.Errorf("migrators applied %v and %v; want %v applied exactly once in all", results[0], results[1], all)
 		}
 		var rows int
-		if err := pools[0].QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil || rows != latest {
-			t.Errorf("schema_migrations has %d rows (%v), want %d", rows, err, latest)
+		if err := pools[0].QueryRow(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&rows); err != nil || rows != len(all) {
+			t.Errorf("schema_migrations has %d rows (%v), want %d", rows, err, len(all))
 		}
 	})
 

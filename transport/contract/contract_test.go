@@ -209,6 +209,46 @@ func TestContract(t *testing.T) {
 			c.expect(400, "PUT", "/v1/conversations/carol/read", cust, js, []byte(`[1]`))
 			c.expect(403, "PUT", "/v1/conversations/carol/read", other, js, jsonBody(map[string]int{"seq": 1}))
 			c.expect(401, "GET", "/v1/conversations/carol/read", "", "", nil)
+
+			// The workflow (conversations.go): carol's conversation is
+			// pending (a customer opened it); an agent takes it, tags it,
+			// lists and finds it; canned replies; capacities.
+			agent, _ := transport.MintToken(transporttest.Secret, "zoe", charla.RoleAgent, time.Hour)
+			var list transport.ConversationList
+			json.Unmarshal(c.expect(200, "GET", "/v1/conversations?status=pending", agent, "", nil), &list)
+			if len(list.Conversations) != 1 || list.Conversations[0].Conv != "carol" || list.Conversations[0].Unread != 1 {
+				t.Fatalf("pending list = %+v, want carol with 1 unread", list)
+			}
+			c.expect(200, "POST", "/v1/conversations/carol/take", agent, "", nil)
+			c.expect(200, "PUT", "/v1/conversations/carol/tags", agent, js, jsonBody(map[string]any{"tags": []string{"vip"}}))
+			json.Unmarshal(c.expect(200, "GET", "/v1/conversations?assignee=zoe&tag=vip&limit=1", agent, "", nil), &list)
+			if len(list.Conversations) != 1 || list.Conversations[0].Status != "open" {
+				t.Fatalf("zoe's list = %+v", list)
+			}
+			c.expect(200, "GET", "/v1/conversations?changed_since=1", agent, "", nil)
+			c.expect(400, "GET", "/v1/conversations?status=closed", agent, "", nil)
+			c.expect(403, "GET", "/v1/conversations", cust, "", nil)
+			c.expect(401, "GET", "/v1/conversations", "", "", nil)
+			c.expect(400, "POST", "/v1/conversations/carol/assign", agent, js, jsonBody(map[string]string{"assignee": "no:colons"}))
+			c.expect(200, "POST", "/v1/conversations/carol/transfer", agent, js, jsonBody(map[string]string{"assignee": "yuri"}))
+			c.expect(403, "POST", "/v1/conversations/carol/resolve", agent, "", nil) // yuri's now
+			c.expect(200, "POST", "/v1/conversations/carol/resolve", tr.AccessToken, "", nil)
+			c.expect(404, "POST", "/v1/conversations/carol/fly", agent, "", nil)
+			c.expect(404, "POST", "/v1/conversations/nobody/take", agent, "", nil)
+			var found transport.SearchResult
+			json.Unmarshal(c.expect(200, "GET", "/v1/search?q=hola", agent, "", nil), &found)
+			if len(found.Messages) != 1 || found.Messages[0].ClientMsgID != msgID {
+				t.Fatalf("search = %+v", found)
+			}
+			c.expect(400, "GET", "/v1/search", agent, "", nil)
+			c.expect(200, "PUT", "/v1/canned/saludo", agent, js, jsonBody(map[string]string{"text": "Hola {{customer}}"}))
+			c.expect(200, "GET", "/v1/canned", agent, "", nil)
+			c.expect(400, "PUT", "/v1/canned/Bad%20Code", agent, js, jsonBody(map[string]string{"text": "x"}))
+			c.expect(204, "DELETE", "/v1/canned/saludo", agent, "", nil)
+			c.expect(404, "DELETE", "/v1/canned/saludo", agent, "", nil)
+			c.expect(200, "PUT", "/v1/agents/zoe/capacity", tr.AccessToken, js, jsonBody(map[string]int{"capacity": 3}))
+			c.expect(403, "PUT", "/v1/agents/zoe/capacity", agent, js, jsonBody(map[string]int{"capacity": 3}))
+			c.expect(400, "PUT", "/v1/agents/zoe/capacity", tr.AccessToken, js, jsonBody(map[string]int{"capacity": -5}))
 		})
 	}
 }
