@@ -285,3 +285,31 @@ func TestSendOverHTTPErrors(t *testing.T) {
 		}
 	})
 }
+
+// A poll waiting when the engine shuts down answers at once, and says the
+// session ended with 1012 service restart — what a WebSocket is told — so
+// that the client starts over (a new session from its cursors, resending
+// unacked sends) instead of meeting a refused connection.
+func TestShutdownEndsAWaitingPollWith1012(t *testing.T) {
+	e := transporttest.Start(t)
+	p := e.PollClient(t, "cus", charla.RoleCustomer)
+	p.Cursors["cus"] = 0
+	p.Poll(0)                  // welcome
+	p.Poll(transporttest.Wait) // subscribed
+	answer := make(chan transporttest.PollAnswer, 1)
+	go func() { answer <- p.Poll(transporttest.Wait) }()
+	time.Sleep(200 * time.Millisecond) // the poll is waiting
+	start := time.Now()
+	e.Close()
+	select {
+	case a := <-answer:
+		if a.Closed == nil || a.Closed.Code != 1012 {
+			t.Fatalf("waiting poll at shutdown = %+v, want closed 1012", a)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("answered after %v: the shutdown waited for the poll", d)
+		}
+	case <-time.After(transporttest.Wait):
+		t.Fatal("the waiting poll was not answered")
+	}
+}
