@@ -23,6 +23,11 @@ type Config struct {
 	SendQueueBytes    int           // send-queue-bytes: per-connection outbound cap in bytes (4008 past it)
 	MaxBodyBytes      int           // max-body-bytes: largest message body accepted (too_large past it)
 	MaxSubscriptions  int           // max-subscriptions: conversations one connection may follow at once
+	// max-sends-in-flight: sends one connection may have awaiting their ack
+	// or error; past it a send is refused rate_limited (retry_after_ms).
+	// Below send-queue-frames: a shutdown (or a store coming back) answers
+	// every send in flight at once, and the answers must fit the queue.
+	MaxSendsInFlight int
 	// max-customer-conversations: conversations one customer may have loaded
 	// at once (each costs memory until it idles out); staff are not bound.
 	MaxCustomerConversations int
@@ -64,6 +69,7 @@ func DefaultConfig() Config {
 		SendQueueBytes:           4 << 20,
 		MaxBodyBytes:             32 << 10,
 		MaxSubscriptions:         1000,
+		MaxSendsInFlight:         512,
 		MaxCustomerConversations: 50,
 		DedupWindow:              1024,
 		RecentWindow:             256,
@@ -117,6 +123,10 @@ func (c Config) Validate() error {
 	atLeast("send-queue-bytes", c.SendQueueBytes, 64<<10)
 	atLeast("max-body-bytes", c.MaxBodyBytes, 64)
 	atLeast("max-subscriptions", c.MaxSubscriptions, 1)
+	atLeast("max-sends-in-flight", c.MaxSendsInFlight, 1)
+	if c.MaxSendsInFlight >= c.SendQueueFrames && c.SendQueueFrames >= 16 {
+		bad("max-sends-in-flight (%d) must be below send-queue-frames (%d): their answers come at once when the engine shuts down, and more than the queue holds closes the client as a slow consumer", c.MaxSendsInFlight, c.SendQueueFrames)
+	}
 	atLeast("dedup-window", c.DedupWindow, 1)
 	atLeast("recent-window", c.RecentWindow, 1)
 	atLeast("replay-page", c.ReplayPage, 1)

@@ -272,7 +272,7 @@ func (c *conn) onFrame(ctx actor.Context, f wire.Frame) {
 			c.reply(ctx, f.Ref, err)
 			return
 		}
-		if c.sendLimited(f.Ref) {
+		if c.tooManyInFlight(f.Ref) || c.sendLimited(f.Ref) {
 			return
 		}
 		c.sends++

@@ -58,3 +58,27 @@ func (c *conn) sendLimited(ref string) bool {
 	c.reply(nil, ref, err)
 	return true
 }
+
+// inFlightRetry is the retry_after_ms of a send refused by the in-flight
+// cap: a group commit takes milliseconds, so by then acks have made room.
+const inFlightRetry = 100 * time.Millisecond
+
+// tooManyInFlight refuses a send when the connection already has
+// MaxSendsInFlight sends awaiting their answer. It bounds what one
+// connection can have answered at once (a shutdown answers every send in
+// flight together) below its outbound queue, which would otherwise close
+// it as a slow consumer (4008) instead of 1012. The refusal is the one a
+// client already handles, rate_limited with retry_after_ms: resend the same
+// client_msg_id later. It takes no chat token and does not count towards
+// the 4029 flood rule: the client is ahead of the engine, not over its
+// limit.
+func (c *conn) tooManyInFlight(ref string) bool {
+	limit := c.deps.cfg.MaxSendsInFlight
+	if limit <= 0 || c.sends < limit {
+		return false
+	}
+	err := charla.Errorf(charla.CodeRateLimited, "%d sends on this connection await their ack; wait for acks, then resend", limit)
+	err.RetryAfter = inFlightRetry
+	c.reply(nil, ref, err)
+	return true
+}

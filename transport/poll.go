@@ -160,6 +160,15 @@ func (g *pollRegistry) session(ctx context.Context, id Identity, sid string) (s 
 	return s, created, nil
 }
 
+func (g *pollRegistry) isStopping() bool {
+	select {
+	case <-g.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
 func (g *pollRegistry) remove(s *pollSession) {
 	g.mu.Lock()
 	if g.sessions[s.key] == s {
@@ -484,6 +493,13 @@ wait:
 		sess.kick = nil
 	}
 	sess.mu.Unlock()
+	if resp.Closed == nil && s.polls.isStopping() {
+		// The server is going away and drops the session's frames from now
+		// on: say so, as a WebSocket gets 1012, rather than leave the client
+		// to find a refused connection at its next poll.
+		d := charla.DisconnectServiceRestart
+		resp.Closed = &PollClosed{Code: d.Code, Reason: d.Reason}
+	}
 	// The client has timeout_ms from this answer to poll again.
 	h.Alive(false)
 	writeJSON(w, http.StatusOK, resp)

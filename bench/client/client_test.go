@@ -14,10 +14,13 @@ import (
 
 	"charla"
 	"charla/bench/internal/fakeengine"
+	"charla/transport/transporttest"
 	"charla/wire"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The poll tests run the real engine in process: its actor system leaves
+// what transporttest.LeakOptions names.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, transporttest.LeakOptions()...) }
 
 type recorder struct {
 	mu     sync.Mutex

@@ -310,8 +310,8 @@ func (p *poller) track(f *wire.Frame) {
 			p.cursors[f.Conv] = f.Seq
 		}
 	case wire.TypeSubscribed:
-		if cur, ok := p.cursors[f.Conv]; ok && f.Head < cur {
-			p.cursors[f.Conv] = f.Head // a cursor beyond the head: start over from it
+		if cur, ok := p.cursors[f.Conv]; ok && f.Since < cur {
+			p.cursors[f.Conv] = f.Since // a cursor beyond the head: drop what is above it
 		}
 		fallthrough
 	case wire.TypeError:

@@ -103,6 +103,7 @@ func (c *config) settings() flagSet {
 		{name: "max-body-bytes", env: "CHARLA_MAX_BODY_BYTES", usage: "largest message body; larger is refused with too_large", value: intVar(&c.Actors.MaxBodyBytes, a.MaxBodyBytes)},
 		{name: "max-customer-conversations", env: "CHARLA_MAX_CUSTOMER_CONVERSATIONS", usage: "conversations one customer may have loaded at once (rate_limited past it); staff are not bound", value: intVar(&c.Actors.MaxCustomerConversations, a.MaxCustomerConversations)},
 		{name: "max-subscriptions", env: "CHARLA_MAX_SUBSCRIPTIONS", usage: "conversations one connection may subscribe to at once", value: intVar(&c.Actors.MaxSubscriptions, a.MaxSubscriptions)},
+		{name: "max-sends-in-flight", env: "CHARLA_MAX_SENDS_IN_FLIGHT", usage: "sends one connection may have awaiting their ack; past it rate_limited (retry_after_ms); below send-queue-frames", value: intVar(&c.Actors.MaxSendsInFlight, a.MaxSendsInFlight)},
 		{name: "send-queue-frames", env: "CHARLA_SEND_QUEUE_FRAMES", usage: "per-connection outbound queue in frames; past it 4008 slow consumer", value: intVar(&c.Actors.SendQueueFrames, a.SendQueueFrames)},
 		{name: "send-queue-bytes", env: "CHARLA_SEND_QUEUE_BYTES", usage: "per-connection outbound queue in bytes; past it 4008 slow consumer", value: intVar(&c.Actors.SendQueueBytes, a.SendQueueBytes)},
 		{name: "session-idle-timeout", env: "CHARLA_SESSION_IDLE_TIMEOUT", usage: "an idle conversation with no subscriber is unloaded after this", value: durVar(&c.Actors.IdleTimeout, a.IdleTimeout)},

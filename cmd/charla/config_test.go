@@ -61,6 +61,9 @@ func TestConfigProblems(t *testing.T) {
 		{"database in flag words", []string{"--database-url", "postgres://u@h/db", "--db-max-conns", "5", "--db-min-conns", "6", "--db-retry-max-delay", "1ms"},
 			[]string{"db-min-conns must not exceed db-max-conns (5), got 6", "db-retry-max-delay must be at least db-retry-base-delay (50ms), got 1ms"}},
 		{"migrate without database", []string{"--migrate"}, []string{"migrate needs database-url"}},
+		{"sends in flight past the queue", []string{"--max-sends-in-flight", "1024"}, []string{"max-sends-in-flight (1024) must be below send-queue-frames (1024)"}},
+		{"no sends in flight", []string{"--max-sends-in-flight", "0", "--send-queue-frames", "8"},
+			[]string{"max-sends-in-flight must be at least 1 (got 0)", "send-queue-frames must be at least 16 (got 8)"}},
 		{"bad values", []string{"--max-subscriptions", "many", "--migrate=maybe"}, []string{`--max-subscriptions="many": not a whole number`, `--migrate="maybe": not true or false`}},
 	}
 	for _, tc := range cases {
