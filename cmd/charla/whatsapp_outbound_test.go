@@ -61,7 +61,9 @@ func startWAProc(t *testing.T, storeKind string) *waProc {
 	}))
 	t.Cleanup(func() { fake.Close(); fs.Close() })
 	w.fake = fake
-	w.flags = []string{"--whatsapp-app-secret", waSecret, "--whatsapp-verify-token", "verify", "--whatsapp-token", waToken,
+	// The chatbot is off: these tests count the sends of one agent reply,
+	// and the bot's greeting would be one more (and take the throttling).
+	w.flags = []string{"--bot-flow", "off", "--whatsapp-app-secret", waSecret, "--whatsapp-verify-token", "verify", "--whatsapp-token", waToken,
 		"--whatsapp-graph-url", fs.URL + "/v21.0", "--whatsapp-backoff-base", "1s", "--whatsapp-backoff-max", "1s",
 		"--whatsapp-reconcile-window", "1m"}
 	if storeKind == "postgres" {
