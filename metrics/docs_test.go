@@ -78,34 +78,44 @@ func TestMetricNamesAreDocumentedAndExist(t *testing.T) {
 	}
 }
 
-// A dependency actor built elsewhere (WhatsApp) reports its breaker through
-// Sources.Breakers, under the same series as the store's and SOAP's.
-func TestBreakersHook(t *testing.T) {
-	reg := metrics.New()
-	e := transporttest.Start(t, transporttest.WithMetrics(reg))
-	state := actors.BreakerOpen
-	if err := reg.Watch(metrics.Sources{System: e.Sys, Breakers: []metrics.Breaker{{Dependency: "whatsapp",
-		State: func() actors.BreakerState { return state }, Trips: func() int64 { return 3 }}}}); err != nil {
-		t.Fatal(err)
-	}
-	fams, err := reg.Gatherer().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, f := range fams {
-		for _, m := range f.Metric {
-			for _, l := range m.Label {
-				if l.GetName() == "dependency" && l.GetValue() == "whatsapp" {
-					got[f.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+// The WhatsApp series (its breaker among the others) are there exactly
+// when the channel is on, so that a dashboard tells "off" from "idle".
+func TestWhatsAppSeriesWhenTheChannelIsOn(t *testing.T) {
+	series := func(t *testing.T, opts ...transporttest.Option) map[string]float64 {
+		reg := metrics.New()
+		transporttest.Start(t, append(opts, transporttest.WithMetrics(reg))...)
+		fams, err := reg.Gatherer().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, f := range fams {
+			for _, m := range f.Metric {
+				name := f.GetName()
+				for _, l := range m.Label {
+					if l.GetName() == "dependency" || l.GetName() == "kind" {
+						name += "{" + l.GetValue() + "}"
+					}
 				}
+				got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
 			}
 		}
+		return got
 	}
-	want := map[string]float64{"charla_breaker_open": 1, "charla_breaker_state": float64(actors.BreakerOpen), "charla_breaker_trips_total": 3}
-	for name, v := range want {
-		if got[name] != v {
-			t.Errorf("%s{dependency=whatsapp} = %v, want %v (all: %v)", name, got[name], v, got)
+	off := series(t)
+	on := series(t, transporttest.WithDependencies(func(d *actors.Dependencies) {
+		d.Inbound = &actors.Inbound{Store: d.Store.(actors.WebhookStore)}
+	}))
+	for _, name := range []string{"charla_breaker_state{whatsapp}", "charla_whatsapp_webhook_events_total{recorded}",
+		"charla_whatsapp_outbox_open", "charla_whatsapp_sent_total"} {
+		if _, ok := off[name]; ok {
+			t.Errorf("%s is exported with the channel off", name)
 		}
+		if v, ok := on[name]; !ok || v != 0 {
+			t.Errorf("%s with the channel on and idle = %v, %v; want 0, present", name, v, ok)
+		}
+	}
+	if _, ok := off["charla_bot_sessions_active"]; !ok {
+		t.Error("charla_bot_sessions_active is missing")
 	}
 }

@@ -41,6 +41,9 @@ type engineDescs struct {
 	poolAcquires, poolEmptyAcquires, poolCanceled                    desc
 	poolAcquireSeconds, poolEmptyWaitSeconds                         desc
 	dbOp, dbOpErrors, dbOpRetries, dbOpMax, dbAppended, dbDuplicates desc
+	waWebhooks, waPending, waMessages, waMedia, waStatuses           desc
+	waCalls, waSent, waThrottled, waFailed, waUnknown, waOpen        desc
+	botActive, botExpired                                            desc
 }
 
 // collector turns the engine's own counters into series at scrape time:
@@ -113,6 +116,19 @@ func newEngineCollector(src Sources) *collector {
 	d.dbOpMax = n("db_op_max_seconds", "The slowest PostgreSQL operation since start, by op.", gau, "op")
 	d.dbAppended = n("db_appended_messages_total", "Messages written to PostgreSQL (appends and spool drains).", cnt)
 	d.dbDuplicates = n("db_duplicate_messages_total", "Messages PostgreSQL reported as already stored.", cnt)
+	d.waWebhooks = n("whatsapp_webhook_events_total", "Signed webhooks, by outcome: recorded, duplicate (a redelivery), refused (answered 503), problem (processed with a problem recorded).", cnt, "kind")
+	d.waPending = n("whatsapp_webhook_pending", "Webhook events recorded and not yet processed.", gau)
+	d.waMessages = n("whatsapp_messages_in_total", "Inbound WhatsApp messages posted to their conversation (redeliveries not counted).", cnt)
+	d.waMedia = n("whatsapp_media_total", "Inbound media, by outcome: stored, refused (too large, type not allowed, download failed).", cnt, "outcome")
+	d.waStatuses = n("whatsapp_statuses_total", "Delivery status notifications received.", cnt)
+	d.waCalls = n("whatsapp_send_calls_total", "Graph API send calls started.", cnt)
+	d.waSent = n("whatsapp_sent_total", "Outbound messages the Graph API accepted.", cnt)
+	d.waThrottled = n("whatsapp_throttled_total", "Graph API calls answered with a throttling code (retried after a backoff).", cnt)
+	d.waFailed = n("whatsapp_failed_total", "Outbound messages failed for good (the agent sees the error).", cnt)
+	d.waUnknown = n("whatsapp_unknown_outcome_total", "Graph API calls whose outcome was lost (never resent; settled by a status or failed).", cnt)
+	d.waOpen = n("whatsapp_outbox_open", "Outbox entries not final yet.", gau)
+	d.botActive = n("bot_sessions_active", "Chatbot session actors alive.", gau)
+	d.botExpired = n("bot_sessions_expired_total", "Chatbot sessions stopped (idle past the session timeout, or at shutdown).", cnt)
 	return c
 }
 
@@ -190,9 +206,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if sys.SOAPState() != "off" {
 		c.breaker(ch, "soap", actors.BreakerState(st.SOAP.Breaker.Load()), st.SOAP.Trips.Load())
 	}
-	for _, b := range c.src.Breakers {
-		c.breaker(ch, b.Dependency, b.State(), b.Trips())
-	}
 	emit(ch, d.spoolDepth, float64(st.SpoolDepth.Load()))
 	emit(ch, d.spooled, float64(st.Spooled.Load()))
 	emit(ch, d.drained, float64(st.Drained.Load()))
@@ -227,6 +240,33 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.Store != nil {
 		c.store(ch)
 	}
+	emit(ch, d.botActive, float64(st.BotSessions.Load()))
+	emit(ch, d.botExpired, float64(st.BotSessionsExpired.Load()))
+	if in := sys.InboundStats(); in != nil {
+		c.whatsapp(ch, in, &st.WhatsApp)
+	}
+}
+
+// whatsapp emits the channel's series, only when it is on: a dashboard
+// tells "off" from "idle".
+func (c *collector) whatsapp(ch chan<- prometheus.Metric, in *actors.InboundStats, out *actors.WhatsAppStats) {
+	d := &c.d
+	c.breaker(ch, "whatsapp", actors.BreakerState(out.Breaker.Load()), out.Trips.Load())
+	emit(ch, d.waWebhooks, float64(in.Received.Load()), "recorded")
+	emit(ch, d.waWebhooks, float64(in.Duplicates.Load()), "duplicate")
+	emit(ch, d.waWebhooks, float64(in.Refused.Load()), "refused")
+	emit(ch, d.waWebhooks, float64(in.Problems.Load()), "problem")
+	emit(ch, d.waPending, float64(in.Pending.Load()))
+	emit(ch, d.waMessages, float64(in.Messages.Load()))
+	emit(ch, d.waMedia, float64(in.MediaStored.Load()), "stored")
+	emit(ch, d.waMedia, float64(in.MediaRefused.Load()), "refused")
+	emit(ch, d.waStatuses, float64(in.Statuses.Load()))
+	emit(ch, d.waCalls, float64(out.Calls.Load()))
+	emit(ch, d.waSent, float64(out.Sent.Load()))
+	emit(ch, d.waThrottled, float64(out.Throttled.Load()))
+	emit(ch, d.waFailed, float64(out.Failed.Load()))
+	emit(ch, d.waUnknown, float64(out.Unknown.Load()))
+	emit(ch, d.waOpen, float64(out.Open.Load()))
 }
 
 func (c *collector) breaker(ch chan<- prometheus.Metric, dep string, state actors.BreakerState, trips int64) {

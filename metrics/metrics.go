@@ -79,18 +79,6 @@ type Sources struct {
 	System *actors.System
 	Store  StoreStats
 	Limits Refusals
-	// Breakers are the breakers of dependencies beyond the store and SOAP
-	// (the WhatsApp actor's), exported as charla_breaker_* with their
-	// Dependency label, so that dashboards and the breaker alert rules
-	// cover them.
-	Breakers []Breaker
-}
-
-// Breaker is one dependency's breaker, read at every scrape.
-type Breaker struct {
-	Dependency string                     // the dependency label: "whatsapp"
-	State      func() actors.BreakerState // now
-	Trips      func() int64               // times it opened
 }
 
 // Watch registers the collector of the engine's counters, after the actor
@@ -107,11 +95,8 @@ func (m *Metrics) Watch(src Sources) error {
 	return m.Register(m.engine)
 }
 
-// Register adds a collector: the hook for the figures of actors built
-// elsewhere. Reserved prefixes (docs/METRICS.md): charla_whatsapp_ for the
-// WhatsApp webhook, inbound actor and outbox; charla_bot_ for the chatbot's
-// sessions. Keep labels of bounded cardinality: never a user, conversation
-// or phone number.
+// Register adds a collector beside the engine's. Keep labels of bounded
+// cardinality: never a user, conversation or phone number.
 func (m *Metrics) Register(c prometheus.Collector) error {
 	if err := m.reg.Register(c); err != nil {
 		return fmt.Errorf("metrics: register: %w", err)
