@@ -2,7 +2,6 @@ package actors
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -101,52 +100,41 @@ func DefaultConfig() Config {
 // engine accepts for serving; a zero window or page would make the tree
 // panic or spin at its first use.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	positive := func(name string, d time.Duration) {
-		if d <= 0 {
-			bad("%s must be positive (got %s)", name, d)
-		}
-	}
-	atLeast := func(name string, v, min int) {
-		if v < min {
-			bad("%s must be at least %d (got %d)", name, min, v)
-		}
-	}
-	atLeast("max-customer-conversations", c.MaxCustomerConversations, 1)
-	positive("heartbeat-interval", c.HeartbeatInterval)
-	positive("heartbeat-timeout", c.HeartbeatTimeout)
+	var p problems
+	p.atLeast("max-customer-conversations", c.MaxCustomerConversations, 1)
+	p.positive("heartbeat-interval", c.HeartbeatInterval)
+	p.positive("heartbeat-timeout", c.HeartbeatTimeout)
 	if c.HeartbeatInterval > 0 && c.HeartbeatTimeout > 0 && c.HeartbeatTimeout <= c.HeartbeatInterval {
-		bad("heartbeat-timeout (%s) must be longer than heartbeat-interval (%s), or a healthy client is closed between two pings", c.HeartbeatTimeout, c.HeartbeatInterval)
+		p.bad("heartbeat-timeout (%s) must be longer than heartbeat-interval (%s), or a healthy client is closed between two pings", c.HeartbeatTimeout, c.HeartbeatInterval)
 	}
-	atLeast("send-queue-frames", c.SendQueueFrames, 16)
-	atLeast("send-queue-bytes", c.SendQueueBytes, 64<<10)
-	atLeast("max-body-bytes", c.MaxBodyBytes, 64)
-	atLeast("max-subscriptions", c.MaxSubscriptions, 1)
-	atLeast("max-sends-in-flight", c.MaxSendsInFlight, 1)
+	p.atLeast("send-queue-frames", c.SendQueueFrames, 16)
+	p.atLeast("send-queue-bytes", c.SendQueueBytes, 64<<10)
+	p.atLeast("max-body-bytes", c.MaxBodyBytes, 64)
+	p.atLeast("max-subscriptions", c.MaxSubscriptions, 1)
+	p.atLeast("max-sends-in-flight", c.MaxSendsInFlight, 1)
 	if c.MaxSendsInFlight >= c.SendQueueFrames && c.SendQueueFrames >= 16 {
-		bad("max-sends-in-flight (%d) must be below send-queue-frames (%d): their answers come at once when the engine shuts down, and more than the queue holds closes the client as a slow consumer", c.MaxSendsInFlight, c.SendQueueFrames)
+		p.bad("max-sends-in-flight (%d) must be below send-queue-frames (%d): their answers come at once when the engine shuts down, and more than the queue holds closes the client as a slow consumer", c.MaxSendsInFlight, c.SendQueueFrames)
 	}
-	atLeast("dedup-window", c.DedupWindow, 1)
-	atLeast("recent-window", c.RecentWindow, 1)
-	atLeast("replay-page", c.ReplayPage, 1)
-	positive("session-idle-timeout", c.IdleTimeout)
-	positive("session-sweep-interval", c.SweepInterval)
-	atLeast("store-batch-max", c.StoreBatchMax, 1)
-	positive("store-write-timeout", c.StoreWriteTimeout)
-	errs = append(errs, c.StoreBreaker.validate("store-breaker-")...)
-	atLeast("drain-batch", c.DrainBatch, 1)
-	positive("drain-timeout", c.DrainTimeout)
-	positive("spool-dedup-window", c.SpoolDedupWindow)
-	atLeast("spool-dedup-max", c.SpoolDedupMax, 1)
-	positive("shutdown-timeout", c.ShutdownGrace)
-	errs = append(errs, c.SOAP.problems()...)
-	errs = append(errs, c.Alerts.problems()...)
-	errs = append(errs, c.WhatsApp.problems()...)
-	atLeast("agent-capacity", c.AgentCapacity, 0)
-	positive("presence-grace", c.PresenceGrace)
-	errs = append(errs, c.Bot.problems()...)
-	return errors.Join(errs...)
+	p.atLeast("dedup-window", c.DedupWindow, 1)
+	p.atLeast("recent-window", c.RecentWindow, 1)
+	p.atLeast("replay-page", c.ReplayPage, 1)
+	p.positive("session-idle-timeout", c.IdleTimeout)
+	p.positive("session-sweep-interval", c.SweepInterval)
+	p.atLeast("store-batch-max", c.StoreBatchMax, 1)
+	p.positive("store-write-timeout", c.StoreWriteTimeout)
+	p.add(c.StoreBreaker.validate("store-breaker-")...)
+	p.atLeast("drain-batch", c.DrainBatch, 1)
+	p.positive("drain-timeout", c.DrainTimeout)
+	p.positive("spool-dedup-window", c.SpoolDedupWindow)
+	p.atLeast("spool-dedup-max", c.SpoolDedupMax, 1)
+	p.positive("shutdown-timeout", c.ShutdownGrace)
+	p.add(c.SOAP.problems()...)
+	p.add(c.Alerts.problems()...)
+	p.add(c.WhatsApp.problems()...)
+	p.atLeast("agent-capacity", c.AgentCapacity, 0)
+	p.positive("presence-grace", c.PresenceGrace)
+	p.add(c.Bot.problems()...)
+	return errors.Join(p.errs...)
 }
 
 // SpoolOptions are the options to open the outage spool with (spool.Open):
@@ -160,23 +148,19 @@ func (c Config) SpoolOptions(log zerolog.Logger) spool.Options {
 // validate returns every problem of b, each naming its setting as prefix
 // plus the field in the engine's flag words (store-breaker-failures...).
 func (b BreakerConfig) validate(prefix string) []error {
-	var errs []error
-	if b.Failures < 1 {
-		errs = append(errs, fmt.Errorf("%sfailures must be at least 1 (got %d)", prefix, b.Failures))
-	}
+	var p problems
+	p.atLeast(prefix+"failures", b.Failures, 1)
 	if b.Window < 0 {
-		errs = append(errs, fmt.Errorf("%swindow must not be negative (got %d)", prefix, b.Window))
+		p.bad("%swindow must not be negative (got %d)", prefix, b.Window)
 	}
 	switch {
 	case b.Ratio < 0 || b.Ratio > 1:
-		errs = append(errs, fmt.Errorf("%sratio must be between 0 and 1 (got %g)", prefix, b.Ratio))
+		p.bad("%sratio must be between 0 and 1 (got %g)", prefix, b.Ratio)
 	case b.Ratio > 0 && b.Window < 1:
 		// The ratio rule reads the last Window outcomes: without any it
 		// could never trip, which is surely not what was meant.
-		errs = append(errs, fmt.Errorf("%sratio %g needs a %swindow of at least 1 (got %d)", prefix, b.Ratio, prefix, b.Window))
+		p.bad("%sratio %g needs a %swindow of at least 1 (got %d)", prefix, b.Ratio, prefix, b.Window)
 	}
-	if b.Cooldown <= 0 {
-		errs = append(errs, fmt.Errorf("%scooldown must be positive (got %s)", prefix, b.Cooldown))
-	}
-	return errs
+	p.positive(prefix+"cooldown", b.Cooldown)
+	return p.errs
 }

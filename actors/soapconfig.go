@@ -2,7 +2,6 @@ package actors
 
 import (
 	"errors"
-	"fmt"
 	"net/url"
 	"time"
 
@@ -77,48 +76,33 @@ func (c SOAPConfig) Validate() error { return errors.Join(c.problems()...) }
 
 // problems is Validate's list, for Config.Validate to join with its own.
 func (c SOAPConfig) problems() []error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	var p problems
 	if c.URL != "" {
 		u, err := url.Parse(c.URL)
 		switch {
 		case err != nil:
-			bad("soap-url %q: %v", c.URL, err)
+			p.bad("soap-url %q: %v", c.URL, err)
 		case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-			bad("soap-url %q must be an absolute http or https URL (e.g. http://127.0.0.1:8081)", c.URL)
-		}
-	}
-	positive := func(name string, d time.Duration) {
-		if d <= 0 {
-			bad("%s must be positive (got %s)", name, d)
+			p.bad("soap-url %q must be an absolute http or https URL (e.g. http://127.0.0.1:8081)", c.URL)
 		}
 	}
 	notNegative := func(name string, d time.Duration) {
 		if d < 0 {
-			bad("%s must not be negative (got %s; 0 means soap-timeout)", name, d)
+			p.bad("%s must not be negative (got %s; 0 means soap-timeout)", name, d)
 		}
 	}
-	atLeast := func(name string, v, min int) {
-		if v < min {
-			bad("%s must be at least %d (got %d)", name, min, v)
-		}
-	}
-	positive("soap-timeout", c.Timeout)
+	p.positive("soap-timeout", c.Timeout)
 	notNegative("soap-get-stock-timeout", c.GetStockTimeout)
 	notNegative("soap-reserve-timeout", c.ReserveTimeout)
-	atLeast("soap-retries", c.Retries, 0)
-	positive("soap-backoff-base", c.BackoffBase)
-	positive("soap-backoff-max", c.BackoffMax)
-	if c.BackoffBase > 0 && c.BackoffMax > 0 && c.BackoffMax < c.BackoffBase {
-		bad("soap-backoff-max (%s) must not be shorter than soap-backoff-base (%s)", c.BackoffMax, c.BackoffBase)
-	}
-	atLeast("soap-max-inflight", c.MaxInflight, 1)
-	atLeast("soap-queue", c.Queue, 0)
-	positive("inventory-answer-budget", c.AnswerBudget)
-	positive("inventory-cache-ttl", c.CacheTTL)
-	atLeast("inventory-cache-size", c.CacheSize, 1)
-	errs = append(errs, c.Breaker.validate("soap-breaker-")...)
-	positive("job-retention", c.JobRetention)
-	atLeast("job-max", c.MaxJobs, 1)
-	return errs
+	p.atLeast("soap-retries", c.Retries, 0)
+	p.backoff("soap-backoff-", c.BackoffBase, c.BackoffMax)
+	p.atLeast("soap-max-inflight", c.MaxInflight, 1)
+	p.atLeast("soap-queue", c.Queue, 0)
+	p.positive("inventory-answer-budget", c.AnswerBudget)
+	p.positive("inventory-cache-ttl", c.CacheTTL)
+	p.atLeast("inventory-cache-size", c.CacheSize, 1)
+	p.add(c.Breaker.validate("soap-breaker-")...)
+	p.positive("job-retention", c.JobRetention)
+	p.atLeast("job-max", c.MaxJobs, 1)
+	return p.errs
 }

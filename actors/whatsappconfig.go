@@ -1,7 +1,6 @@
 package actors
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"time"
 )
@@ -68,37 +67,22 @@ func DefaultWhatsAppConfig() WhatsAppConfig {
 
 // problems lists every problem of c.
 func (c WhatsAppConfig) problems() []error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	positive := func(name string, d time.Duration) {
-		if d <= 0 {
-			bad("%s must be positive (got %s)", name, d)
-		}
-	}
-	atLeast := func(name string, v, min int) {
-		if v < min {
-			bad("%s must be at least %d (got %d)", name, min, v)
-		}
-	}
+	var p problems
 	if c.Rate <= 0 {
-		bad("whatsapp-rate must be positive (got %g)", c.Rate)
+		p.bad("whatsapp-rate must be positive (got %g)", c.Rate)
 	}
-	atLeast("whatsapp-burst", c.Burst, 1)
-	positive("whatsapp-pair-interval", c.PairInterval)
-	atLeast("whatsapp-pair-burst", c.PairBurst, 1)
-	positive("whatsapp-window", c.Window)
-	positive("whatsapp-call-timeout", c.CallTimeout)
-	positive("whatsapp-backoff-base", c.BackoffBase)
-	positive("whatsapp-backoff-max", c.BackoffMax)
-	if c.BackoffBase > 0 && c.BackoffMax > 0 && c.BackoffMax < c.BackoffBase {
-		bad("whatsapp-backoff-max (%s) must not be shorter than whatsapp-backoff-base (%s)", c.BackoffMax, c.BackoffBase)
-	}
-	atLeast("whatsapp-max-attempts", c.MaxAttempts, 1)
-	atLeast("whatsapp-max-inflight", c.MaxInflight, 1)
-	positive("whatsapp-reconcile-window", c.ReconcileWindow)
-	positive("whatsapp-rescan-interval", c.RescanInterval)
-	errs = append(errs, c.Breaker.validate("whatsapp-breaker-")...)
-	return errs
+	p.atLeast("whatsapp-burst", c.Burst, 1)
+	p.positive("whatsapp-pair-interval", c.PairInterval)
+	p.atLeast("whatsapp-pair-burst", c.PairBurst, 1)
+	p.positive("whatsapp-window", c.Window)
+	p.positive("whatsapp-call-timeout", c.CallTimeout)
+	p.backoff("whatsapp-backoff-", c.BackoffBase, c.BackoffMax)
+	p.atLeast("whatsapp-max-attempts", c.MaxAttempts, 1)
+	p.atLeast("whatsapp-max-inflight", c.MaxInflight, 1)
+	p.positive("whatsapp-reconcile-window", c.ReconcileWindow)
+	p.positive("whatsapp-rescan-interval", c.RescanInterval)
+	p.add(c.Breaker.validate("whatsapp-breaker-")...)
+	return p.errs
 }
 
 // fullJitter is the wait before the attempt after attempt n: uniform in
