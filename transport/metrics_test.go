@@ -99,6 +99,7 @@ func TestMetricsAfterAScriptedSession(t *testing.T) {
 		transporttest.WithActors(func(c *actors.Config) {
 			c.HeartbeatInterval = 50 * time.Millisecond // a few heartbeat round trips to measure
 			c.SendQueueFrames = 16                      // the poll session below overflows it
+			c.MaxSendsInFlight = 8
 			c.SOAP.URL = hs.URL
 			c.SOAP.Retries = 1
 			c.SOAP.BackoffBase, c.SOAP.BackoffMax = 10*time.Millisecond, 20*time.Millisecond

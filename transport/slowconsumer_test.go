@@ -17,6 +17,7 @@ import (
 func TestSlowConsumerIsClosedAndNobodyElseWaits(t *testing.T) {
 	e := transporttest.Start(t, transporttest.WithActors(func(c *actors.Config) {
 		c.SendQueueFrames = 64
+		c.MaxSendsInFlight = 32
 		c.SendQueueBytes = 1 << 20
 		c.HeartbeatTimeout = time.Minute // the slow one is silent too: it must be the queue that closes it
 	}))
