@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"gopkg.in/natefinch/lumberjack.v2"
 
 	"charla/actors"
 	"charla/auth"
@@ -50,6 +51,19 @@ type config struct {
 	// BotFlow is the chatbot's flow file; "" is the embedded default, "off"
 	// no bot. Parsed into Actors.Bot.Flow by parseConfig.
 	BotFlow string
+	// ConfigFile is the YAML file of startup settings (keys are the flag
+	// names); Profile the environment whose defaults apply under it.
+	ConfigFile string
+	Profile    string
+	// LogFile, when set, receives the log instead of stderr, rotated by
+	// size and pruned by age and count (lumberjack).
+	LogFile       string
+	LogMaxSizeMB  int
+	LogMaxAgeDays int
+	LogMaxBackups int
+	// effective is every setting's shown value and its source, for
+	// check-config.
+	effective []effectiveSetting
 
 	Actors    actors.Config
 	Transport transport.Config // HeartbeatTimeout is Actors.HeartbeatTimeout: one flag sets both
@@ -76,6 +90,8 @@ func (c *config) settings() flagSet {
 	a, t, db, l := actors.DefaultConfig(), transport.DefaultConfig(), postgres.DefaultOptions(), auth.DefaultConfig()
 	c.Actors, c.Transport, c.DB, c.Login = a, t, db, l
 	return flagSet{
+		{name: "config", env: "CHARLA_CONFIG", usage: "YAML file of startup settings, keyed by these flag names (flags and environment variables win over it); read once at start", value: strVar(&c.ConfigFile, "")},
+		{name: "profile", env: "CHARLA_PROFILE", usage: "development, staging or production: defaults and rules for that environment (README, Profiles); empty = none", value: strVar(&c.Profile, "")},
 		{name: "addr", env: "CHARLA_ADDR", usage: "listen address (host:port)", value: strVar(&c.Addr, defaultAddr)},
 		{name: "data-dir", env: "CHARLA_DATA_DIR", usage: "directory of the embedded store", value: strVar(&c.DataDir, "./data")},
 		{name: "max-session", env: "CHARLA_MAX_SESSION", usage: "longest a connection lives, whatever its token's exp; then 4001 and the client reconnects (0 = the token's exp alone)", value: durVar(&c.Transport.Auth.MaxSession, t.Auth.MaxSession)},
@@ -111,6 +127,10 @@ func (c *config) settings() flagSet {
 		{name: "shutdown-timeout", env: "CHARLA_SHUTDOWN_TIMEOUT", usage: "how long SIGTERM waits for in-flight sends", value: durVar(&c.Actors.ShutdownGrace, a.ShutdownGrace)},
 		{name: "log-level", env: "CHARLA_LOG_LEVEL", usage: "debug, info, warn or error", value: strVar(&c.LogLevel, "info")},
 		{name: "log-format", env: "CHARLA_LOG_FORMAT", usage: "json or console", value: strVar(&c.LogFormat, "json")},
+		{name: "log-file", env: "CHARLA_LOG_FILE", usage: "write the log to this file instead of stderr, rotated past log-max-size-mb; empty = stderr", value: strVar(&c.LogFile, "")},
+		{name: "log-max-size-mb", env: "CHARLA_LOG_MAX_SIZE_MB", usage: "with log-file: megabytes after which the file is rotated (renamed with a timestamp, a new one opened)", value: intVar(&c.LogMaxSizeMB, 100)},
+		{name: "log-max-age-days", env: "CHARLA_LOG_MAX_AGE_DAYS", usage: "with log-file: rotated files older than this many days are deleted; 0 = kept whatever their age", value: intVar(&c.LogMaxAgeDays, 14)},
+		{name: "log-max-backups", env: "CHARLA_LOG_MAX_BACKUPS", usage: "with log-file: rotated files kept at most; 0 = as many as log-max-age-days allows", value: intVar(&c.LogMaxBackups, 10)},
 		{name: "min-procs", env: "CHARLA_MIN_PROCS", usage: "fewest Go Ps (GOMAXPROCS) the engine runs with, even on one core: a P blocked in an fsync stalls every actor until the runtime takes it back", value: intVar(&c.MinProcs, 2)},
 		{name: "debug-addr", env: "CHARLA_DEBUG_ADDR", usage: "serve Go's pprof profiles, /metrics and the detailed /readyz on this address (keep it private); empty = off", value: strVar(&c.DebugAddr, "")},
 		{name: "metrics", env: "CHARLA_METRICS", usage: "export Prometheus metrics (GET /metrics for admins, and on metrics-addr); false also stops the latency histograms", value: boolVar(&c.Metrics, true)},
@@ -190,10 +210,14 @@ func (c *config) settings() flagSet {
 // else.
 func parseConfig(args []string, getenv func(string) string, help io.Writer, serving bool) (config, error) {
 	var c config
-	err := c.settings().parse(args, getenv, help)
+	fs := c.settings()
+	layers, layerErr := fs.layers(args, getenv)
+	from, err := fs.parseLayers(layers, args, getenv, help)
 	if errors.Is(err, errHelp) {
 		return c, err
 	}
+	c.effective = fs.effective(from)
+	err = errors.Join(layerErr, err)
 	// One heartbeat-timeout: the actors close a silent connection after it,
 	// the edge bounds its socket writes with it.
 	c.Transport.HeartbeatTimeout = c.Actors.HeartbeatTimeout
@@ -272,6 +296,16 @@ func (c config) validate(serving bool) error {
 	if c.LogFormat != "json" && c.LogFormat != "console" {
 		bad("log-format %q: must be json or console", c.LogFormat)
 	}
+	if c.LogMaxSizeMB < 1 {
+		bad("log-max-size-mb must be at least 1 (got %d)", c.LogMaxSizeMB)
+	}
+	if c.LogMaxAgeDays < 0 {
+		bad("log-max-age-days must not be negative (got %d)", c.LogMaxAgeDays)
+	}
+	if c.LogMaxBackups < 0 {
+		bad("log-max-backups must not be negative (got %d)", c.LogMaxBackups)
+	}
+	errs = append(errs, c.profileProblems()...)
 	// The one check across two packages: a body travels inside a frame.
 	if c.Actors.MaxBodyBytes > c.Transport.MaxFrameBytes {
 		bad("max-body-bytes (%d) must not exceed max-frame-bytes (%d)", c.Actors.MaxBodyBytes, c.Transport.MaxFrameBytes)
@@ -357,7 +391,18 @@ func dedup(errs []error) []error {
 	return out
 }
 
-func (c config) logger(w io.Writer) zerolog.Logger {
+// logger writes to w, or to the rotated log-file when one is set: then
+// close must be called once the engine stops.
+func (c config) logger(w io.Writer) (log zerolog.Logger, close func() error) {
+	close = func() error { return nil }
+	if c.LogFile != "" {
+		lj := &lumberjack.Logger{Filename: c.LogFile, MaxSize: c.LogMaxSizeMB, MaxAge: c.LogMaxAgeDays, MaxBackups: c.LogMaxBackups}
+		w, close = lj, lj.Close
+	}
+	return c.loggerTo(w), close
+}
+
+func (c config) loggerTo(w io.Writer) zerolog.Logger {
 	level, _ := zerolog.ParseLevel(c.LogLevel)
 	if c.LogFormat == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
@@ -376,24 +421,52 @@ var errHelp = errors.New("help requested")
 // parse sets the values from getenv (nil: no environment), then from args.
 // On -h or --help it prints the settings to help and returns errHelp.
 func (fs flagSet) parse(args []string, getenv func(string) string, help io.Writer) error {
+	_, err := fs.parseLayers(nil, args, getenv, help)
+	return err
+}
+
+// parseLayers sets the values from each layer in turn (a profile's
+// defaults, a config file), then from getenv, then from args: each later
+// source wins. It answers where each setting's value came from (those it
+// does not name kept their default).
+func (fs flagSet) parseLayers(layers []layer, args []string, getenv func(string) string, help io.Writer) (map[string]source, error) {
 	byName := map[string]setting{}
+	from := map[string]source{}
 	var errs []error
 	for _, s := range fs {
 		byName[s.name] = s
+	}
+	for _, l := range layers {
+		for _, kv := range l.values {
+			s, ok := byName[kv.name]
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s: unknown setting %q", kv.where, kv.name))
+				continue
+			}
+			if err := s.value.Set(kv.value); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %s=%q: %v", kv.where, kv.name, kv.value, err))
+				continue
+			}
+			from[kv.name] = l.source
+		}
+	}
+	for _, s := range fs {
 		if s.env == "" || getenv == nil {
 			continue
 		}
 		if v := getenv(s.env); v != "" {
 			if err := s.value.Set(v); err != nil {
 				errs = append(errs, fmt.Errorf("%s=%q: %v", s.env, v, err))
+				continue
 			}
+			from[s.name] = sourceEnv
 		}
 	}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "-h" || a == "--help" || a == "-help" {
 			fs.printUsage(help)
-			return errHelp
+			return from, errHelp
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		s, ok := byName[name]
@@ -416,18 +489,17 @@ func (fs flagSet) parse(args []string, getenv func(string) string, help io.Write
 		}
 		if err := s.value.Set(val); err != nil {
 			errs = append(errs, fmt.Errorf("--%s=%q: %v", name, val, err))
+			continue
 		}
+		from[name] = sourceFlag
 	}
-	return errors.Join(errs...)
+	return from, errors.Join(errs...)
 }
 
 func (fs flagSet) printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Settings (flag, environment variable, current value):")
 	for _, s := range fs {
-		v := s.value.String()
-		if s.secret && v != "" {
-			v = "(set; not shown)"
-		}
+		v := s.shown()
 		env := s.env
 		if env == "" {
 			env = "-"

@@ -84,6 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		}
 		switch args[0] {
 		case "check-config":
+			cfg.printEffective(stdout)
 			fmt.Fprintln(stdout, "configuration ok")
 			return 0
 		case "migrate":
@@ -128,7 +129,8 @@ func indent(err error) string {
 // serve wires the store, the actor tree and the edge, and runs them until
 // SIGTERM or SIGINT; then it drains in that order's reverse.
 func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
-	log := cfg.logger(stderr)
+	log, closeLog := cfg.logger(stderr)
+	defer closeLog()
 	// The log level changes at runtime (runtime settings): every logger
 	// derived from this one lets everything through and zerolog's global
 	// level filters.

@@ -55,7 +55,7 @@ func (s *simulator) parse(fs flagSet, args []string, getenv func(string) string,
 
 // run serves until SIGTERM or SIGINT.
 func (s *simulator) run(ctx context.Context, stderr io.Writer, serve func(ctx context.Context, log zerolog.Logger) error) int {
-	log := config{LogLevel: "info", LogFormat: s.logFormat}.logger(stderr)
+	log := config{LogLevel: "info", LogFormat: s.logFormat}.loggerTo(stderr)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := serve(ctx, log.With().Str("component", s.name).Logger()); err != nil {
