@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
@@ -167,6 +168,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	dep.Graph = graphOf(dep.Inbound)
+	logStartupSummary(ctx, dependencyChecks(cfg, dep, &http.Client{Timeout: startupCheckTimeout}), log)
 	// The settings that change without a restart: the log level (see
 	// above), the limits, the alert rules once the tree runs, the feature
 	// flags.
