@@ -149,7 +149,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	dep, closeStore, err := openStore(ctx, cfg, log)
+	dep, closeStore, storeDown, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	dep.Graph = graphOf(dep.Inbound)
-	logStartupSummary(ctx, dependencyChecks(cfg, dep, &http.Client{Timeout: startupCheckTimeout}), log)
+	logStartupSummary(ctx, dependencyChecks(cfg, dep, storeDown, &http.Client{Timeout: startupCheckTimeout}), log)
 	// The settings that change without a restart: the log level (see
 	// above), the limits, the alert rules once the tree runs, the feature
 	// flags.
@@ -260,46 +260,69 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 
 // openStore opens the embedded store, or PostgreSQL with its outage spool
 // when a database URL is set. A database that is down at startup does not
-// stop the engine: it starts lazily and spools until the database answers.
-func openStore(ctx context.Context, cfg config, log zerolog.Logger) (actors.Dependencies, func(), error) {
-	dep := actors.Dependencies{Log: log}
+// stop the engine: it starts lazily and spools until the database answers;
+// down says why, for the startup summary.
+func openStore(ctx context.Context, cfg config, log zerolog.Logger) (dep actors.Dependencies, closeStore func(), down, err error) {
+	dep = actors.Dependencies{Log: log}
 	if cfg.DB.URL == "" {
 		st, err := openEmbedded(ctx, cfg.DataDir, log)
 		if err != nil {
-			return dep, nil, err
+			return dep, nil, nil, err
 		}
 		dep.Store = st
-		return dep, func() { st.Close() }, nil
+		return dep, func() { st.Close() }, nil, nil
 	}
 	sp, err := spool.Open(ctx, filepath.Join(cfg.DataDir, "spool"), cfg.Actors.SpoolOptions(log))
 	if err != nil {
-		return dep, nil, fmt.Errorf("open spool: %w", err)
+		return dep, nil, nil, fmt.Errorf("open spool: %w", err)
 	}
 	// An engine before the Pebble spool left its messages in spool.db:
 	// acked, so they must drain like the others.
 	if n, err := spool.ImportBolt(ctx, sp, filepath.Join(cfg.DataDir, "spool.db")); err != nil {
 		sp.Close()
-		return dep, nil, fmt.Errorf("import the old spool: %w", err)
+		return dep, nil, nil, fmt.Errorf("import the old spool: %w", err)
 	} else if n > 0 {
 		log.Info().Int("messages", n).Msg("old bbolt spool imported; it drains into the database")
 	}
 	opts := cfg.DB
 	// postgres.Open adds its own component key to the logger.
-	st, err := postgres.Open(ctx, opts, log)
+	st, err := openDatabase(ctx, opts, log)
 	if errors.Is(err, store.ErrUnavailable) && !opts.AutoMigrate {
 		log.Warn().Err(err).Int("spooled", sp.Len()).Msg("database unreachable at startup; serving from the spool until it answers")
+		down = err
 		opts.Lazy = true
 		st, err = postgres.Open(ctx, opts, log)
 	}
 	if err != nil {
 		sp.Close()
 		if errors.Is(err, postgres.ErrSchemaOutdated) {
-			return dep, nil, fmt.Errorf("open database: %w (run `charla migrate` or `charla serve --migrate`)", err)
+			return dep, nil, nil, fmt.Errorf("open database: %w (run `charla migrate` or `charla serve --migrate`)", err)
 		}
-		return dep, nil, fmt.Errorf("open database: %w", err)
+		return dep, nil, nil, fmt.Errorf("open database: %w", err)
 	}
 	dep.Store, dep.Spool = st, sp
-	return dep, func() { st.Close(); sp.Close() }, nil
+	return dep, func() { st.Close(); sp.Close() }, down, nil
+}
+
+// storeOpenBudget bounds the first, eager open of the database. One that
+// accepts connections but never answers would hold the start for every
+// retry of every connect timeout (36 s measured with the defaults), past the
+// 30 s startup budget; past this one the engine starts as for a database
+// that refuses: lazily, spooling until it answers. Migrations (--migrate)
+// are not bound: they take what they take, and the engine needs them done.
+const storeOpenBudget = 15 * time.Second
+
+func openDatabase(ctx context.Context, opts postgres.Options, log zerolog.Logger) (*postgres.Store, error) {
+	if opts.AutoMigrate {
+		return postgres.Open(ctx, opts, log)
+	}
+	octx, cancel := context.WithTimeout(ctx, storeOpenBudget)
+	defer cancel()
+	st, err := postgres.Open(octx, opts, log)
+	if err != nil && errors.Is(octx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		return nil, fmt.Errorf("no answer within %s: %w (%w)", storeOpenBudget, store.ErrUnavailable, err)
+	}
+	return st, err
 }
 
 func migrate(ctx context.Context, cfg config, stdout, stderr io.Writer) int {

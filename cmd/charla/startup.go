@@ -31,14 +31,19 @@ type pinger interface {
 }
 
 // dependencyChecks lists the dependencies the engine talks to, in the
-// summary's order. A message broker (NATS) joins them once the engine has
-// a cluster setting.
-func dependencyChecks(cfg config, dep actors.Dependencies, client *http.Client) []dependencyCheck {
+// summary's order. storeDown is why the database did not answer when it was
+// opened (nil if it did): not asked twice, the start is on a budget. A
+// message broker (NATS) joins them once the engine has a cluster setting.
+func dependencyChecks(cfg config, dep actors.Dependencies, storeDown error, client *http.Client) []dependencyCheck {
 	store := func(context.Context) (string, error) { return "embedded (pebble) in " + cfg.DataDir, nil }
 	if p, ok := dep.Store.(pinger); ok {
 		where := redactedURL(cfg.DB.URL)
 		store = func(ctx context.Context) (string, error) {
-			if err := p.Ping(ctx); err != nil {
+			err := storeDown
+			if err == nil {
+				err = p.Ping(ctx)
+			}
+			if err != nil {
 				return "", fmt.Errorf("postgresql %s: %w (acks are spooled until it answers)", where, err)
 			}
 			return "postgresql " + where, nil
