@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
 
 	"charla"
 	"charla/store/bolt"
@@ -38,7 +39,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build charla: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := pgtest.Main(m, transporttest.LeakOptions()...)
+	// lumberjack's Close leaves its log-pruning goroutine behind (one per
+	// Logger, for the process's life in serve): TestLogFileRotates's.
+	leaks := append(transporttest.LeakOptions(), goleak.IgnoreTopFunction("gopkg.in/natefinch/lumberjack%2ev2.(*Logger).millRun"))
+	code := pgtest.Main(m, leaks...)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
