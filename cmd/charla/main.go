@@ -215,7 +215,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	for _, w := range cfg.warnings() {
 		log.Warn().Msg(w)
 	}
-	log.Info().Str("addr", ln.Addr().String()).Str("auth_mode", cfg.Transport.Auth.Mode).Str("data_dir", cfg.DataDir).Str("version", version()).Msg("charla serving")
+	log.Info().Str("addr", ln.Addr().String()).Str("profile", cfg.Profile).Str("auth_mode", cfg.Transport.Auth.Mode).Str("data_dir", cfg.DataDir).Str("version", version()).Msg("charla serving")
 	fmt.Fprintf(stdout, "Charla is listening on http://%s  (WebSocket: ws://%s/v1/ws)\n", ln.Addr(), ln.Addr())
 	if cfg.Transport.Auth.Mode == transport.AuthDev {
 		fmt.Fprintf(stdout, "dev auth: connect to ws://%s/v1/ws?user=alice&role=agent\n", ln.Addr())
