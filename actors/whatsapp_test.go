@@ -48,6 +48,8 @@ func (g graphFunc) Send(ctx context.Context, phone string, payload any) (string,
 type outOptions struct {
 	cfg   func(*actors.WhatsAppConfig)
 	graph func(actors.GraphSender) actors.GraphSender
+	// engine: more options for the engine (the chatbot, for example).
+	engine []transporttest.Option
 }
 
 func startOutbound(t *testing.T, storeKind string, o outOptions) *outRig {
@@ -83,6 +85,7 @@ func startOutbound(t *testing.T, storeKind string, o outOptions) *outRig {
 			}
 		}),
 	}
+	opts = append(opts, o.engine...)
 	var e *transporttest.Engine
 	if storeKind == "postgres" {
 		e = engineOverPG(t, migrated(t), opts...)
