@@ -380,3 +380,48 @@ func TestReconnectSeesEverything(t *testing.T) {
 		}
 	}
 }
+
+// TestBotStockByProductName: the bot looks stock up by product name through
+// the simulator's SearchProducts: one match answers its stock, several are
+// listed and the customer picks one by SKU, none is not found.
+func TestBotStockByProductName(t *testing.T) {
+	_, url := startSim(t)
+	e := transporttest.Start(t, transporttest.WithBot(transporttest.QuickFlow(t), url))
+	client, err := soapbridge.New(url, soapbridge.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.CloseIdleConnections()
+	item, err := client.GetStock(t.Context(), "SKU-00042")
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := client.SearchProducts(t.Context(), item.Name, 1)
+	if err != nil || one.Total != 1 {
+		t.Fatalf("the simulator's search for %q: %+v %v, want one match", item.Name, one, err)
+	}
+	word := strings.Fields(item.Name)[2] // a noun many products share
+	many, err := client.SearchProducts(t.Context(), word, 1)
+	if err != nil || many.Total < 2 {
+		t.Fatalf("the simulator's search for %q: total %d %v, want several", word, many.Total, err)
+	}
+
+	c := e.Dial(t, "pia", charla.RoleCustomer)
+	c.Subscribe("pia", 0)
+	say(c, "pia", "stock de "+item.Name)
+	if got := botText(t, c, "SKU-00042", transporttest.Wait); !strings.Contains(got, fmt.Sprintf("%d disponibles en %s", item.Quantity, item.Warehouse)) {
+		t.Errorf("stock by name %q answered %q, want %d in %s", item.Name, got, item.Quantity, item.Warehouse)
+	}
+
+	say(c, "pia", "disponibilidad "+word)
+	list := botText(t, c, fmt.Sprintf("Encontré %d productos", many.Total), transporttest.Wait)
+	pick := many.Products[1]
+	if !strings.Contains(list, fmt.Sprintf("%s — %s: %d", pick.SKU, pick.Name, pick.Quantity)) {
+		t.Fatalf("the list %q does not show %+v", list, pick)
+	}
+	say(c, "pia", pick.SKU)
+	botText(t, c, fmt.Sprintf("(%s): %d disponibles", pick.SKU, pick.Quantity), transporttest.Wait)
+
+	say(c, "pia", "stock unobtainium")
+	botText(t, c, "No encuentro «unobtainium»", transporttest.Wait)
+}
