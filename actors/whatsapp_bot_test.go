@@ -13,6 +13,7 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/soapbridge"
+	"charla/store"
 	"charla/transport/transporttest"
 	"charla/whatsapp/fakegraph"
 	"charla/wire"
@@ -149,9 +150,18 @@ func TestWhatsAppBotEndToEnd(t *testing.T) {
 				t.Fatalf("history: customer seqs %v, business %v", customer, business)
 			}
 
-			ana.Send(transporttest.SendFrame(conv, uuid.NewString(), "Hola Lucía, soy Ana", "r1"))
+			// Ana answers with a canned reply the server fills with the
+			// customer's WhatsApp profile name.
+			e := r.engine
+			transporttest.DoJSON(t, http.MethodPut, e.HTTPURL("/v1/canned/hola", "ana", charla.RoleAgent), map[string]string{"text": "Hola {{customer_name}}, soy {{agent_name}}"}, http.StatusOK, nil)
+			var canned store.CannedReply
+			transporttest.DoJSON(t, http.MethodGet, e.HTTPURL("/v1/conversations/"+string(conv)+"/canned/hola", "ana", charla.RoleAgent), nil, http.StatusOK, &canned)
+			if canned.Text != "Hola Lucía, soy ana" {
+				t.Fatalf("canned reply rendered %q", canned.Text)
+			}
+			ana.Send(transporttest.SendFrame(conv, uuid.NewString(), canned.Text, "r1"))
 			ack := ana.NextOf(wire.TypeAck, transporttest.Wait)
-			r.waitSent(t, waID, "soy Ana", n)
+			r.waitSent(t, waID, "Hola Lucía, soy ana", n)
 			business = append(business, ack.Seq)
 			// Every business-side message went out exactly once, even after a
 			// while for a duplicate to show up.
