@@ -17,7 +17,6 @@ import (
 	"charla/actors"
 	"charla/store"
 	"charla/store/storetest"
-	"charla/transport"
 	"charla/transport/transporttest"
 	"charla/whatsapp"
 	"charla/whatsapp/fakegraph"
@@ -70,13 +69,7 @@ func startOutbound(t *testing.T, storeKind string, o outOptions) *outRig {
 		graph = o.graph(client)
 	}
 	opts := []transporttest.Option{
-		transporttest.WithTransport(func(c *transport.Config) {
-			c.WhatsApp = whatsapp.Config{AppSecret: waSecret, VerifyToken: waVerify, Token: waToken, GraphURL: fs.URL + "/v21.0"}
-		}),
-		transporttest.WithDependencies(func(d *actors.Dependencies) {
-			d.Inbound = &actors.Inbound{Store: d.Store.(actors.WebhookStore), Graph: client}
-			d.Graph = graph
-		}),
+		transporttest.WithWhatsApp(whatsapp.Config{AppSecret: waSecret, VerifyToken: waVerify, Token: waToken, GraphURL: fs.URL + "/v21.0"}, client, graph),
 		transporttest.WithActors(func(c *actors.Config) {
 			c.WhatsApp.BackoffBase, c.WhatsApp.BackoffMax = 50*time.Millisecond, 300*time.Millisecond
 			c.WhatsApp.PairInterval = 10 * time.Millisecond
