@@ -112,8 +112,9 @@ func (s *System) DeleteCanned(ctx context.Context, code string) error {
 	return nil
 }
 
-// Canned-reply placeholders the server fills (RenderCanned); any other
-// {{…}} is left as written.
+// Canned-reply placeholders the server fills (RenderCanned), besides
+// {{customer}} and {{agent}} (the panel's names for the first two); any
+// other {{…}} is left as written.
 const (
 	// PlaceholderCustomerName is the customer's WhatsApp profile name (from
 	// the contacts the webhook records), or their user id on the web or
@@ -168,7 +169,11 @@ func (s *System) RenderCanned(ctx context.Context, by charla.Sender, conv charla
 			}
 		}
 		r := all[i]
-		r.Text = bot.Fill(r.Text, map[string]string{PlaceholderCustomerName: name, PlaceholderAgentName: by.ID, PlaceholderConv: string(conv)})
+		// {{customer}} and {{agent}} are the names the panel fills by itself
+		// (web/static/panel.js): the same values, so a reply reads the same
+		// rendered either way.
+		r.Text = bot.Fill(r.Text, map[string]string{PlaceholderCustomerName: name, "customer": name,
+			PlaceholderAgentName: by.ID, "agent": by.ID, PlaceholderConv: string(conv)})
 		return r, nil
 	})
 	if err != nil {

@@ -383,9 +383,10 @@ func TestReconnectSeesEverything(t *testing.T) {
 
 // TestBotStockByProductName: the bot looks stock up by product name through
 // the simulator's SearchProducts: one match answers its stock, several are
-// listed and the customer picks one by SKU, none is not found.
+// listed and the customer picks one by SKU, none is not found; a hanging
+// search gets "checking" and then the apology.
 func TestBotStockByProductName(t *testing.T) {
-	_, url := startSim(t)
+	sim, url := startSim(t)
 	e := transporttest.Start(t, transporttest.WithBot(transporttest.QuickFlow(t), url))
 	client, err := soapbridge.New(url, soapbridge.Options{})
 	if err != nil {
@@ -424,4 +425,15 @@ func TestBotStockByProductName(t *testing.T) {
 
 	say(c, "pia", "stock unobtainium")
 	botText(t, c, "No encuentro «unobtainium»", transporttest.Wait)
+
+	// A hanging search: "checking", then the apology; the bot still
+	// answers what follows.
+	if err := sim.SetFaults(soapsim.Faults{Operations: map[string]soapsim.FaultSet{soapbridge.OpSearchProducts: {Hang: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	say(c, "pia", "stock "+word)
+	botText(t, c, "consultando", transporttest.Wait)
+	botText(t, c, "Lo siento", transporttest.Wait)
+	say(c, "pia", "hola")
+	botText(t, c, "¡Hola!", transporttest.Wait)
 }
