@@ -426,6 +426,23 @@ func TestBotStockByProductName(t *testing.T) {
 	say(c, "pia", "stock unobtainium")
 	botText(t, c, "No encuentro «unobtainium»", transporttest.Wait)
 
+	// Two customers asking for the same name while the search is slow
+	// share one SearchProducts call.
+	if err := sim.SetFaults(soapsim.Faults{Operations: map[string]soapsim.FaultSet{soapbridge.OpSearchProducts: {LatencyMS: 1000}}}); err != nil {
+		t.Fatal(err)
+	}
+	other := strings.Fields(item.Name)[1] // the material
+	before := sim.Stats().Calls[soapbridge.OpSearchProducts]
+	quim := e.Dial(t, "quim", charla.RoleCustomer)
+	quim.Subscribe("quim", 0)
+	say(c, "pia", "stock "+other)
+	say(quim, "quim", "stock "+other)
+	botText(t, c, "productos con «"+strings.ToLower(other)+"»", transporttest.Wait)
+	botText(t, quim, "productos con «"+strings.ToLower(other)+"»", transporttest.Wait)
+	if n := sim.Stats().Calls[soapbridge.OpSearchProducts] - before; n != 1 {
+		t.Errorf("two identical searches made %d calls, want 1 (shared)", n)
+	}
+
 	// A hanging search: "checking", then the apology; the bot still
 	// answers what follows.
 	if err := sim.SetFaults(soapsim.Faults{Operations: map[string]soapsim.FaultSet{soapbridge.OpSearchProducts: {Hang: 1}}}); err != nil {
