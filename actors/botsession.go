@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -92,6 +93,8 @@ func (s *botSession) Receive(ctx actor.Context) {
 		s.handle(ctx, m)
 	case stockReply:
 		s.onStock(ctx, m)
+	case searchReply:
+		s.onSearch(ctx, m)
 	case botChecking:
 		if l := s.lookup; l != nil && l.id == m.id {
 			s.post(ctx, l, bot.Text(s.flow.Messages.Checking))
@@ -188,7 +191,11 @@ func (s *botSession) handle(ctx actor.Context, m botInput) {
 			// for it: a redelivered message reserves nothing twice.
 			req.qty, req.resv = 1, "bot-"+l.msgID(99)
 		}
-		ctx.Send(s.d.soap, req)
+		if step.Effect.Query != "" {
+			ctx.Send(s.d.soap, searchReq{query: step.Effect.Query, replyTo: ctx.Self()})
+		} else {
+			ctx.Send(s.d.soap, req)
+		}
 		l.checking = sendAfter(s.d.root, time.Duration(s.flow.CheckingAfter), ctx.Self(), botChecking{id: l.id})
 		l.giveUp = sendAfter(s.d.root, time.Duration(s.flow.GiveUpAfter), ctx.Self(), botGiveUp{id: l.id})
 	case bot.ActionHandoff:
@@ -224,6 +231,46 @@ func (s *botSession) onStock(ctx actor.Context, m stockReply) {
 		text = bot.Fill(tmpl, vars)
 	}
 	s.post(ctx, l, bot.Text(text))
+	s.finishLookup(ctx, l)
+}
+
+// maxMatches is how many products a search's answer lists.
+const maxMatches = 5
+
+// onSearch answers a stock step by product name: one match is looked up
+// as its SKU would have been (the same lookup, so the same timers); several
+// are listed and the step waits for the customer's pick; none is not found.
+func (s *botSession) onSearch(ctx actor.Context, m searchReply) {
+	l := s.lookup
+	if l == nil || l.effect.Query == "" || m.query != l.effect.Query {
+		return // the answer to a lookup that gave up
+	}
+	msgs := s.flow.Messages
+	vars := map[string]string{"query": m.query}
+	switch ps := m.page.Products; {
+	case m.err != nil && m.err.Code == charla.CodeBadRequest, m.err == nil && len(ps) == 0:
+		s.post(ctx, l, bot.Text(bot.Fill(msgs.NotFound, vars)))
+	case m.err != nil:
+		s.post(ctx, l, bot.Text(msgs.Apology))
+	case len(ps) == 1:
+		l.effect.SKU, l.effect.Query = ps[0].SKU, ""
+		s.state.SKU = ps[0].SKU
+		ctx.Send(s.d.soap, stockReq{sku: ps[0].SKU, replyTo: ctx.Self()})
+		return
+	default:
+		var list strings.Builder
+		for _, p := range ps[:min(len(ps), maxMatches)] {
+			fmt.Fprintf(&list, "\n%s — %s: %d", p.SKU, p.Name, p.Quantity)
+		}
+		vars["count"], vars["list"] = strconv.Itoa(m.page.Total), strings.TrimPrefix(list.String(), "\n")
+		s.post(ctx, l, bot.Text(bot.Fill(msgs.Matches, vars)))
+		// The step waits for the SKU of one of them.
+		l.stop()
+		s.state.Awaiting = true
+		s.lookup = nil
+		s.drain(ctx)
+		return
+	}
 	s.finishLookup(ctx, l)
 }
 

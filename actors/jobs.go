@@ -42,7 +42,7 @@ type jobTable struct {
 // back through the table's methods.
 type job struct {
 	id   string
-	op   string // wire.TypeInventory or wire.TypeReserve
+	op   string // wire.TypeInventory, wire.TypeReserve or opSearch
 	sku  string
 	qty  int
 	resv string // reservation id of a reserve

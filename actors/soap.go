@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,6 +122,26 @@ type stockReq struct {
 	resv string
 }
 
+// searchReq is how an actor asks for the products whose SKU or name
+// contains query (SearchProducts, its first page): answered with one
+// searchReply to replyTo, like stockReq. Identical queries share one call;
+// results are not cached (they carry no warehouse, and the items a lookup
+// then asks for are).
+type searchReq struct {
+	query   string
+	replyTo *actor.PID
+}
+
+// searchReply answers searchReq: the first page of matches, or err.
+type searchReply struct {
+	query string
+	page  soapbridge.Page
+	err   *charla.Error
+}
+
+// opSearch is a searchReq's job op (jobs of other ops are frame types).
+const opSearch = "search"
+
 // stockReply answers stockReq: the item (Stale when it is a last known value
 // age old), or err.
 type stockReply struct {
@@ -147,6 +168,7 @@ type (
 		key  string
 		item soapbridge.Item
 		resv soapbridge.Reservation
+		page soapbridge.Page
 		err  error
 		took time.Duration // the attempt, for the SOAP latency histogram
 	}
@@ -161,8 +183,9 @@ type (
 // soapCall is one request to the service, however many jobs wait on it.
 type soapCall struct {
 	key     string
-	op      string // soapbridge.OpGetStock or OpReserveItem
-	sku     string
+	op      string          // soapbridge.OpGetStock, OpReserveItem or OpSearchProducts
+	sku     string          // the query of a search
+	page    soapbridge.Page // a search's result, once it succeeded
 	qty     int
 	resv    string
 	attempt int // attempts started
@@ -198,6 +221,8 @@ func (a *soapActor) Receive(ctx actor.Context) {
 			op = wire.TypeReserve
 		}
 		a.onRequest(ctx, inventoryReq{op: op, sku: m.sku, qty: m.qty, resv: m.resv}, m.replyTo)
+	case searchReq:
+		a.onRequest(ctx, inventoryReq{op: opSearch, sku: m.query}, m.replyTo)
 	case callDone:
 		if m.gen == a.gen {
 			a.onDone(ctx, m)
@@ -388,9 +413,12 @@ func (a *soapActor) run(ctx actor.Context, c *soapCall, retry bool) {
 		defer cancel()
 		m := callDone{gen: gen, key: key}
 		start := time.Now()
-		if op == soapbridge.OpReserveItem {
+		switch op {
+		case soapbridge.OpReserveItem:
 			m.resv, m.err = client.ReserveItem(callCtx, sku, qty, resv)
-		} else {
+		case soapbridge.OpSearchProducts:
+			m.page, m.err = client.SearchProducts(callCtx, sku, 1)
+		default:
 			m.item, m.err = client.GetStock(callCtx, sku)
 		}
 		m.took = time.Since(start)
@@ -419,6 +447,8 @@ func (a *soapActor) onDone(ctx actor.Context, m callDone) {
 		case soapbridge.OpReserveItem:
 			// The stock changed: the next lookup must ask the service.
 			a.bridge.cache.Invalidate(c.sku)
+		case soapbridge.OpSearchProducts:
+			c.page = m.page
 		}
 		a.finish(ctx, c, nil, nil, 0, m.item, m.resv)
 		return
@@ -527,12 +557,15 @@ func (a *soapActor) finish(ctx actor.Context, c *soapCall, cause error, problem 
 			j.state = wire.JobDone
 			// The result is the answer frame the request would have had,
 			// without its type and ref.
-			if j.op == wire.TypeReserve {
+			switch j.op {
+			case opSearch:
+				j.result = wire.Encode(c.page)
+			case wire.TypeReserve:
 				j.result = wire.Encode(struct {
 					SKU         string                 `json:"sku"`
 					Reservation soapbridge.Reservation `json:"reservation"`
 				}{c.sku, resv})
-			} else {
+			default:
 				j.result = wire.Encode(struct {
 					SKU   string          `json:"sku"`
 					Item  soapbridge.Item `json:"item"`
@@ -551,6 +584,8 @@ func (a *soapActor) finish(ctx actor.Context, c *soapCall, cause error, problem 
 		switch {
 		case problem != nil:
 			a.answerNow(ctx, r, j.replyTo, problem, retryAfter)
+		case j.op == opSearch:
+			ctx.Send(j.replyTo, searchReply{query: c.sku, page: c.page})
 		case j.op == wire.TypeReserve && j.replyTo != nil:
 			ctx.Send(j.replyTo, stockReply{sku: c.sku, resv: resv})
 		case j.op == wire.TypeReserve:
@@ -634,7 +669,11 @@ func (a *soapActor) answerItem(ctx actor.Context, r inventoryReq, replyTo *actor
 }
 
 func (a *soapActor) answerNow(ctx actor.Context, r inventoryReq, replyTo *actor.PID, problem *charla.Error, retryAfter time.Duration) {
-	if replyTo != nil {
+	switch {
+	case replyTo != nil && r.op == opSearch:
+		ctx.Send(replyTo, searchReply{query: r.sku, err: problem})
+		return
+	case replyTo != nil:
 		ctx.Send(replyTo, stockReply{sku: r.sku, err: problem})
 		return
 	}
@@ -676,16 +715,22 @@ func (a *soapActor) publish() { a.d.stats.SOAP.Breaker.Store(int32(a.breaker.sta
 func (j job) key() string { return callKey(opOf(j.op), j.sku, j.resv) }
 
 func callKey(op, sku, resv string) string {
-	if op == soapbridge.OpReserveItem {
+	switch op {
+	case soapbridge.OpReserveItem:
 		return "reserve/" + resv
+	case soapbridge.OpSearchProducts:
+		return "search/" + strings.ToLower(sku)
 	}
 	return "stock/" + sku
 }
 
 // opOf maps a request's frame type to its operation.
 func opOf(frameType string) string {
-	if frameType == wire.TypeReserve {
+	switch frameType {
+	case wire.TypeReserve:
 		return soapbridge.OpReserveItem
+	case opSearch:
+		return soapbridge.OpSearchProducts
 	}
 	return soapbridge.OpGetStock
 }

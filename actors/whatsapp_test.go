@@ -17,7 +17,6 @@ import (
 	"charla/actors"
 	"charla/store"
 	"charla/store/storetest"
-	"charla/transport"
 	"charla/transport/transporttest"
 	"charla/whatsapp"
 	"charla/whatsapp/fakegraph"
@@ -48,6 +47,8 @@ func (g graphFunc) Send(ctx context.Context, phone string, payload any) (string,
 type outOptions struct {
 	cfg   func(*actors.WhatsAppConfig)
 	graph func(actors.GraphSender) actors.GraphSender
+	// engine: more options for the engine (the chatbot, for example).
+	engine []transporttest.Option
 }
 
 func startOutbound(t *testing.T, storeKind string, o outOptions) *outRig {
@@ -68,13 +69,7 @@ func startOutbound(t *testing.T, storeKind string, o outOptions) *outRig {
 		graph = o.graph(client)
 	}
 	opts := []transporttest.Option{
-		transporttest.WithTransport(func(c *transport.Config) {
-			c.WhatsApp = whatsapp.Config{AppSecret: waSecret, VerifyToken: waVerify, Token: waToken, GraphURL: fs.URL + "/v21.0"}
-		}),
-		transporttest.WithDependencies(func(d *actors.Dependencies) {
-			d.Inbound = &actors.Inbound{Store: d.Store.(actors.WebhookStore), Graph: client}
-			d.Graph = graph
-		}),
+		transporttest.WithWhatsApp(whatsapp.Config{AppSecret: waSecret, VerifyToken: waVerify, Token: waToken, GraphURL: fs.URL + "/v21.0"}, client, graph),
 		transporttest.WithActors(func(c *actors.Config) {
 			c.WhatsApp.BackoffBase, c.WhatsApp.BackoffMax = 50*time.Millisecond, 300*time.Millisecond
 			c.WhatsApp.PairInterval = 10 * time.Millisecond
@@ -83,6 +78,7 @@ func startOutbound(t *testing.T, storeKind string, o outOptions) *outRig {
 			}
 		}),
 	}
+	opts = append(opts, o.engine...)
 	var e *transporttest.Engine
 	if storeKind == "postgres" {
 		e = engineOverPG(t, migrated(t), opts...)

@@ -3,11 +3,13 @@ package actors
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"charla"
+	"charla/bot"
 	"charla/store"
 	"charla/wire"
 )
@@ -108,6 +110,79 @@ func (s *System) DeleteCanned(ctx context.Context, code string) error {
 		return charla.Errorf(charla.CodeNotFound, "no canned reply %q", code)
 	}
 	return nil
+}
+
+// Canned-reply placeholders the server fills (RenderCanned), besides
+// {{customer}} and {{agent}} (the panel's names for the first two); any
+// other {{…}} is left as written.
+const (
+	// PlaceholderCustomerName is the customer's WhatsApp profile name (from
+	// the contacts the webhook records), or their user id on the web or
+	// when the platform sent no name.
+	PlaceholderCustomerName = "customer_name"
+	// PlaceholderAgentName is the user id of the agent rendering the reply.
+	PlaceholderAgentName = "agent_name"
+	// PlaceholderConv is the conversation's id.
+	PlaceholderConv = "conv"
+)
+
+// RenderCanned is canned reply code with its placeholders filled for conv,
+// as by would send it there: by must be staff who may see conv (an agent:
+// unassigned or theirs). An unknown conversation or code is not_found.
+func (s *System) RenderCanned(ctx context.Context, by charla.Sender, conv charla.ConvID, code string) (store.CannedReply, error) {
+	if by.Role != charla.RoleAgent && by.Role != charla.RoleAdmin {
+		return store.CannedReply{}, charla.Errorf(charla.CodeForbidden, "only agents and admins use canned replies")
+	}
+	if err := conv.Validate(); err != nil {
+		return store.CannedReply{}, err
+	}
+	v, err := s.queryStore(ctx, func(c context.Context, st workflowStore) (any, error) {
+		cs, found, err := st.LoadConvState(c, conv)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return charla.Errorf(charla.CodeNotFound, "no conversation %s in the workflow", conv), nil
+		}
+		if !maySee(by, &cs) {
+			return charla.Errorf(charla.CodeForbidden, "%s may not act on %s: it is assigned to %s", by.ID, conv, cs.Assignee), nil
+		}
+		all, err := st.ListCanned(c)
+		if err != nil {
+			return nil, err
+		}
+		i := slices.IndexFunc(all, func(r store.CannedReply) bool { return r.Code == code })
+		if i < 0 {
+			return charla.Errorf(charla.CodeNotFound, "no canned reply %q", code), nil
+		}
+		name := conv.Owner()
+		if waID, _, ok := conv.WhatsApp(); ok {
+			name = waID
+			if contacts, ok := st.(contactStore); ok {
+				ct, found, err := contacts.Contact(c, waID)
+				if err != nil {
+					return nil, err
+				}
+				if found && ct.Name != "" {
+					name = ct.Name
+				}
+			}
+		}
+		r := all[i]
+		// {{customer}} and {{agent}} are the names the panel fills by itself
+		// (web/static/panel.js): the same values, so a reply reads the same
+		// rendered either way.
+		r.Text = bot.Fill(r.Text, map[string]string{PlaceholderCustomerName: name, "customer": name,
+			PlaceholderAgentName: by.ID, "agent": by.ID, PlaceholderConv: string(conv)})
+		return r, nil
+	})
+	if err != nil {
+		return store.CannedReply{}, err
+	}
+	if perr, ok := v.(*charla.Error); ok {
+		return store.CannedReply{}, perr
+	}
+	return v.(store.CannedReply), nil
 }
 
 // SetAgentCapacity sets how many open conversations agent is auto-assigned

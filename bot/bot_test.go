@@ -95,10 +95,14 @@ func TestConversation(t *testing.T) {
 		{"the sku", Input{Text: "es el abc-123 por favor"}, open, "", Effect{Kind: ActionStock, SKU: "abc-123"}, "ask_stock"},
 		{"stock in one go", Input{Text: "stock ABC-123"}, open, "", Effect{Kind: ActionStock, SKU: "ABC-123"}, "ask_stock"},
 		{"english", Input{Text: "is SKU-00042 available?"}, open, "", Effect{Kind: ActionStock, SKU: "SKU-00042"}, "ask_stock"},
+		{"by product name", Input{Text: "¿Stock de Red Cotton Lamp?"}, open, "", Effect{Kind: ActionStock, Query: "red cotton lamp"}, "ask_stock"},
+		{"the keyword alone asks", Input{Text: "disponibilidad"}, open, "|Dime el código", Effect{}, "ask_stock"},
+		{"a name when asked", Input{Text: "lamp"}, open, "", Effect{Kind: ActionStock, Query: "lamp"}, "ask_stock"},
 		{"not understood", Input{Text: "qwerty"}, open, "interactive|No te he entendido", Effect{}, "not_understood"},
 		{"option by number", Input{Text: "2"}, open, "|Dime el código (SKU) del producto que quieres reservar", Effect{}, "ask_reserve"},
 		{"a person", Input{Text: "quiero hablar con una persona"}, open, "|Te paso", Effect{Kind: ActionHandoff}, "handoff"},
 		{"out of hours", Input{Text: "agent please"}, closed, "|Nuestro equipo atiende", Effect{Kind: ActionHandoff}, "handoff"},
+		{"a reserve needs a SKU", Input{Text: "reservar la lámpara"}, open, "|Dime el código (SKU) del producto que quieres reservar", Effect{}, "ask_reserve"},
 	} {
 		step := f.Handle(&st, tc.in, tc.at)
 		got := ""

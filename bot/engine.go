@@ -58,6 +58,9 @@ type Effect struct {
 	Kind string
 	// SKU is the item of a stock or reserve step.
 	SKU string
+	// Query is what a stock step searches the catalogue for (by product
+	// name) when the customer gave no SKU; SKU is then "".
+	Query string
 }
 
 // Step is the outcome of one message: message bodies to post, in order,
@@ -88,7 +91,17 @@ func (f *Flow) Handle(st *State, in Input, now time.Time) Step {
 	// 2. An intent's keyword; a SKU in the message is its argument.
 	sku := f.sku.FindString(in.Text)
 	if ki := f.match(text); ki != nil {
-		return f.enter(st, ki.intent.Goto, sku, now)
+		arg := sku
+		if n := f.Nodes[ki.intent.Goto]; arg == "" && n.Action == ActionStock {
+			// "stock camiseta roja": the words after the keyword name the
+			// product.
+			_, arg, _ = strings.Cut(" "+text+" ", " "+ki.keyword+" ")
+			arg = strings.TrimSpace(arg)
+			for _, w := range []string{"de ", "del ", "of ", "for ", "para "} {
+				arg = strings.TrimPrefix(arg, w)
+			}
+		}
+		return f.enter(st, ki.intent.Goto, arg, now)
 	}
 	// 3. The SKU a stock or reserve step asked for.
 	if st.Awaiting {
@@ -131,6 +144,9 @@ func (f *Flow) enter(st *State, name, arg string, now time.Time) Step {
 		}
 		st.SKU = arg
 		step.Effect = Effect{Kind: n.Action, SKU: arg}
+		if n.Action == ActionStock && !f.sku.MatchString(arg) {
+			step.Effect = Effect{Kind: n.Action, Query: arg}
+		}
 		return step
 	case ActionHandoff:
 		if n.Say != "" {

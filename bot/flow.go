@@ -87,7 +87,10 @@ type Messages struct {
 	Stock      string `yaml:"stock"`       // {{name}} {{sku}} {{quantity}} {{warehouse}}
 	StockStale string `yaml:"stock_stale"` // the same and {{age}}
 	NotFound   string `yaml:"not_found"`   // {{query}}
-	Reserved   string `yaml:"reserved"`    // {{sku}} {{quantity}} {{reservation}}
+	// Matches answers a product-name search that found several products
+	// (the session then waits for one's SKU); default "{{list}}".
+	Matches    string `yaml:"matches"`  // {{query}} {{count}} {{list}} (a line per product: SKU, name, quantity)
+	Reserved   string `yaml:"reserved"` // {{sku}} {{quantity}} {{reservation}}
 	Handoff    string `yaml:"handoff"`
 	OutOfHours string `yaml:"out_of_hours"`
 }
@@ -211,6 +214,9 @@ func (f *Flow) validate() []error {
 	}
 	if f.Messages.StockStale == "" {
 		f.Messages.StockStale = f.Messages.Stock
+	}
+	if f.Messages.Matches == "" {
+		f.Messages.Matches = "{{list}}"
 	}
 	errs = append(errs, f.validateHours()...)
 	seen := map[string]string{}

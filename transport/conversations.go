@@ -59,6 +59,7 @@ func (s *Server) routeConversations(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/canned", s.handleListCanned)
 	mux.HandleFunc("PUT /v1/canned/{code}", s.handlePutCanned)
 	mux.HandleFunc("DELETE /v1/canned/{code}", s.handleDeleteCanned)
+	mux.HandleFunc("GET /v1/conversations/{conv}/canned/{code}", s.handleRenderCanned)
 	mux.HandleFunc("PUT /v1/agents/{id}/capacity", s.handleCapacity)
 }
 
@@ -318,6 +319,23 @@ func (s *Server) handleDeleteCanned(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleRenderCanned answers a canned reply with the server's placeholders
+// filled for the conversation (actors.RenderCanned), for the panel to send
+// as it is or edited.
+func (s *Server) handleRenderCanned(w http.ResponseWriter, r *http.Request) {
+	conv := charla.ConvID(r.PathValue("conv"))
+	id, ok := s.staffIdentity(w, r, conv)
+	if !ok {
+		return
+	}
+	c, err := s.sys.RenderCanned(r.Context(), id.User, conv, r.PathValue("code"))
+	if err != nil {
+		writeProblem(w, charla.AsError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
 }
 
 func (s *Server) handleCapacity(w http.ResponseWriter, r *http.Request) {

@@ -45,28 +45,6 @@ func startSim(t *testing.T) (*soapsim.Server, string) {
 	return s, hs.URL
 }
 
-// testFlow is the default flow with quick lookups and no opening hours
-// (the tests run at any hour).
-func testFlow(t *testing.T) *bot.Flow {
-	t.Helper()
-	f, err := bot.Parse(bot.Default)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Hours = nil
-	f.CheckingAfter, f.GiveUpAfter = bot.Duration(300*time.Millisecond), bot.Duration(3*time.Second)
-	return f
-}
-
-func withBot(flow *bot.Flow, soapURL string) transporttest.Option {
-	return transporttest.WithActors(func(c *actors.Config) {
-		c.Bot.Flow = flow
-		c.SOAP.URL = soapURL
-		c.SOAP.Timeout = 20 * time.Second
-		c.SOAP.Retries = 0
-	})
-}
-
 // say sends text to conv as the client.
 func say(c *transporttest.Client, conv charla.ConvID, text string) {
 	c.Send(transporttest.SendFrame(conv, uuid.NewString(), text, ""))
@@ -100,7 +78,7 @@ func botText(t *testing.T, c *transporttest.Client, want string, timeout time.Du
 // slowed.
 func TestBotAgainstTheSOAPSimulator(t *testing.T) {
 	sim, url := startSim(t)
-	e := transporttest.Start(t, withBot(testFlow(t), url))
+	e := transporttest.Start(t, transporttest.WithBot(transporttest.QuickFlow(t), url))
 	alice := e.Dial(t, "alice", charla.RoleCustomer)
 	alice.Subscribe("alice", 0)
 
@@ -152,7 +130,7 @@ func TestFlowFileChangesTheBot(t *testing.T) {
 		t.Fatal(err)
 	}
 	flow.Hours = nil
-	e := transporttest.Start(t, withBot(flow, ""))
+	e := transporttest.Start(t, transporttest.WithBot(flow, ""))
 	c := e.Dial(t, "carla", charla.RoleCustomer)
 	c.Subscribe("carla", 0)
 	say(c, "carla", "buenas")
@@ -162,57 +140,24 @@ func TestFlowFileChangesTheBot(t *testing.T) {
 	botText(t, c, "Lo siento", transporttest.Wait)
 }
 
-// inboxClient dials user with role and subscribes to the inbox.
-func inboxClient(t *testing.T, e *transporttest.Engine, user string, role charla.Role) *transporttest.Client {
-	t.Helper()
-	c := e.Dial(t, user, role)
-	c.Send(wire.Frame{Type: wire.TypeInbox, Ref: "in"})
-	if f := c.NextOf(wire.TypeInbox, transporttest.Wait); f.Ref != "in" {
-		t.Fatalf("inbox answer %+v", f)
-	}
-	return c
-}
-
-// nextConversation waits for conv's next conversation frame matching ok.
-func nextConversation(t *testing.T, c *transporttest.Client, conv charla.ConvID, ok func(wire.Frame) bool) wire.Frame {
-	t.Helper()
-	var seen []string
-	deadline := time.After(transporttest.Wait)
-	for {
-		select {
-		case f := <-c.Frames():
-			if f.Type != wire.TypeConversation {
-				continue
-			}
-			if f.Conv == conv && ok(f) {
-				return f
-			}
-			seen = append(seen, fmt.Sprintf("%s:%s:%s:v%d", f.Conv, f.Status, f.Assignee, f.Version))
-		case <-deadline:
-			t.Fatalf("no such conversation frame of %s; saw %v", conv, seen)
-			return wire.Frame{}
-		}
-	}
-}
-
 // TestHandoff is what must be shown 2: auto-assignment respects capacity
 // and online state; the assigned agent gets the conversation frame and the
 // whole history; their reply reaches the customer exactly once.
 func TestHandoff(t *testing.T) {
-	e := transporttest.Start(t, withBot(testFlow(t), ""), transporttest.WithActors(func(c *actors.Config) { c.AgentCapacity = 1 }))
-	ana := inboxClient(t, e, "ana", charla.RoleAgent)
+	e := transporttest.Start(t, transporttest.WithBot(transporttest.QuickFlow(t), ""), transporttest.WithActors(func(c *actors.Config) { c.AgentCapacity = 1 }))
+	ana := e.DialInbox(t, "ana", charla.RoleAgent)
 
 	cust := e.Dial(t, "dora", charla.RoleCustomer)
 	cust.Subscribe("dora", 0)
 	say(cust, "dora", "hola")
 	botText(t, cust, "¡Hola!", transporttest.Wait)
-	f := nextConversation(t, ana, "dora", func(f wire.Frame) bool { return f.Status == "pending" })
+	f := ana.NextConversation("dora", func(f wire.Frame) bool { return f.Status == "pending" })
 	if f.Assignee != "" {
 		t.Fatalf("a pending conversation is assigned: %+v", f)
 	}
 	start := time.Now()
 	say(cust, "dora", "quiero hablar con una persona")
-	f = nextConversation(t, ana, "dora", func(f wire.Frame) bool { return f.Status == "open" })
+	f = ana.NextConversation("dora", func(f wire.Frame) bool { return f.Status == "open" })
 	t.Logf("handoff → agent's frame in %v", time.Since(start))
 	if f.Assignee != "ana" {
 		t.Fatalf("handed off to %q, want ana (online, under capacity)", f.Assignee)
@@ -252,12 +197,12 @@ func TestHandoff(t *testing.T) {
 	if f := eva.NextOf(wire.TypeAck, transporttest.Wait); f.Seq != 1 {
 		t.Fatalf("eva's first message: %+v", f)
 	}
-	f = nextConversation(t, ana, "eva", func(f wire.Frame) bool { return f.Status == "open" })
+	f = ana.NextConversation("eva", func(f wire.Frame) bool { return f.Status == "open" })
 	if f.Assignee != "" {
 		t.Fatalf("handed off to %q past ana's capacity", f.Assignee)
 	}
-	bea := inboxClient(t, e, "bea", charla.RoleAgent)
-	if f := nextConversation(t, bea, "eva", func(f wire.Frame) bool { return f.Assignee != "" }); f.Assignee != "bea" {
+	bea := e.DialInbox(t, "bea", charla.RoleAgent)
+	if f := bea.NextConversation("eva", func(f wire.Frame) bool { return f.Assignee != "" }); f.Assignee != "bea" {
 		t.Fatalf("queued conversation went to %q, want bea", f.Assignee)
 	}
 	// Ana may not act on bea's conversation; an admin may.
@@ -271,7 +216,7 @@ func TestHandoff(t *testing.T) {
 	}
 	// The customer writes again: it reopens, pending, for the bot.
 	say(eva, "eva", "hola otra vez")
-	if f := nextConversation(t, bea, "eva", func(f wire.Frame) bool { return f.Status == "pending" }); f.Assignee != "" {
+	if f := bea.NextConversation("eva", func(f wire.Frame) bool { return f.Status == "pending" }); f.Assignee != "" {
 		t.Errorf("reopened conversation keeps assignee %q", f.Assignee)
 	}
 }
@@ -282,7 +227,7 @@ func TestHandoff(t *testing.T) {
 func TestPresence(t *testing.T) {
 	const grace = 700 * time.Millisecond
 	e := transporttest.Start(t, transporttest.WithActors(func(c *actors.Config) { c.PresenceGrace = grace }))
-	watcher := inboxClient(t, e, "watcher", charla.RoleAdmin)
+	watcher := e.DialInbox(t, "watcher", charla.RoleAdmin)
 	presence := func(user, state string, within time.Duration) {
 		t.Helper()
 		deadline := time.Now().Add(within)
@@ -359,7 +304,7 @@ func (p *cutProxy) cut() {
 // conversations) and since (their messages), sees every change and every
 // message of the meantime, exactly once.
 func TestReconnectSeesEverything(t *testing.T) {
-	e := transporttest.Start(t, withBot(testFlow(t), ""))
+	e := transporttest.Start(t, transporttest.WithBot(transporttest.QuickFlow(t), ""))
 	proxy := newCutProxy(t, e.Addr)
 	dial := func() *transporttest.Client {
 		c, err := transporttest.DialURL(t, "ws://"+proxy.ln.Addr().String()+"/v1/ws?user=ana&role=agent", nil)
@@ -434,4 +379,78 @@ func TestReconnectSeesEverything(t *testing.T) {
 			t.Errorf("%s: no message of the meantime", conv)
 		}
 	}
+}
+
+// TestBotStockByProductName: the bot looks stock up by product name through
+// the simulator's SearchProducts: one match answers its stock, several are
+// listed and the customer picks one by SKU, none is not found; a hanging
+// search gets "checking" and then the apology.
+func TestBotStockByProductName(t *testing.T) {
+	sim, url := startSim(t)
+	e := transporttest.Start(t, transporttest.WithBot(transporttest.QuickFlow(t), url))
+	client, err := soapbridge.New(url, soapbridge.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.CloseIdleConnections()
+	item, err := client.GetStock(t.Context(), "SKU-00042")
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := client.SearchProducts(t.Context(), item.Name, 1)
+	if err != nil || one.Total != 1 {
+		t.Fatalf("the simulator's search for %q: %+v %v, want one match", item.Name, one, err)
+	}
+	word := strings.Fields(item.Name)[2] // a noun many products share
+	many, err := client.SearchProducts(t.Context(), word, 1)
+	if err != nil || many.Total < 2 {
+		t.Fatalf("the simulator's search for %q: total %d %v, want several", word, many.Total, err)
+	}
+
+	c := e.Dial(t, "pia", charla.RoleCustomer)
+	c.Subscribe("pia", 0)
+	say(c, "pia", "stock de "+item.Name)
+	if got := botText(t, c, "SKU-00042", transporttest.Wait); !strings.Contains(got, fmt.Sprintf("%d disponibles en %s", item.Quantity, item.Warehouse)) {
+		t.Errorf("stock by name %q answered %q, want %d in %s", item.Name, got, item.Quantity, item.Warehouse)
+	}
+
+	say(c, "pia", "disponibilidad "+word)
+	list := botText(t, c, fmt.Sprintf("Encontré %d productos", many.Total), transporttest.Wait)
+	pick := many.Products[1]
+	if !strings.Contains(list, fmt.Sprintf("%s — %s: %d", pick.SKU, pick.Name, pick.Quantity)) {
+		t.Fatalf("the list %q does not show %+v", list, pick)
+	}
+	say(c, "pia", pick.SKU)
+	botText(t, c, fmt.Sprintf("(%s): %d disponibles", pick.SKU, pick.Quantity), transporttest.Wait)
+
+	say(c, "pia", "stock unobtainium")
+	botText(t, c, "No encuentro «unobtainium»", transporttest.Wait)
+
+	// Two customers asking for the same name while the search is slow
+	// share one SearchProducts call.
+	if err := sim.SetFaults(soapsim.Faults{Operations: map[string]soapsim.FaultSet{soapbridge.OpSearchProducts: {LatencyMS: 1000}}}); err != nil {
+		t.Fatal(err)
+	}
+	other := strings.Fields(item.Name)[1] // the material
+	before := sim.Stats().Calls[soapbridge.OpSearchProducts]
+	quim := e.Dial(t, "quim", charla.RoleCustomer)
+	quim.Subscribe("quim", 0)
+	say(c, "pia", "stock "+other)
+	say(quim, "quim", "stock "+other)
+	botText(t, c, "productos con «"+strings.ToLower(other)+"»", transporttest.Wait)
+	botText(t, quim, "productos con «"+strings.ToLower(other)+"»", transporttest.Wait)
+	if n := sim.Stats().Calls[soapbridge.OpSearchProducts] - before; n != 1 {
+		t.Errorf("two identical searches made %d calls, want 1 (shared)", n)
+	}
+
+	// A hanging search: "checking", then the apology; the bot still
+	// answers what follows.
+	if err := sim.SetFaults(soapsim.Faults{Operations: map[string]soapsim.FaultSet{soapbridge.OpSearchProducts: {Hang: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	say(c, "pia", "stock "+word)
+	botText(t, c, "consultando", transporttest.Wait)
+	botText(t, c, "Lo siento", transporttest.Wait)
+	say(c, "pia", "hola")
+	botText(t, c, "¡Hola!", transporttest.Wait)
 }

@@ -19,6 +19,7 @@ import (
 
 	"charla"
 	"charla/docs"
+	"charla/store"
 	"charla/store/postgres"
 	"charla/store/postgres/pgtest"
 	"charla/transport"
@@ -241,8 +242,21 @@ func TestContract(t *testing.T) {
 				t.Fatalf("search = %+v", found)
 			}
 			c.expect(400, "GET", "/v1/search", agent, "", nil)
-			c.expect(200, "PUT", "/v1/canned/saludo", agent, js, jsonBody(map[string]string{"text": "Hola {{customer}}"}))
+			c.expect(200, "PUT", "/v1/canned/saludo", agent, js, jsonBody(map[string]string{"text": "Hola {{customer_name}}, soy {{agent_name}} ({{conv}}, {{customer}}) {{other}}"}))
 			c.expect(200, "GET", "/v1/canned", agent, "", nil)
+			// Rendered for a conversation: the server's placeholders filled,
+			// others left; only by who may see it (carol's is yuri's now).
+			root, _ := transport.MintToken(transporttest.Secret, "root", charla.RoleAdmin, time.Hour)
+			var canned store.CannedReply
+			json.Unmarshal(c.expect(200, "GET", "/v1/conversations/carol/canned/saludo", root, "", nil), &canned)
+			if want := "Hola carol, soy root (carol, carol) {{other}}"; canned.Text != want || canned.Code != "saludo" {
+				t.Errorf("rendered canned reply %+v, want text %q", canned, want)
+			}
+			c.expect(403, "GET", "/v1/conversations/carol/canned/saludo", agent, "", nil)
+			c.expect(403, "GET", "/v1/conversations/carol/canned/saludo", cust, "", nil)
+			c.expect(404, "GET", "/v1/conversations/carol/canned/nope", root, "", nil)
+			c.expect(404, "GET", "/v1/conversations/nobody/canned/saludo", root, "", nil)
+			c.expect(401, "GET", "/v1/conversations/carol/canned/saludo", "", "", nil)
 			c.expect(400, "PUT", "/v1/canned/Bad%20Code", agent, js, jsonBody(map[string]string{"text": "x"}))
 			c.expect(204, "DELETE", "/v1/canned/saludo", agent, "", nil)
 			c.expect(404, "DELETE", "/v1/canned/saludo", agent, "", nil)
