@@ -72,7 +72,10 @@ func (s *Store) SaveConvStates(ctx context.Context, states []store.ConvState) er
 // LoadConvState reads one conversation's state.
 func (s *Store) LoadConvState(ctx context.Context, conv charla.ConvID) (c store.ConvState, found bool, err error) {
 	err = s.do(ctx, opWorkflow, func(ctx context.Context) error {
-		c, err = scanState(s.pool.QueryRow(ctx, `SELECT `+stateColumns+` FROM conversations WHERE id = $1`, string(conv)))
+		// Version 0 is a row Append made before the inbox ever saved the
+		// conversation's state (channel, customer): not a state, so the
+		// inbox builds one from the messages, as on a store without the row.
+		c, err = scanState(s.pool.QueryRow(ctx, `SELECT `+stateColumns+` FROM conversations WHERE id = $1 AND version > 0`, string(conv)))
 		found = err == nil
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
@@ -107,7 +110,7 @@ func (s *Store) queryStates(ctx context.Context, sql string, args ...any) ([]sto
 // LoadInbox returns every conversation that is not resolved (the queue
 // index), and the highest version of any.
 func (s *Store) LoadInbox(ctx context.Context) ([]store.ConvState, uint64, error) {
-	out, err := s.queryStates(ctx, `SELECT `+stateColumns+` FROM conversations WHERE status <> 'resolved'`)
+	out, err := s.queryStates(ctx, `SELECT `+stateColumns+` FROM conversations WHERE status <> 'resolved' AND version > 0`)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -122,7 +125,7 @@ func (s *Store) LoadInbox(ctx context.Context) ([]store.ConvState, uint64, error
 // first, (last_activity, id) the page cursor) or, with ChangedSince, by
 // version.
 func (s *Store) ListConvStates(ctx context.Context, f store.ConvFilter) ([]store.ConvState, error) {
-	var where []string
+	where := []string{"version > 0"} // a row only Append has written is no state yet (LoadConvState)
 	var args []any
 	arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
 	if f.Status != "" {
@@ -152,10 +155,7 @@ func (s *Store) ListConvStates(ctx context.Context, f store.ConvFilter) ([]store
 	case f.After != nil:
 		where = append(where, "(last_activity, id) < ("+arg(f.After.LastActivity)+"::timestamptz, "+arg(string(f.After.ID))+"::text)")
 	}
-	sql := `SELECT ` + stateColumns + ` FROM conversations`
-	if len(where) > 0 {
-		sql += " WHERE " + strings.Join(where, " AND ")
-	}
+	sql := `SELECT ` + stateColumns + ` FROM conversations WHERE ` + strings.Join(where, " AND ")
 	sql += order
 	if f.Limit > 0 {
 		sql += " LIMIT " + arg(f.Limit)

@@ -64,6 +64,16 @@ func RunWorkflow(t *testing.T, open func(t *testing.T) WorkflowStore) {
 	if _, found, err := s.LoadConvState(ctx, "nope"); err != nil || found {
 		t.Fatalf("LoadConvState(nope) = %v, %v", found, err)
 	}
+	// A conversation with messages whose state the inbox never saved has
+	// no state yet (on PostgreSQL, Append makes its row): the inbox builds
+	// one from the messages, with their channel and customer.
+	if _, err := s.Append(ctx, []charla.Message{{Conv: "wa.7:9", ClientMsgID: "00000000-0000-4000-8000-000000000007",
+		Sender: charla.Sender{ID: "7", Role: charla.RoleCustomer}, Body: []byte(`{"text":"hola"}`), TS: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, found, err := s.LoadConvState(ctx, "wa.7:9"); err != nil || found {
+		t.Fatalf("LoadConvState of a conversation with messages and no saved state = %+v, %v, %v; want not found", got, found, err)
+	}
 	inbox, top, err := s.LoadInbox(ctx)
 	if err != nil || top != 5 || len(inbox) != 3 {
 		t.Fatalf("LoadInbox = %d states, top %d, %v; want 3, 5", len(inbox), top, err)
