@@ -90,7 +90,12 @@ func (s *Store) SaveConvStates(ctx context.Context, states []store.ConvState) er
 	defer s.workflowMu.Unlock()
 	return s.setJSON(ctx, "save conversation states", func(b *pebbledb.Batch) error {
 		for _, c := range states {
-			var old store.ConvState
+			// Only the stored version matters here: decoding the whole
+			// state (tags, reads, last message) cost the inbox's every save
+			// as much as the write itself.
+			var old struct {
+				Version uint64 `json:"version"`
+			}
 			if found, err := s.getJSON(stateKey(c.ID), &old); err != nil {
 				return err
 			} else if found && old.Version > c.Version {
