@@ -44,6 +44,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"charla/internal/httpserve"
 	"charla/soapbridge"
 	"charla/soapbridge/internal/soapwire"
 )
@@ -56,8 +57,6 @@ const (
 	// maxRequestBytes bounds a request body; the largest valid request is a
 	// few hundred bytes.
 	maxRequestBytes = 64 << 10
-	// shutdownGrace bounds how long Serve waits for answers in flight.
-	shutdownGrace = 5 * time.Second
 )
 
 // Options configures a Server. The zero value of each field means its
@@ -261,27 +260,7 @@ func (s *Server) Handler() http.Handler {
 // returns nil after a shutdown caused by ctx, or the error that stopped
 // serving.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		s.Close()
-		return fmt.Errorf("soapsim: serve: %w", err)
-	case <-ctx.Done():
-	}
-	s.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	err := hs.Shutdown(sctx)
-	if err != nil {
-		err = errors.Join(fmt.Errorf("soapsim: shutdown: %w", err), hs.Close())
-	}
-	<-errc // http.ErrServerClosed
-	return err
+	return httpserve.Until(ctx, "soapsim", ln, s.Handler(), s.Close)
 }
 
 // Run listens on addr (host:port; port 0 picks one), logs the address, and

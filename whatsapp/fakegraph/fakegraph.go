@@ -40,13 +40,13 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"charla/internal/httpserve"
 	"charla/whatsapp"
 )
 
 const (
 	maxRequestBytes = 1 << 20
 	maxMediaBytes   = 200 << 20
-	shutdownGrace   = 5 * time.Second
 	// webhookAttempts bounds how often a status webhook is posted before the
 	// fake gives up on it (the platform retries for days; a test does not).
 	webhookAttempts = 5
@@ -638,21 +638,7 @@ func (in Inbound) payload() ([]byte, string, error) {
 
 // Serve answers on ln until ctx ends, then shuts down (see Close).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		s.Close()
-		return fmt.Errorf("fakegraph: serve: %w", err)
-	case <-ctx.Done():
-	}
-	s.Close()
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	err := hs.Shutdown(sctx)
-	<-errc
-	return err
+	return httpserve.Until(ctx, "fakegraph", ln, s.Handler(), s.Close)
 }
 
 // Run listens on addr, logs the address and serves a Server built from o
