@@ -146,8 +146,12 @@ type inboundActor struct {
 	loaded    bool                // the pending events of the store are in queue
 	loading   bool                // a read of the pending events runs
 	more      bool                // the store holds pending events beyond the queue
-	backoff   time.Duration
-	retry     *time.Timer
+	// recordedWhileLoading holds the events recorded while a read of the
+	// pending events ran: that read may have looked before they committed,
+	// so it cannot be trusted to include them.
+	recordedWhileLoading []store.WebhookEvent
+	backoff              time.Duration
+	retry                *time.Timer
 }
 
 // inEvent is a recorded event parsed, with the conversations it posts
@@ -283,10 +287,14 @@ func (a *inboundActor) onRecorded(ctx actor.Context, m recordDone) {
 		a.rt.stats.Duplicates.Add(1)
 	default:
 		a.rt.stats.Received.Add(1)
-		// Until the store's pending events are read, they include this one.
-		if a.loaded && !a.more && a.queued[m.ev.Hash] == nil {
+		switch {
+		case a.loading:
+			a.recordedWhileLoading = append(a.recordedWhileLoading, m.ev)
+		case a.loaded && !a.more && a.queued[m.ev.Hash] == nil:
 			a.enqueue(m.ev)
 		}
+		// Otherwise the next read of the pending events starts after this
+		// record committed, and includes it.
 	}
 	ctx.Send(m.replyTo, webhookRecorded{dup: m.dup})
 	a.next()
@@ -321,6 +329,9 @@ func (a *inboundActor) loadPending() {
 
 func (a *inboundActor) onPending(m pendingLoaded) {
 	a.loading = false
+	// After a failed read, the next one starts after these committed.
+	recorded := a.recordedWhileLoading
+	a.recordedWhileLoading = nil
 	if m.err != nil {
 		if a.life.Err() == nil {
 			a.log.Warn().Err(m.err).Msg("pending webhooks unreadable; trying again")
@@ -333,6 +344,14 @@ func (a *inboundActor) onPending(m pendingLoaded) {
 	for _, ev := range m.events {
 		if a.queued[ev.Hash] == nil {
 			a.enqueue(ev)
+		}
+	}
+	if !a.more {
+		// Newer than every pending event the read saw, so queued after them.
+		for _, ev := range recorded {
+			if a.queued[ev.Hash] == nil {
+				a.enqueue(ev)
+			}
 		}
 	}
 	if len(m.events) > 0 {

@@ -491,6 +491,47 @@ func TestWebhookPendingAtStartIsProcessed(t *testing.T) {
 
 }
 
+// A webhook recorded while the pending events are being read, after the
+// read looked, is processed all the same: the read's page, which lacks it,
+// is no proof that nothing else is pending.
+func TestWebhookRecordedDuringPendingRead(t *testing.T) {
+	release := make(chan struct{})
+	w := startWA(t, "pebble", waOptions{inbound: func(in *actors.Inbound) {
+		in.Store = &staleRead{WebhookStore: in.Store, release: release}
+	}})
+	payload, _ := json.Marshal(fakegraph.Payload(fakegraph.Change("1001", nil,
+		[]whatsapp.Message{fakegraph.TextMessage("34600000006", "wamid.during", time.Now(), "during the read")}, nil)))
+	if s := w.post(t, payload); s != http.StatusOK {
+		t.Fatalf("webhook: %d", s)
+	}
+	close(release)
+	w.waitProcessed(t, 1)
+	if h, _ := w.Store().Head(context.Background(), charla.WhatsAppConv("1001", "34600000006")); h != 1 {
+		t.Fatalf("head %d, want 1", h)
+	}
+}
+
+// staleRead answers the first read of the pending events with what it saw
+// before release was closed.
+type staleRead struct {
+	actors.WebhookStore
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *staleRead) PendingWebhooks(ctx context.Context, limit int) ([]store.WebhookEvent, error) {
+	page, err := s.WebhookStore.PendingWebhooks(ctx, limit)
+	first := false
+	s.once.Do(func() { first = true })
+	if first {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+		}
+	}
+	return page, err
+}
+
 // Webhooks processed at once keep each conversation in arrival order:
 // events of one customer wait for the earlier ones, others' go meanwhile.
 func TestWebhookEventsKeepArrivalOrder(t *testing.T) {
