@@ -132,6 +132,10 @@ type outItem struct {
 	kind        outboundKind
 	busy        bool
 	unconfirmed bool
+	// refused is the answer a retry being recorded answers: it is logged
+	// once the retry is durable, so that the log never announces a retry a
+	// crash then forgets.
+	refused error
 }
 
 // waNumber is one business number's limits. bucket admits sends (in the
@@ -677,8 +681,7 @@ func (a *whatsappActor) retry(it *outItem, m waAttempt, ref *whatsapp.GraphError
 			a.number(it.phone).pausedUntil = at
 		}
 	}
-	a.log.Info().Err(m.err).Str("conv", string(it.e.Conv)).Uint64("seq", uint64(it.e.Seq)).Int("attempt", it.e.Attempts).
-		Time("retry_at", at).Msg("whatsapp send refused for now; retrying")
+	it.refused = m.err
 	a.record(it)
 }
 
@@ -739,6 +742,12 @@ func (a *whatsappActor) onRecorded(ctx actor.Context, m waRecorded) {
 	}
 	it.busy = false
 	switch m.e.State {
+	case store.OutboxPending:
+		if it.refused != nil {
+			a.log.Info().Err(it.refused).Str("conv", string(m.e.Conv)).Uint64("seq", uint64(m.e.Seq)).Int("attempt", m.e.Attempts).
+				Time("retry_at", m.e.NextAttempt).Msg("whatsapp send refused for now; retry recorded")
+			it.refused = nil
+		}
 	case store.OutboxSent:
 		a.finish(it)
 		a.notify(ctx, a.frameOf(m.e, wire.WAStatusAccepted, m.e.TS))

@@ -45,7 +45,8 @@ type waProc struct {
 	slowFor atomic.Int64 // nanoseconds each send waits before the fake sees it
 }
 
-func startWAProc(t *testing.T, storeKind string) *waProc {
+// startWAProc starts the engine over storeKind; extra flags come last and win.
+func startWAProc(t *testing.T, storeKind string, extra ...string) *waProc {
 	t.Helper()
 	w := &waProc{t: t, addr: freeAddr(t), dir: t.TempDir()}
 	fake, err := fakegraph.New(fakegraph.Options{Token: waToken, AppSecret: waSecret,
@@ -74,6 +75,7 @@ func startWAProc(t *testing.T, storeKind string) *waProc {
 		w.flags = append(w.flags, "--database-url", u)
 		w.dbURL = u
 	}
+	w.flags = append(w.flags, extra...)
 	w.proc = startEngine(t, w.addr, w.dir, w.flags...)
 	return w
 }
@@ -174,14 +176,26 @@ func (w *waProc) customerWrites(waID string) (charla.ConvID, *transporttest.Clie
 func TestKill9WhatsAppReplyOnce(t *testing.T) {
 	for _, kind := range []string{"pebble", "postgres"} {
 		t.Run(kind, func(t *testing.T) {
-			w := startWAProc(t, kind)
+			// A retry waits up to 4 s, so that the kill (a few ms after the
+			// first retry is recorded) almost never lands during the second
+			// attempt: that would rightly leave an attempt of unknown outcome,
+			// never made again (TestKill9WhatsAppMidCall's case).
+			w := startWAProc(t, kind, "--whatsapp-backoff-base", "4s", "--whatsapp-backoff-max", "4s")
 			conv, agent := w.customerWrites("34600000011")
 			w.fake.FailNext(fakegraph.FailRule{Count: 2, Code: 130429})
 			agent.Send(wire.Frame{Type: wire.TypeSend, Conv: conv, ClientMsgID: uuid.NewString(), Body: json.RawMessage(`{"text":"en camino"}`)})
 			ack := agent.NextOf(wire.TypeAck, transporttest.Wait)
 			w.eventually("the first throttled attempt", func() bool { _, th := w.sendsOf(conv, ack.Seq); return th >= 1 })
+			// Killed once its retry is durable: killed before, the engine
+			// rightly takes the attempt for one of unknown outcome and
+			// never makes it again.
+			for deadline := time.Now().Add(30 * time.Second); !strings.Contains(w.proc.logs.String(), "whatsapp send refused for now; retry recorded"); time.Sleep(2 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the retry not recorded within 30 s:\n%s", w.proc.logs.String())
+				}
+			}
 			w.kill9AndRestart()
-			// Subscribed again before the retry (1 s of backoff) goes out.
+			// Subscribed again, most likely before the retry goes out.
 			agent = dial(t, w.addr, "alice")
 			agent.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: conv, Since: ack.Seq})
 			agent.NextOf(wire.TypeSubscribed, transporttest.Wait)
