@@ -267,6 +267,14 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 	return time.Since(start)
 }
 
+// waitDrained waits until every message spooled so far — each one acked
+// (the spooled count is raised before the acks go out) — is in the store.
+func waitDrained(t *testing.T, e *transporttest.Engine, what string) {
+	t.Helper()
+	st := e.Sys.Stats()
+	waitFor(t, what, 30*time.Second, func() bool { return st.SpoolDepth.Load() == 0 && st.Drained.Load() >= st.Spooled.Load() })
+}
+
 // TestDatabaseOutageUnderLoad cuts PostgreSQL off for 20 s while several
 // clients send into several conversations: first by blackholing the
 // connections (they hang), then by refusing them. Chat goes on from the
@@ -295,9 +303,17 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 	back := time.Now()
 	px.heal(t)
 	drain := waitFor(t, "spool empty", 30*time.Second, func() bool { return e.Sys.Stats().SpoolDepth.Load() == 0 })
+	spooledBefore := e.Sys.Stats().Spooled.Load()
 	time.Sleep(2 * time.Second) // traffic straight to the database again
 	l.finish()
 	end := time.Now()
+	// On a loaded machine a write may still outlast the store's 300 ms
+	// write timeout and go to the spool: what PostgreSQL holds is read once
+	// that is drained too.
+	waitDrained(t, e, "spool empty after the load")
+	if n := e.Sys.Stats().Spooled.Load() - spooledBefore; n > 0 {
+		t.Logf("%d messages spooled after the database returned (slow writes)", n)
+	}
 
 	st := e.Sys.Stats()
 	t.Logf("outage %s; spooled during it %d (depth %d at its end); drained in %s after the database returned; breaker trips %d; send errors %d (resent)",
@@ -373,6 +389,7 @@ func TestRealServerStop(t *testing.T) {
 	restarted = true
 	waitFor(t, "spool empty", 30*time.Second, func() bool { return e.Sys.Stats().SpoolDepth.Load() == 0 })
 	l.finish()
+	waitDrained(t, e, "spool empty after the load")
 	if e.Sys.Stats().Spooled.Load() == 0 {
 		t.Fatal("nothing was spooled while the server was down")
 	}
