@@ -214,6 +214,14 @@ func (c *conversation) receive(ctx actor.Context, msg any) {
 	case loaded:
 		c.onLoaded(ctx, m)
 	case subscribeReq, unsubscribeReq, sendReq, typingReq, readReq:
+		if c.loadFailed {
+			// Routed here before the conversations actor took our
+			// passivateReq (a request can even come after the failed load
+			// when it was sent to us after our spawn): waiting would hold
+			// it, and this incarnation, forever.
+			failRequest(ctx, m, errLoadFailed())
+			return
+		}
 		if !c.loaded {
 			c.waiting = append(c.waiting, m)
 			return
@@ -263,11 +271,17 @@ func (c *conversation) handle(ctx actor.Context, msg any) {
 	}
 }
 
+// errLoadFailed answers the requests of an incarnation whose load failed;
+// the next request loads the conversation again.
+func errLoadFailed() *charla.Error {
+	return charla.Errorf(charla.CodeUnavailable, "conversation could not be loaded; retry")
+}
+
 func (c *conversation) onLoaded(ctx actor.Context, m loaded) {
 	if m.err != nil {
 		c.deps.log.Error().Err(m.err).Str("conv", string(c.id)).Msg("conversation load failed")
 		for _, w := range c.waiting {
-			failRequest(ctx, w, charla.Errorf(charla.CodeUnavailable, "conversation could not be loaded; retry"))
+			failRequest(ctx, w, errLoadFailed())
 		}
 		c.waiting = nil
 		c.loadFailed = true

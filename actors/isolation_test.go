@@ -1,7 +1,10 @@
 package actors_test
 
 import (
+	"context"
 	"fmt"
+	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +13,8 @@ import (
 
 	"charla"
 	"charla/actors"
+	"charla/store"
+	"charla/store/pebble"
 	"charla/transport/transporttest"
 	"charla/wire"
 )
@@ -130,4 +135,76 @@ func TestPanicWithABatchInFlight(t *testing.T) {
 	}
 	watcher.Collect("inflight", 0, 2)
 	watcher.NoFrame(wire.TypeMsg, 300*time.Millisecond)
+}
+
+// A request routed to a conversation whose load has just failed — it
+// arrives after the failure, before the conversations actor stops that
+// incarnation — is answered with a retriable error, and the engine still
+// shuts down: such a request used to wait in the failed incarnation
+// forever, and the shutdown with it.
+func TestRequestAfterFailedLoadIsAnswered(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	entered, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := func(conv charla.ConvID, msg any) {
+		if conv == "cold" && fmt.Sprintf("%T", msg) == "actors.loaded" {
+			once.Do(func() { close(entered); <-gate })
+		}
+	}
+	e := transporttest.Start(t, transporttest.WithSystem(actors.NewSystemWithConversationHook(hook)),
+		transporttest.WithStore(func(tb testing.TB) store.Store {
+			p, err := pebble.Open(context.Background(), filepath.Join(tb.TempDir(), "charla.pebble"), pebble.Options{})
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return &headFails{Store: p, failing: &failing}
+		}))
+	a, b := e.Dial(t, "a", charla.RoleAgent), e.Dial(t, "b", charla.RoleAgent)
+	cmid := uuid.NewString()
+	a.Send(transporttest.SendFrame("cold", cmid, "x", cmid))
+	select {
+	case <-entered: // the load failed; its answer is held
+	case <-time.After(transporttest.Wait):
+		t.Fatal("the conversation's load did not come back")
+	}
+	b.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: "cold", Ref: "sub"})
+	time.Sleep(200 * time.Millisecond) // routed to the held incarnation, behind the failed load
+	close(gate)
+
+	answer := func(c *transporttest.Client, ref string) wire.Frame {
+		t.Helper()
+		for {
+			f := c.Next(transporttest.Wait)
+			if f.Ref == ref && (f.Type == wire.TypeError || f.Type == wire.TypeAck || f.Type == wire.TypeSubscribed) {
+				return f
+			}
+		}
+	}
+	if f := answer(a, cmid); f.Type != wire.TypeError || f.Code != charla.CodeUnavailable {
+		t.Fatalf("the send during the failed load: %+v", f)
+	}
+	if f := answer(b, "sub"); f.Type != wire.TypeError || f.Code != charla.CodeUnavailable {
+		t.Fatalf("the subscribe after the failed load: %+v", f)
+	}
+	// Nothing was kept by the failed incarnation: the store back, the
+	// conversation loads again.
+	failing.Store(false)
+	b.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: "cold", Ref: "sub2"})
+	if f := answer(b, "sub2"); f.Type != wire.TypeSubscribed {
+		t.Fatalf("the subscribe with the store back: %+v", f)
+	}
+}
+
+// headFails is a store whose Head fails while failing is set.
+type headFails struct {
+	store.Store
+	failing *atomic.Bool
+}
+
+func (h *headFails) Head(ctx context.Context, conv charla.ConvID) (charla.Seq, error) {
+	if h.failing.Load() {
+		return 0, fmt.Errorf("head %s: %w", conv, store.ErrUnavailable)
+	}
+	return h.Store.Head(ctx, conv)
 }
