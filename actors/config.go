@@ -55,7 +55,14 @@ type Config struct {
 	// presence-grace: how long an agent whose last connection closed stays
 	// online, so that a reconnect does not flap their presence.
 	PresenceGrace time.Duration
-	Bot           BotConfig // bot-*: the chatbot (bots.go)
+	// inbox-save-delay: how long a conversation's activity (its last
+	// message, head and read cursors, which the message log holds too) may
+	// wait to be saved in its workflow state, so that a busy conversation's
+	// state is written a few times a second rather than at every message.
+	// Workflow changes (status, assignee, tags) are saved at once; what a
+	// crash loses of the activity is rebuilt from the log at start.
+	InboxSaveDelay time.Duration
+	Bot            BotConfig // bot-*: the chatbot (bots.go)
 }
 
 // DefaultConfig returns the engine's defaults, the ones README.md's
@@ -84,13 +91,14 @@ func DefaultConfig() Config {
 		SpoolDedupMax:            2_000_000,
 		// The engine's shutdown-timeout: SIGTERM waits this long for
 		// in-flight sends (and Shutdown without a deadline as long).
-		ShutdownGrace: 10 * time.Second,
-		SOAP:          DefaultSOAPConfig(),
-		Alerts:        DefaultAlertConfig(),
-		WhatsApp:      DefaultWhatsAppConfig(),
-		AgentCapacity: 5,
-		PresenceGrace: 10 * time.Second,
-		Bot:           DefaultBotConfig(),
+		ShutdownGrace:  10 * time.Second,
+		SOAP:           DefaultSOAPConfig(),
+		Alerts:         DefaultAlertConfig(),
+		WhatsApp:       DefaultWhatsAppConfig(),
+		AgentCapacity:  5,
+		PresenceGrace:  10 * time.Second,
+		InboxSaveDelay: 500 * time.Millisecond,
+		Bot:            DefaultBotConfig(),
 	}
 }
 
@@ -133,6 +141,7 @@ func (c Config) Validate() error {
 	p.add(c.WhatsApp.problems()...)
 	p.atLeast("agent-capacity", c.AgentCapacity, 0)
 	p.positive("presence-grace", c.PresenceGrace)
+	p.positive("inbox-save-delay", c.InboxSaveDelay)
 	p.add(c.Bot.problems()...)
 	return errors.Join(p.errs...)
 }

@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -62,6 +63,8 @@ type inbox struct {
 	version uint64
 
 	dirty       map[charla.ConvID]struct{}
+	urgent      bool        // dirty holds a workflow change: saved at once
+	saveTimer   *time.Timer // armed while dirty holds activity alone
 	saving      bool
 	saved       []charla.ConvID   // the conversations of the save in flight
 	saveWaiters []func(err error) // answered when the save in flight is done
@@ -164,10 +167,11 @@ const opTags = "tags"
 // Internal messages of the inbox.
 type (
 	inboxLoaded struct {
-		states []store.ConvState
-		top    uint64
-		caps   map[string]int
-		err    error
+		states   []store.ConvState
+		top      uint64
+		caps     map[string]int
+		repaired []charla.ConvID // states brought up to their logs: to save
+		err      error
 	}
 	convLoaded struct {
 		conv  charla.ConvID
@@ -176,6 +180,8 @@ type (
 		err   error
 	}
 	statesSaved struct{ err error }
+	// inboxSaveDue ends an activity's InboxSaveDelay.
+	inboxSaveDue struct{}
 )
 
 func newInbox(d *deps, st store.Store) *inbox {
@@ -198,6 +204,9 @@ func (ib *inbox) Receive(ctx actor.Context) {
 		ib.onConvLoaded(ctx, m)
 	case statesSaved:
 		ib.onSaved(ctx, m.err)
+	case inboxSaveDue:
+		ib.saveTimer = nil
+		ib.save(ctx)
 	case flushReq:
 		// Shutdown's: answered once every change so far is saved.
 		to := ctx.Sender()
@@ -206,6 +215,9 @@ func (ib *inbox) Receive(ctx actor.Context) {
 	case presenceGrace:
 		ib.onGrace(ctx, m)
 	case *actor.Stopping:
+		if ib.saveTimer != nil {
+			ib.saveTimer.Stop()
+		}
 		ib.io.Wait()
 	default:
 		if !ib.ready {
@@ -230,12 +242,57 @@ func (ib *inbox) start(ctx actor.Context) {
 		c, cancel := context.WithTimeout(context.Background(), ib.d.cfg.StoreWriteTimeout*10)
 		defer cancel()
 		states, top, err := st.LoadInbox(c)
+		var repaired []charla.ConvID
+		if err == nil {
+			repaired, err = ib.repairActivity(c, states)
+		}
 		caps, cerr := st.AgentCapacities(c)
 		if err == nil {
 			err = cerr
 		}
-		root.Send(self, inboxLoaded{states: states, top: top, caps: caps, err: err})
+		root.Send(self, inboxLoaded{states: states, top: top, caps: caps, repaired: repaired, err: err})
 	}()
+}
+
+// logReader reads a conversation's log, as every store.Store does.
+type logReader interface {
+	Head(ctx context.Context, conv charla.ConvID) (charla.Seq, error)
+	Range(ctx context.Context, conv charla.ConvID, after charla.Seq, limit int) ([]charla.Message, error)
+}
+
+// repairActivity brings the loaded states' activity (head, last message) up
+// to their logs: a crash loses up to InboxSaveDelay of it. Off the actor,
+// before the inbox is ready; it returns the states it changed.
+func (ib *inbox) repairActivity(ctx context.Context, states []store.ConvState) ([]charla.ConvID, error) {
+	lr, ok := ib.st.(logReader)
+	if !ok {
+		return nil, nil
+	}
+	start := time.Now()
+	var repaired []charla.ConvID
+	for i := range states {
+		s := &states[i]
+		head, err := lr.Head(ctx, s.ID)
+		if err != nil {
+			return nil, fmt.Errorf("inbox: repair %s: %w", s.ID, err)
+		}
+		if head == 0 || (head <= s.Head && s.Last != nil && s.Last.Seq >= head) {
+			continue
+		}
+		last, err := lr.Range(ctx, s.ID, head-min(head, 1), 1)
+		if err != nil {
+			return nil, fmt.Errorf("inbox: repair %s: %w", s.ID, err)
+		}
+		if len(last) == 1 {
+			s.Head, s.Last, s.LastActivity = head, preview(last[0]), last[0].TS
+			repaired = append(repaired, s.ID)
+		}
+	}
+	if len(repaired) > 0 {
+		ib.d.log.Info().Int("repaired", len(repaired)).Int("conversations", len(states)).Dur("took", time.Since(start)).
+			Msg("inbox: activity a stop did not save rebuilt from the message log")
+	}
+	return repaired, nil
 }
 
 func (ib *inbox) onStartLoaded(ctx actor.Context, m inboxLoaded) {
@@ -249,10 +306,16 @@ func (ib *inbox) onStartLoaded(ctx actor.Context, m inboxLoaded) {
 		ib.convs[m.states[i].ID] = &m.states[i]
 	}
 	ib.version = m.top
+	for _, id := range m.repaired {
+		ib.version++
+		ib.convs[id].Version = ib.version
+		ib.dirty[id] = struct{}{}
+	}
 	if m.caps != nil {
 		ib.caps = m.caps
 	}
 	ib.ready = true
+	ib.save(ctx)
 	waiting := ib.waiting
 	ib.waiting = nil
 	for _, w := range waiting {
@@ -424,7 +487,7 @@ func (ib *inbox) onAppended(ctx actor.Context, m convAppended) {
 			}
 		}
 	}
-	ib.changed(ctx, s, before.Assignee)
+	ib.changed(ctx, s, before.Assignee, s.Status == before.Status)
 }
 
 func setRead(reads map[string]charla.Seq, user string, seq charla.Seq) map[string]charla.Seq {
@@ -461,7 +524,7 @@ func (ib *inbox) onRead(ctx actor.Context, m convRead) {
 		return
 	}
 	s.Reads = setRead(s.Reads, m.user.ID, m.seq)
-	ib.changed(ctx, s, s.Assignee)
+	ib.changed(ctx, s, s.Assignee, true)
 }
 
 // maySee is the rule an agent acts by: an agent sees the unassigned
@@ -515,7 +578,7 @@ func (ib *inbox) onAction(ctx actor.Context, m workflowReq) {
 		return
 	}
 	s.LastActivity = time.Now().UTC().Truncate(time.Microsecond)
-	ib.changed(ctx, s, before)
+	ib.changed(ctx, s, before, false)
 	if m.replyTo != nil {
 		state, ref, to := cloneState(*s), m.ref, m.replyTo
 		ib.nextWaiters = append(ib.nextWaiters, func(err error) {
@@ -582,18 +645,24 @@ func (ib *inbox) assignQueued(ctx actor.Context) {
 			return
 		}
 		s.Assignee = agent
-		ib.changed(ctx, s, "")
+		ib.changed(ctx, s, "", false)
 	}
 }
 
 // changed records a change of s: a new version, a save, and a
 // conversation frame to every subscriber who may see it (and to the
-// previous assignee, who learns it left their queue).
-func (ib *inbox) changed(ctx actor.Context, s *store.ConvState, prevAssignee string) {
+// previous assignee, who learns it left their queue). An activity change
+// (see Config.InboxSaveDelay) is saved within the delay, any other at once.
+func (ib *inbox) changed(ctx actor.Context, s *store.ConvState, prevAssignee string, activity bool) {
 	ib.version++
 	s.Version = ib.version
 	ib.dirty[s.ID] = struct{}{}
-	ib.save(ctx)
+	if activity {
+		ib.saveLater(ctx)
+	} else {
+		ib.urgent = true
+		ib.save(ctx)
+	}
 	for _, sub := range ib.subs {
 		if maySee(sub.user, s) || (prevAssignee != "" && sub.user.ID == prevAssignee) {
 			ctx.Send(sub.pid, soapFrame{frame: wire.Encode(ConversationFrame(*s, sub.user.ID, ""))})
@@ -625,11 +694,23 @@ func cloneState(s store.ConvState) store.ConvState {
 	return s
 }
 
+// saveLater saves within InboxSaveDelay.
+func (ib *inbox) saveLater(ctx actor.Context) {
+	if ib.saveTimer == nil && !ib.saving {
+		ib.saveTimer = sendAfter(ib.d.root, ib.d.cfg.InboxSaveDelay, ctx.Self(), inboxSaveDue{})
+	}
+}
+
 // save writes the dirty states unless a save is in flight (then the next
 // one takes them): one round trip for any number of changes.
 func (ib *inbox) save(ctx actor.Context) {
 	if ib.saving || (len(ib.dirty) == 0 && len(ib.nextWaiters) == 0) {
 		return
+	}
+	ib.urgent = false
+	if ib.saveTimer != nil {
+		ib.saveTimer.Stop() // this save takes the activity too
+		ib.saveTimer = nil
 	}
 	ib.saveWaiters, ib.nextWaiters = ib.nextWaiters, nil
 	if ib.st == nil || len(ib.dirty) == 0 {
@@ -680,7 +761,7 @@ func (e *saveError) Error() string { return "save conversation states: " + e.err
 func (ib *inbox) onSaved(ctx actor.Context, err error) {
 	ib.saving = false
 	if se, ok := err.(*saveError); ok {
-		ib.d.log.Warn().Err(se.err).Int("states", len(se.batch)).Msg("inbox: states not saved; retrying with the next change")
+		ib.d.log.Warn().Err(se.err).Int("states", len(se.batch)).Msg("inbox: states not saved; retrying")
 		for _, s := range se.batch {
 			ib.dirty[s.ID] = struct{}{}
 		}
@@ -695,8 +776,12 @@ func (ib *inbox) onSaved(ctx actor.Context, err error) {
 	for _, w := range waiters {
 		w(err)
 	}
-	if err == nil {
+	switch {
+	case err == nil && (ib.urgent || len(ib.nextWaiters) > 0):
 		ib.save(ctx)
+	case len(ib.dirty) > 0:
+		// Activity alone, or a failed save: tried again after the delay.
+		ib.saveLater(ctx)
 	}
 }
 

@@ -201,6 +201,7 @@ func (c *config) settings() flagSet {
 		{name: "bot-session-sweep", env: "CHARLA_BOT_SESSION_SWEEP", usage: "how often chatbot sessions are checked for idleness", value: durVar(&c.Actors.Bot.SweepInterval, a.Bot.SweepInterval)},
 		{name: "agent-capacity", env: "CHARLA_AGENT_CAPACITY", usage: "open conversations a handoff assigns one agent at most, unless they have their own (PUT /v1/agents/{id}/capacity)", value: intVar(&c.Actors.AgentCapacity, a.AgentCapacity)},
 		{name: "presence-grace", env: "CHARLA_PRESENCE_GRACE", usage: "an agent whose last connection closed stays online this long (a reconnect does not flap)", value: durVar(&c.Actors.PresenceGrace, a.PresenceGrace)},
+		{name: "inbox-save-delay", env: "CHARLA_INBOX_SAVE_DELAY", usage: "a conversation's activity (last message, unread counts) is saved to its workflow state within this; status, assignee and tags at once", value: durVar(&c.Actors.InboxSaveDelay, a.InboxSaveDelay)},
 	}
 }
 
