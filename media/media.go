@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"charla"
@@ -39,28 +40,70 @@ const (
 )
 
 // rule is an allowed type: what http.DetectContentType must say of its
-// bytes, and how large it may be.
+// bytes (or, for a type it does not know, the signature they must start
+// with), and how large it may be.
 type rule struct {
 	sniffed string
+	magic   func(head []byte) bool
 	max     int64
 }
+
+// matches says whether head is of the rule's type; got is what the bytes
+// were taken for, for the error.
+func (r rule) matches(head []byte) (ok bool, got string) {
+	got = Normalize(http.DetectContentType(head))
+	if r.magic != nil {
+		return r.magic(head), got
+	}
+	return got == r.sniffed, got
+}
+
+// isoBrand matches an ISO base media file (MP4, M4A, 3GP) whose major
+// brand starts with one of prefixes: its first box is ftyp.
+func isoBrand(prefixes ...string) func([]byte) bool {
+	return func(head []byte) bool {
+		if len(head) < 12 || string(head[4:8]) != "ftyp" {
+			return false
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(string(head[8:12]), p) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// isAAC matches AAC in an ADTS stream (a 12-bit sync word, layer 0) or
+// an ADIF header.
+func isAAC(head []byte) bool {
+	return bytes.HasPrefix(head, []byte("ADIF")) || len(head) >= 2 && head[0] == 0xFF && head[1]&0xF6 == 0xF0
+}
+
+// isAMR matches AMR narrowband storage (RFC 4867 section 5).
+func isAMR(head []byte) bool { return bytes.HasPrefix(head, []byte("#!AMR\n")) }
 
 // allowed is the allow-list of declared types. A type that the sniffer
 // cannot tell from others (Office files are zip archives) is accepted when
 // the bytes are of that wider kind.
 var allowed = map[string]rule{
-	"image/jpeg":      {"image/jpeg", MaxImageBytes},
-	"image/png":       {"image/png", MaxImageBytes},
-	"image/webp":      {"image/webp", MaxImageBytes},
-	"image/gif":       {"image/gif", MaxImageBytes},
-	"audio/mpeg":      {"audio/mpeg", MaxImageBytes},
-	"audio/ogg":       {"application/ogg", MaxImageBytes},
-	"video/mp4":       {"video/mp4", MaxImageBytes},
-	"application/pdf": {"application/pdf", MaxDocumentBytes},
-	"text/plain":      {"text/plain", MaxDocumentBytes},
-	"application/vnd.openxmlformats-officedocument.wordprocessingml.document":   {"application/zip", MaxDocumentBytes},
-	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":         {"application/zip", MaxDocumentBytes},
-	"application/vnd.openxmlformats-officedocument.presentationml.presentation": {"application/zip", MaxDocumentBytes},
+	"image/jpeg": {sniffed: "image/jpeg", max: MaxImageBytes},
+	"image/png":  {sniffed: "image/png", max: MaxImageBytes},
+	"image/webp": {sniffed: "image/webp", max: MaxImageBytes},
+	"image/gif":  {sniffed: "image/gif", max: MaxImageBytes},
+	// WhatsApp's audio and video types; the sniffer knows only some.
+	"audio/mpeg":      {sniffed: "audio/mpeg", max: MaxImageBytes},
+	"audio/ogg":       {sniffed: "application/ogg", max: MaxImageBytes},
+	"audio/aac":       {magic: isAAC, max: MaxImageBytes},
+	"audio/amr":       {magic: isAMR, max: MaxImageBytes},
+	"audio/mp4":       {magic: isoBrand("M4A", "mp4", "isom"), max: MaxImageBytes},
+	"video/mp4":       {sniffed: "video/mp4", max: MaxImageBytes},
+	"video/3gpp":      {magic: isoBrand("3gp"), max: MaxImageBytes},
+	"application/pdf": {sniffed: "application/pdf", max: MaxDocumentBytes},
+	"text/plain":      {sniffed: "text/plain", max: MaxDocumentBytes},
+	"application/vnd.openxmlformats-officedocument.wordprocessingml.document":   {sniffed: "application/zip", max: MaxDocumentBytes},
+	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":         {sniffed: "application/zip", max: MaxDocumentBytes},
+	"application/vnd.openxmlformats-officedocument.presentationml.presentation": {sniffed: "application/zip", max: MaxDocumentBytes},
 }
 
 // MaxBytes is the largest upload of any type.
@@ -124,7 +167,8 @@ func Open(dir string) (*Store, error) {
 // Put stores the bytes of r as an upload of declared type into conv by
 // uploader. It reads at most the type's limit plus one byte: more is
 // ErrTooLarge, as is an *http.MaxBytesError from r. The first 512 bytes
-// decide the type (http.DetectContentType); a disagreement with the
+// decide the type (http.DetectContentType, or a signature for the types it
+// does not know); a disagreement with the
 // declared type is ErrTypeMismatch. The id is derived from the conversation
 // and the content, so the same file uploaded twice into one conversation
 // gets the same id.
@@ -143,7 +187,7 @@ func (s *Store) Put(conv charla.ConvID, uploader, declared string, r io.Reader) 
 	if n == 0 {
 		return Meta{}, ErrEmpty
 	}
-	if got := Normalize(http.DetectContentType(head)); got != rl.sniffed {
+	if ok, got := rl.matches(head); !ok {
 		return Meta{}, fmt.Errorf("%w: declared %s, the bytes are %s", ErrTypeMismatch, typ, got)
 	}
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "up-*")
