@@ -3,7 +3,6 @@ package actors_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,7 +13,6 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/store"
-	"charla/store/pebble"
 	"charla/transport/transporttest"
 	"charla/wire"
 )
@@ -154,11 +152,7 @@ func TestRequestAfterFailedLoadIsAnswered(t *testing.T) {
 	}
 	e := transporttest.Start(t, transporttest.WithSystem(actors.NewSystemWithConversationHook(hook)),
 		transporttest.WithStore(func(tb testing.TB) store.Store {
-			p, err := pebble.Open(context.Background(), filepath.Join(tb.TempDir(), "charla.pebble"), pebble.Options{})
-			if err != nil {
-				tb.Fatal(err)
-			}
-			return &headFails{Store: p, failing: &failing}
+			return &headFails{Store: openPebbleAt(tb, tb.TempDir()), failing: &failing}
 		}))
 	a, b := e.Dial(t, "a", charla.RoleAgent), e.Dial(t, "b", charla.RoleAgent)
 	cmid := uuid.NewString()
