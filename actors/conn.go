@@ -48,6 +48,8 @@ type conn struct {
 	unlimited    bool      // on the allow-list: no send limit
 	refused      int       // sends refused since refusedSince (the 4029 rule)
 	refusedSince time.Time // on the limiter's clock
+
+	followsInbox bool // sent an inbox frame: followed again if the inbox restarts
 }
 
 // connState is where a connection is in its life. It only moves forward.
@@ -187,6 +189,8 @@ func (c *conn) Receive(ctx actor.Context) {
 			break
 		}
 		c.enqueue(wire.Encode(ConversationFrame(m.state, c.user.ID, m.ref)))
+	case inboxRestarted:
+		c.rejoinInbox(ctx) // conn_workflow.go
 	case soapFrame:
 		if m.code != "" {
 			c.deps.stats.errorSent(m.code)

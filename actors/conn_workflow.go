@@ -23,6 +23,7 @@ func (c *conn) onWorkflowFrame(ctx actor.Context, f wire.Frame) {
 	}
 	switch f.Type {
 	case wire.TypeInbox:
+		c.followsInbox = true
 		ctx.Send(c.deps.inbox, inboxSubscribe{conn: ctx.Self(), user: c.user, ref: f.Ref})
 		return
 	case wire.TypePresence:
@@ -38,4 +39,18 @@ func (c *conn) onWorkflowFrame(ctx actor.Context, f wire.Frame) {
 		return
 	}
 	ctx.Send(c.deps.inbox, workflowReq{op: f.Type, conv: f.Conv, by: c.user, to: f.User, ref: f.Ref, replyTo: ctx.Self()})
+}
+
+// rejoinInbox tells a restarted inbox about this conn: its user's presence
+// and, when it followed the inbox, the subscription. The new `inbox` frame
+// (no ref) tells the client that frames may have been missed meanwhile
+// (docs/PROTOCOL.md).
+func (c *conn) rejoinInbox(ctx actor.Context) {
+	if !c.staff() {
+		return
+	}
+	ctx.Send(c.deps.inbox, staffConn{user: c.user, pid: ctx.Self(), up: true})
+	if c.followsInbox {
+		ctx.Send(c.deps.inbox, inboxSubscribe{conn: ctx.Self(), user: c.user})
+	}
 }

@@ -17,3 +17,11 @@ func NewSystemWithSOAPHook(hook func(msgType string)) func(Config, Dependencies)
 		return newSystem(cfg, dep, &hooks{soapReceive: hook})
 	}
 }
+
+// NewSystemWithInboxHook builds trees whose inbox actor calls hook with the
+// type name of each message before handling it.
+func NewSystemWithInboxHook(hook func(msgType string)) func(Config, Dependencies) (*System, error) {
+	return func(cfg Config, dep Dependencies) (*System, error) {
+		return newSystem(cfg, dep, &hooks{inboxReceive: hook})
+	}
+}

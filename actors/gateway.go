@@ -14,6 +14,10 @@ import (
 // rather than a connection (userFrame: inventory job progress) to all of
 // that user's connections: it sees every conn start and stop, so its
 // user index is never stale, and such frames are few (a handful per job).
+// gatewayName is the gateway's name under the root: the inbox reaches it
+// by name when it restarts.
+const gatewayName = "gateway"
+
 type gateway struct {
 	deps    *deps
 	conns   map[string]*actor.PID
@@ -70,6 +74,10 @@ func (g *gateway) Receive(ctx actor.Context) {
 		delete(g.admins, m.Who.Id)
 		g.unindex(m.Who.Id)
 		g.notify(ctx)
+	case inboxRestarted:
+		for _, pid := range g.conns {
+			ctx.Send(pid, m)
+		}
 	case userFrame:
 		for _, pid := range g.users[m.user] {
 			ctx.Send(pid, soapFrame{frame: m.frame})

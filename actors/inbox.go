@@ -180,6 +180,10 @@ type (
 		err   error
 	}
 	statesSaved struct{ err error }
+	// inboxRestarted goes from a failed inbox to every conn (through the
+	// gateway): staff conns tell the new incarnation about themselves, and
+	// those that followed the inbox follow it again.
+	inboxRestarted struct{}
 	// inboxSaveDue ends an activity's InboxSaveDelay.
 	inboxSaveDue struct{}
 )
@@ -195,6 +199,9 @@ func newInbox(d *deps, st store.Store) *inbox {
 }
 
 func (ib *inbox) Receive(ctx actor.Context) {
+	if h := ib.d.hooks; h != nil && h.inboxReceive != nil {
+		h.inboxReceive(typeName(ctx.Message()))
+	}
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		ib.start(ctx)
@@ -214,11 +221,14 @@ func (ib *inbox) Receive(ctx actor.Context) {
 		ib.save(ctx)
 	case presenceGrace:
 		ib.onGrace(ctx, m)
+	case *actor.Restarting:
+		// The next incarnation starts with no subscriber and no presence:
+		// the conns, told through the gateway, join it again.
+		ctx.Send(actor.NewPID(ctx.ActorSystem().Address(), gatewayName), inboxRestarted{})
+		ib.failPending(ctx)
+		ib.stop()
 	case *actor.Stopping:
-		if ib.saveTimer != nil {
-			ib.saveTimer.Stop()
-		}
-		ib.io.Wait()
+		ib.stop()
 	default:
 		if !ib.ready {
 			ib.waiting = append(ib.waiting, m)
@@ -298,17 +308,15 @@ func (ib *inbox) repairActivity(ctx context.Context, states []store.ConvState) (
 func (ib *inbox) onStartLoaded(ctx actor.Context, m inboxLoaded) {
 	if m.err != nil {
 		// The store is down: start empty and load each conversation on
-		// first use; versions continue from the clock so they still grow.
+		// first use.
 		ib.d.log.Warn().Err(m.err).Msg("inbox: open conversations could not be loaded; loading them one by one")
-		m.top = uint64(time.Now().UnixMicro())
 	}
 	for i := range m.states {
 		ib.convs[m.states[i].ID] = &m.states[i]
 	}
 	ib.version = m.top
 	for _, id := range m.repaired {
-		ib.version++
-		ib.convs[id].Version = ib.version
+		ib.convs[id].Version = ib.nextVersion()
 		ib.dirty[id] = struct{}{}
 	}
 	if m.caps != nil {
@@ -453,9 +461,35 @@ func (ib *inbox) create(a convAppended) {
 }
 
 func (ib *inbox) refuse(ctx actor.Context, msg any, err *charla.Error) {
-	if r, ok := msg.(workflowReq); ok && r.replyTo != nil {
-		ctx.Send(r.replyTo, workflowDone{ref: r.ref, err: err})
+	switch r := msg.(type) {
+	case workflowReq:
+		if r.replyTo != nil {
+			ctx.Send(r.replyTo, workflowDone{ref: r.ref, err: err})
+		}
+	case inboxQuery:
+		ctx.Send(r.replyTo, inboxAnswer{err: err})
+	case capacitySet:
+		ctx.Send(r.replyTo, inboxAnswer{err: err})
 	}
+}
+
+// failPending answers everything this incarnation still owes, before a
+// restart: the requests waiting for the start or a conversation's load,
+// and those waiting for a save.
+func (ib *inbox) failPending(ctx actor.Context) {
+	err := charla.Errorf(charla.CodeUnavailable, "the inbox restarted; retry")
+	for _, m := range ib.waiting {
+		ib.refuse(ctx, m, err)
+	}
+	for _, q := range ib.loading {
+		for _, m := range q {
+			ib.refuse(ctx, m, err)
+		}
+	}
+	for _, w := range append(ib.saveWaiters, ib.nextWaiters...) {
+		w(err)
+	}
+	ib.waiting, ib.loading, ib.saveWaiters, ib.nextWaiters = nil, nil, nil, nil
 }
 
 func (ib *inbox) onAppended(ctx actor.Context, m convAppended) {
@@ -649,13 +683,21 @@ func (ib *inbox) assignQueued(ctx actor.Context) {
 	}
 }
 
+// nextVersion is the version of a change: above every earlier one, and at
+// least the clock in microseconds, so that versions keep growing across a
+// restart even when the last ones issued were not saved yet (activity
+// waits InboxSaveDelay) or the store could not say which was the highest.
+func (ib *inbox) nextVersion() uint64 {
+	ib.version = max(ib.version+1, uint64(time.Now().UnixMicro()))
+	return ib.version
+}
+
 // changed records a change of s: a new version, a save, and a
 // conversation frame to every subscriber who may see it (and to the
 // previous assignee, who learns it left their queue). An activity change
 // (see Config.InboxSaveDelay) is saved within the delay, any other at once.
 func (ib *inbox) changed(ctx actor.Context, s *store.ConvState, prevAssignee string, activity bool) {
-	ib.version++
-	s.Version = ib.version
+	s.Version = ib.nextVersion()
 	ib.dirty[s.ID] = struct{}{}
 	if activity {
 		ib.saveLater(ctx)
@@ -783,6 +825,13 @@ func (ib *inbox) onSaved(ctx actor.Context, err error) {
 		// Activity alone, or a failed save: tried again after the delay.
 		ib.saveLater(ctx)
 	}
+}
+
+func (ib *inbox) stop() {
+	if ib.saveTimer != nil {
+		ib.saveTimer.Stop()
+	}
+	ib.io.Wait()
 }
 
 // evict drops conv's state from memory when it is out of the workflow

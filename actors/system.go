@@ -33,6 +33,10 @@ type hooks struct {
 	// message's type name ("actors.callDone"); a test panics in it to prove
 	// that a restart loses no accepted job.
 	soapReceive func(msgType string)
+	// inboxReceive runs before the inbox actor handles each message, with
+	// the message's type name; a test panics in it to prove that its
+	// subscribers are not lost to a restart.
+	inboxReceive func(msgType string)
 }
 
 // deps is what every actor of the tree is built with. Its fields are set
@@ -194,7 +198,7 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		}
 	}
 	if s.gateway, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newGateway(d) },
-		actor.WithSupervisor(stopStrategy{log: log})), "gateway"); err != nil {
+		actor.WithSupervisor(stopStrategy{log: log})), gatewayName); err != nil {
 		cancel()
 		return nil, fmt.Errorf("spawn gateway: %w", err)
 	}

@@ -101,6 +101,7 @@ function start() {
   client.addEventListener("typing", (e) => onTyping(e.detail));
   client.addEventListener("read", (e) => onRead(e.detail));
   client.addEventListener("conversation", (e) => upsertConv(e.detail));
+  client.addEventListener("inbox", (e) => e.detail.ref || catchUpInbox(e.detail.version));
   client.addEventListener("wa_status", (e) => onDelivery(e.detail));
   client.addEventListener("presence", (e) => onPresence(e.detail));
   client.addEventListener("welcome", followInbox);
@@ -159,12 +160,19 @@ let inboxVersion = 0;
 async function followInbox() {
   const f = await client.request({ type: "inbox" }).catch(() => null);
   if (f?.type !== "inbox") return; // an engine without the workflow: conversations are opened by id
+  await catchUpInbox(f.version);
+  $("#inbox-note").textContent = "";
+}
+
+// What changed since the newest version we saw, then live frames from
+// version on. Also when the engine's inbox restarted (an inbox frame
+// without ref): frames of the meantime may be missing.
+async function catchUpInbox(version) {
   if (inboxVersion) {
     const answer = await session.api(`/v1/conversations?changed_since=${inboxVersion}`).catch(() => null);
     for (const c of answer?.conversations ?? []) upsertConv(c);
   }
-  inboxVersion = Math.max(inboxVersion, f.version);
-  $("#inbox-note").textContent = "";
+  inboxVersion = Math.max(inboxVersion, version);
 }
 
 function upsertConv(c) {
