@@ -103,6 +103,7 @@ type System struct {
 
 	inbound   *actor.PID // nil: the WhatsApp channel is off
 	inboundRT *inboundRuntime
+	statuses  statusReader // nil: the store keeps no outbox
 }
 
 // NewSystem builds and starts the tree.
@@ -124,6 +125,7 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	pool := newPoolDispatcher(4*runtime.GOMAXPROCS(0), 300)
 	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(dep.Histograms), limiter: dep.Limiter, flags: dep.Flags}
 	s := &System{as: as, deps: d, cancel: cancel, pool: pool}
+	s.statuses, _ = dep.Store.(statusReader)
 	if d.bridge, err = newSOAPBridge(cfg.SOAP); err != nil {
 		cancel()
 		return nil, err

@@ -570,6 +570,41 @@ func (a *whatsappActor) attempt(it *outItem) {
 	})
 }
 
+// statusReader is the store's side of WhatsAppStatuses.
+type statusReader interface {
+	OutboxOf(ctx context.Context, conv charla.ConvID) ([]store.OutboxEntry, error)
+}
+
+// WhatsAppStatuses returns the latest wa_status of each outgoing message of
+// conv that has one, in seq order: what a client missed while it was not
+// subscribed (the frames are live only). Statuses are stored before their
+// frames go out, so this is never behind a frame already seen. Empty for a
+// store without an outbox.
+func (s *System) WhatsAppStatuses(ctx context.Context, conv charla.ConvID) ([]wire.WhatsAppStatus, error) {
+	out := []wire.WhatsAppStatus{}
+	if s.statuses == nil {
+		return out, nil
+	}
+	es, err := s.statuses.OutboxOf(ctx, conv)
+	if err != nil {
+		s.deps.log.Warn().Err(err).Str("conv", string(conv)).Msg("whatsapp statuses unreadable")
+		return nil, charla.Errorf(charla.CodeUnavailable, "the delivery statuses of %s are temporarily unavailable; retry", conv)
+	}
+	for _, e := range es {
+		switch {
+		case e.Delivery.Status != "":
+			d := e.Delivery
+			d.Conv, d.Seq, d.ClientMsgID = e.Conv, e.Seq, e.ClientMsgID
+			out = append(out, statusFrame(d))
+		case e.State == store.OutboxSent:
+			out = append(out, frameOf(e, wire.WAStatusAccepted, e.TS))
+		case e.State == store.OutboxFailed:
+			out = append(out, frameOf(e, wire.WAStatusFailed, e.TS))
+		}
+	}
+	return out, nil
+}
+
 // contactStore is the inbound side's record of customers (store.Contact),
 // when the store keeps one.
 type contactStore interface {
@@ -750,13 +785,13 @@ func (a *whatsappActor) onRecorded(ctx actor.Context, m waRecorded) {
 		}
 	case store.OutboxSent:
 		a.finish(it)
-		a.notify(ctx, a.frameOf(m.e, wire.WAStatusAccepted, m.e.TS))
+		a.notify(ctx, frameOf(m.e, wire.WAStatusAccepted, m.e.TS))
 		if m.linked.Status != "" {
 			a.notify(ctx, statusFrame(m.linked))
 		}
 	case store.OutboxFailed:
 		a.finish(it)
-		a.notify(ctx, a.frameOf(m.e, wire.WAStatusFailed, time.Now()))
+		a.notify(ctx, frameOf(m.e, wire.WAStatusFailed, time.Now()))
 	}
 }
 
@@ -777,7 +812,7 @@ func (a *whatsappActor) unqueue(it *outItem) {
 	q.items = slices.DeleteFunc(q.items, func(x *outItem) bool { return x == it })
 }
 
-func (a *whatsappActor) frameOf(e store.OutboxEntry, status string, ts time.Time) wire.WhatsAppStatus {
+func frameOf(e store.OutboxEntry, status string, ts time.Time) wire.WhatsAppStatus {
 	f := wire.WhatsAppStatus{Type: wire.TypeWhatsAppStatus, Conv: e.Conv, Seq: e.Seq, ClientMsgID: e.ClientMsgID,
 		Status: status, WAMID: e.WAMID, TS: ts.UTC()}
 	if status == wire.WAStatusFailed {

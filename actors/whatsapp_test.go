@@ -17,6 +17,7 @@ import (
 	"charla/actors"
 	"charla/store"
 	"charla/store/storetest"
+	"charla/transport"
 	"charla/transport/transporttest"
 	"charla/whatsapp"
 	"charla/whatsapp/fakegraph"
@@ -228,6 +229,17 @@ func TestWhatsAppStatuses(t *testing.T) {
 			es := outboxOf(t, r.engine, conv)
 			if len(es) != 2 || es[0].Delivery.Status != "read" || es[1].Delivery.Status != "failed" || es[1].Delivery.ErrorCode != 131026 {
 				t.Errorf("stored statuses: %+v", es)
+			}
+
+			// A client that was away catches up: the latest status of each.
+			st, body := transporttest.Do(t, http.MethodGet, r.engine.HTTPURL("/v1/conversations/"+string(conv)+"/statuses", "bob", charla.RoleAgent), nil, nil)
+			var list transport.StatusList
+			if err := json.Unmarshal(body, &list); st != http.StatusOK || err != nil {
+				t.Fatalf("statuses: %d %s", st, body)
+			}
+			if len(list.Statuses) != 2 || list.Statuses[0].Seq != first.Seq || list.Statuses[0].Status != wire.WAStatusRead || list.Statuses[0].WAMID == "" ||
+				list.Statuses[1].Seq != second.Seq || list.Statuses[1].Status != wire.WAStatusFailed || list.Statuses[1].ErrorCode != 131026 {
+				t.Errorf("statuses after the fact: %s", body)
 			}
 		})
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"charla"
+	"charla/wire"
 )
 
 // History API limits.
@@ -37,6 +38,15 @@ type ReadCursors struct {
 	Cursors map[string]charla.Seq `json:"cursors"` // by user id
 }
 
+// StatusList is the answer of GET /v1/conversations/{conv}/statuses.
+type StatusList struct {
+	Conv charla.ConvID `json:"conv"`
+	// Statuses are the latest wa_status frame of each outgoing WhatsApp
+	// message of the conversation that has one, in seq order; never older
+	// than a frame the client already got. Empty for other conversations.
+	Statuses []wire.WhatsAppStatus `json:"statuses"`
+}
+
 // ReadCursor is the body of PUT /v1/conversations/{conv}/read and its answer.
 type ReadCursor struct {
 	Conv charla.ConvID `json:"conv,omitempty"` // answer only
@@ -49,6 +59,22 @@ func (s *Server) routeHistory(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/conversations/{conv}/messages", s.handleHistory)
 	mux.HandleFunc("GET /v1/conversations/{conv}/read", s.handleGetRead)
 	mux.HandleFunc("PUT /v1/conversations/{conv}/read", s.handlePutRead)
+	mux.HandleFunc("GET /v1/conversations/{conv}/statuses", s.handleStatuses)
+}
+
+// handleStatuses is how a client catches up on the wa_status frames it
+// missed while not subscribed (they are live only).
+func (s *Server) handleStatuses(w http.ResponseWriter, r *http.Request) {
+	conv := charla.ConvID(r.PathValue("conv"))
+	if _, ok := s.restIdentity(w, r, conv); !ok {
+		return
+	}
+	st, err := s.sys.WhatsAppStatuses(r.Context(), conv)
+	if err != nil {
+		writeProblem(w, charla.AsError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, StatusList{Conv: conv, Statuses: st})
 }
 
 // restIdentity runs the checks every REST request starts with — origin,

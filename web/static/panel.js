@@ -104,7 +104,10 @@ function start() {
   client.addEventListener("inbox", (e) => e.detail.ref || catchUpInbox(e.detail.version));
   client.addEventListener("wa_status", (e) => onDelivery(e.detail));
   client.addEventListener("presence", (e) => onPresence(e.detail));
-  client.addEventListener("welcome", followInbox);
+  client.addEventListener("welcome", () => {
+    followInbox();
+    for (const conv of followed) catchUpStatuses(conv); // wa_status frames of the meantime
+  });
   client.addEventListener("job", (e) => onJob(e.detail));
   client.connect();
   loadInbox();
@@ -227,6 +230,7 @@ async function openConv(conv) {
   if (!followed.has(conv)) {
     followed.add(conv);
     client.subscribe(conv); // from where this page left it (0 the first time): its history, then live
+    catchUpStatuses(conv);
     // What an earlier page typed and could not send yet is in the outbox.
     await client.ready;
     for (const m of client.pending.values()) if (m.conv === conv) threads.get(conv).set(m.client_msg_id, m);
@@ -341,9 +345,21 @@ function onRead(f) {
   if (f.conv === active) renderThread();
 }
 
+// Statuses only go forward: a listed one may be older than a live frame.
+const statusRank = { accepted: 0, sent: 1, delivered: 2, read: 3, failed: 3 };
 function onDelivery(f) {
+  const known = deliveries.get(f.client_msg_id);
+  if (known && statusRank[known.status] >= statusRank[f.status]) return;
   deliveries.set(f.client_msg_id, f);
   if (f.conv === active) renderThread();
+}
+
+// wa_status frames are live only: what a WhatsApp conversation's messages
+// went through while this page was not subscribed comes from the engine.
+async function catchUpStatuses(conv) {
+  if (!conv.startsWith("wa.")) return;
+  const list = await session.api(`/v1/conversations/${encodeURIComponent(conv)}/statuses`).catch(() => null);
+  for (const f of list?.statuses ?? []) onDelivery(f);
 }
 
 function onTyping(f) {
