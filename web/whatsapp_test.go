@@ -84,6 +84,12 @@ func TestWhatsAppInPanel(t *testing.T) {
 	if n := graphSends(t, graphAddr, "En qué te ayudo"); n != 1 {
 		t.Fatalf("the reply reached the Graph API %d times, want once", n)
 	}
+
+	// A page opened later got none of those frames (they are live only):
+	// it catches up on the statuses, and shows the reply read.
+	run(t, ctx, 15*time.Second, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(row)))
+	run(t, ctx, 10*time.Second, chromedp.Click(chromedp.CSS(row)), chromedp.WaitVisible(chromedp.CSS("#conv-view")))
+	waitJS(t, ctx, 20*time.Second, "read on WhatsApp after a reload", mine+`?.querySelector(".tick.read") != null`)
 }
 
 // graphSends counts the sends the fake Graph API received that contain text.
