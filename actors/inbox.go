@@ -264,9 +264,10 @@ func (ib *inbox) start(ctx actor.Context) {
 	}()
 }
 
-// logReader reads a conversation's log, as every store.Store does.
+// logReader reads the heads of many conversations in one call and a
+// conversation's last message.
 type logReader interface {
-	Head(ctx context.Context, conv charla.ConvID) (charla.Seq, error)
+	Heads(ctx context.Context, convs []charla.ConvID) (map[charla.ConvID]charla.Seq, error)
 	Range(ctx context.Context, conv charla.ConvID, after charla.Seq, limit int) ([]charla.Message, error)
 }
 
@@ -279,13 +280,18 @@ func (ib *inbox) repairActivity(ctx context.Context, states []store.ConvState) (
 		return nil, nil
 	}
 	start := time.Now()
+	ids := make([]charla.ConvID, len(states))
+	for i := range states {
+		ids[i] = states[i].ID
+	}
+	heads, err := lr.Heads(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("inbox: repair: %w", err)
+	}
 	var repaired []charla.ConvID
 	for i := range states {
 		s := &states[i]
-		head, err := lr.Head(ctx, s.ID)
-		if err != nil {
-			return nil, fmt.Errorf("inbox: repair %s: %w", s.ID, err)
-		}
+		head := heads[s.ID]
 		if head == 0 || (head <= s.Head && s.Last != nil && s.Last.Seq >= head) {
 			continue
 		}

@@ -610,6 +610,27 @@ func (s *Store) Head(ctx context.Context, id charla.ConvID) (charla.Seq, error) 
 	return h, nil
 }
 
+// Heads returns the heads of convs (those without a message are left out):
+// one seek each, inside one pass through the gate.
+func (s *Store) Heads(ctx context.Context, convs []charla.ConvID) (map[charla.ConvID]charla.Seq, error) {
+	end, err := s.gate.Enter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: heads: %w", err)
+	}
+	defer end()
+	out := make(map[charla.ConvID]charla.Seq, len(convs))
+	for _, id := range convs {
+		h, err := s.head(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("pebble: head %s: %w", id, err)
+		}
+		if h > 0 {
+			out[id] = h
+		}
+	}
+	return out, nil
+}
+
 // head reads conv's highest seq from the database; the caller is inside s.gate.
 func (s *Store) head(ctx context.Context, id charla.ConvID) (charla.Seq, error) {
 	it, err := s.db.NewIterWithContext(ctx, msgBounds(id, 0))

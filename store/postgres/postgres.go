@@ -340,6 +340,37 @@ func (s *Store) Head(ctx context.Context, conv charla.ConvID) (charla.Seq, error
 	return charla.Seq(head), nil
 }
 
+// Heads returns the heads of convs in one round trip (those without a
+// message are left out).
+func (s *Store) Heads(ctx context.Context, convs []charla.ConvID) (map[charla.ConvID]charla.Seq, error) {
+	ids := make([]string, len(convs))
+	for i, c := range convs {
+		ids[i] = string(c)
+	}
+	out := make(map[charla.ConvID]charla.Seq, len(convs))
+	err := s.do(ctx, opHead, func(ctx context.Context) error {
+		clear(out)
+		rows, err := s.pool.Query(ctx, `SELECT id, head FROM conversations WHERE id = ANY($1) AND head > 0`, ids)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			var head int64
+			if err := rows.Scan(&id, &head); err != nil {
+				return err
+			}
+			out[charla.ConvID(id)] = charla.Seq(head)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SetReadCursor moves user's cursor in conv forward to seq (never back). The
 // conversation row is created if needed, since a cursor may be set before
 // the first message (an agent opening an empty conversation).

@@ -28,6 +28,7 @@ type WorkflowStore interface {
 	SetAgentCapacity(ctx context.Context, agent string, capacity int) error
 	AgentCapacities(ctx context.Context) (map[string]int, error)
 	SearchMessages(ctx context.Context, query string, limit int) ([]charla.Message, error)
+	Heads(ctx context.Context, convs []charla.ConvID) (map[charla.ConvID]charla.Seq, error)
 }
 
 // RunWorkflow checks the workflow's persistence on a fresh store: states
@@ -73,6 +74,11 @@ func RunWorkflow(t *testing.T, open func(t *testing.T) WorkflowStore) {
 	}
 	if got, found, err := s.LoadConvState(ctx, "wa.7:9"); err != nil || found {
 		t.Fatalf("LoadConvState of a conversation with messages and no saved state = %+v, %v, %v; want not found", got, found, err)
+	}
+	// The heads of many conversations at once (the inbox's start): the
+	// log's, whatever the states say; none for a conversation without one.
+	if heads, err := s.Heads(ctx, []charla.ConvID{"wa.7:9", "c1", "nope"}); err != nil || len(heads) != 1 || heads["wa.7:9"] != 1 {
+		t.Fatalf("Heads = %v, %v; want wa.7:9 at 1 only", heads, err)
 	}
 	inbox, top, err := s.LoadInbox(ctx)
 	if err != nil || top != 5 || len(inbox) != 3 {
