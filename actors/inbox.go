@@ -464,6 +464,9 @@ func (ib *inbox) create(a convAppended) {
 	}
 	ib.convs[a.conv] = s
 	ib.peak = max(ib.peak, len(ib.convs))
+	// A new conversation is saved at once: the start-up repair mends an
+	// existing state, it cannot bring back one never saved.
+	ib.urgent = true
 }
 
 func (ib *inbox) refuse(ctx actor.Context, msg any, err *charla.Error) {
@@ -705,7 +708,7 @@ func (ib *inbox) nextVersion() uint64 {
 func (ib *inbox) changed(ctx actor.Context, s *store.ConvState, prevAssignee string, activity bool) {
 	s.Version = ib.nextVersion()
 	ib.dirty[s.ID] = struct{}{}
-	if activity {
+	if activity && !ib.urgent {
 		ib.saveLater(ctx)
 	} else {
 		ib.urgent = true
