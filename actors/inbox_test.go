@@ -11,11 +11,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/rs/zerolog"
 
 	"charla"
 	"charla/actors"
 	"charla/store"
 	"charla/store/pebble"
+	"charla/store/postgres"
+	"charla/store/storetest"
 	"charla/transport"
 	"charla/transport/transporttest"
 	"charla/wire"
@@ -94,34 +97,54 @@ func TestInboxSavesActivityInBatches(t *testing.T) {
 }
 
 // What a crash lost of a conversation's activity (its state saved at
-// message 1, the log at 3) is rebuilt from the log at start.
+// message 1, the log at 3) is rebuilt from the log at start, on both
+// stores (PostgreSQL keeps the head itself, not the last message).
 func TestInboxRepairsActivityAtStart(t *testing.T) {
-	dir := t.TempDir()
-	ctx := context.Background()
-	st := openPebbleAt(t, dir)
-	cust := charla.Sender{ID: "c8", Role: charla.RoleCustomer}
-	var msgs []charla.Message
-	for i, text := range []string{"one", "two", "three"} {
-		msgs = append(msgs, charla.Message{Conv: "c8", ClientMsgID: uuid.NewString(), Sender: cust,
-			Body: json.RawMessage(fmt.Sprintf(`{"text":%q}`, text)), TS: time.Now().UTC().Add(time.Duration(i) * time.Millisecond)})
-	}
-	if _, err := st.Append(ctx, msgs); err != nil {
-		t.Fatal(err)
-	}
-	first, _ := st.Range(ctx, "c8", 0, 1)
-	state := store.ConvState{ID: "c8", Channel: "web", Customer: "c8", Status: store.StatusPending, Tags: []string{}, Head: 1,
-		Last: &store.LastMessage{Seq: 1, TS: first[0].TS, Sender: cust, Text: "one"}, LastActivity: first[0].TS, CreatedAt: first[0].TS, Version: 5}
-	if err := st.SaveConvStates(ctx, []store.ConvState{state}); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
+	for _, kind := range bothStores {
+		t.Run(kind, func(t *testing.T) {
+			ctx := context.Background()
+			var st storetest.WorkflowStore
+			var start func() *transporttest.Engine
+			if kind == "postgres" {
+				u := migrated(t)
+				o := postgres.DefaultOptions()
+				o.URL = u
+				p, err := postgres.Open(ctx, o, zerolog.Nop())
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, start = p, func() *transporttest.Engine { return engineOverPG(t, u) }
+			} else {
+				dir := t.TempDir()
+				st = openPebbleAt(t, dir)
+				start = func() *transporttest.Engine {
+					return transporttest.Start(t, transporttest.WithStore(func(tb testing.TB) store.Store { return openPebbleAt(tb, dir) }))
+				}
+			}
+			cust := charla.Sender{ID: "c8", Role: charla.RoleCustomer}
+			var msgs []charla.Message
+			for i, text := range []string{"one", "two", "three"} {
+				msgs = append(msgs, charla.Message{Conv: "c8", ClientMsgID: uuid.NewString(), Sender: cust,
+					Body: json.RawMessage(fmt.Sprintf(`{"text":%q}`, text)), TS: time.Now().UTC().Add(time.Duration(i) * time.Millisecond)})
+			}
+			if _, err := st.Append(ctx, msgs); err != nil {
+				t.Fatal(err)
+			}
+			first, _ := st.Range(ctx, "c8", 0, 1)
+			state := store.ConvState{ID: "c8", Channel: "web", Customer: "c8", Status: store.StatusPending, Tags: []string{}, Head: 1,
+				Last: &store.LastMessage{Seq: 1, TS: first[0].TS, Sender: cust, Text: "one"}, LastActivity: first[0].TS, CreatedAt: first[0].TS, Version: 5}
+			if err := st.SaveConvStates(ctx, []store.ConvState{state}); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
 
-	e := transporttest.Start(t, transporttest.WithStore(func(tb testing.TB) store.Store { return openPebbleAt(tb, dir) }))
-	c := listed(t, e, "c8")
-	if c.Head != 3 || c.Last == nil || c.Last.Text != "three" || c.Status != store.StatusPending {
-		t.Fatalf("listed after the start %+v, want head 3, last \"three\", still pending", c)
+			c := listed(t, start(), "c8")
+			if c.Head != 3 || c.Last == nil || c.Last.Text != "three" || c.Status != store.StatusPending {
+				t.Fatalf("listed after the start %+v, want head 3, last \"three\", still pending", c)
+			}
+		})
 	}
 }
 
