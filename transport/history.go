@@ -57,24 +57,34 @@ type ReadCursor struct {
 // routeHistory adds the history and read-cursor endpoints to mux.
 func (s *Server) routeHistory(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/conversations/{conv}/messages", s.handleHistory)
-	mux.HandleFunc("GET /v1/conversations/{conv}/read", s.handleGetRead)
+	mux.HandleFunc("GET /v1/conversations/{conv}/read", convGet(s, func(ctx context.Context, conv charla.ConvID) (ReadCursors, error) {
+		cursors, err := s.sys.ReadCursors(ctx, conv)
+		return ReadCursors{Conv: conv, Cursors: cursors}, err
+	}))
 	mux.HandleFunc("PUT /v1/conversations/{conv}/read", s.handlePutRead)
-	mux.HandleFunc("GET /v1/conversations/{conv}/statuses", s.handleStatuses)
+	// How a client catches up on the wa_status frames it missed while not
+	// subscribed (they are live only).
+	mux.HandleFunc("GET /v1/conversations/{conv}/statuses", convGet(s, func(ctx context.Context, conv charla.ConvID) (StatusList, error) {
+		st, err := s.sys.WhatsAppStatuses(ctx, conv)
+		return StatusList{Conv: conv, Statuses: st}, err
+	}))
 }
 
-// handleStatuses is how a client catches up on the wa_status frames it
-// missed while not subscribed (they are live only).
-func (s *Server) handleStatuses(w http.ResponseWriter, r *http.Request) {
-	conv := charla.ConvID(r.PathValue("conv"))
-	if _, ok := s.restIdentity(w, r, conv); !ok {
-		return
+// convGet serves a GET of something of one conversation: the REST checks,
+// then read, answered as JSON or as the error it returns.
+func convGet[T any](s *Server, read func(ctx context.Context, conv charla.ConvID) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		conv := charla.ConvID(r.PathValue("conv"))
+		if _, ok := s.restIdentity(w, r, conv); !ok {
+			return
+		}
+		v, err := read(r.Context(), conv)
+		if err != nil {
+			writeProblem(w, charla.AsError(err))
+			return
+		}
+		writeJSON(w, http.StatusOK, v)
 	}
-	st, err := s.sys.WhatsAppStatuses(r.Context(), conv)
-	if err != nil {
-		writeProblem(w, charla.AsError(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, StatusList{Conv: conv, Statuses: st})
 }
 
 // restIdentity runs the checks every REST request starts with — origin,
@@ -180,19 +190,6 @@ func (s *Server) handleHistory(w http.ResponseWriter, r *http.Request) {
 		page.Messages = msgs
 	}
 	writeJSON(w, http.StatusOK, page)
-}
-
-func (s *Server) handleGetRead(w http.ResponseWriter, r *http.Request) {
-	conv := charla.ConvID(r.PathValue("conv"))
-	if _, ok := s.restIdentity(w, r, conv); !ok {
-		return
-	}
-	cursors, err := s.sys.ReadCursors(r.Context(), conv)
-	if err != nil {
-		writeProblem(w, charla.AsError(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, ReadCursors{Conv: conv, Cursors: cursors})
 }
 
 func (s *Server) handlePutRead(w http.ResponseWriter, r *http.Request) {
