@@ -7,7 +7,7 @@ import (
 )
 
 // SendLimiter is the chat rate limit the conn actors share with the HTTP
-// edge (transport/ratelimit's Registry): one bucket per user across all of
+// edge (ratelimit.Registry): one bucket per user across all of
 // that user's connections and transports, which no single conn actor could
 // hold. Its methods never block: they take a token or refuse at once.
 type SendLimiter interface {

@@ -7,7 +7,7 @@ import (
 
 	"charla"
 	"charla/actors"
-	"charla/transport/ratelimit"
+	"charla/ratelimit"
 	"charla/wire"
 )
 

@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"charla/actors"
+	"charla/ratelimit"
 	"charla/store/postgres"
-	"charla/transport/ratelimit"
 )
 
 // Namespace prefixes every series of the engine's own.

@@ -15,7 +15,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.yaml.in/yaml/v3"
 
-	"charla/transport/ratelimit"
+	"charla/ratelimit"
 )
 
 // The feature flags. Each is on unless an operator (or an alert rule's

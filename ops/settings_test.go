@@ -17,9 +17,9 @@ import (
 	"charla"
 	"charla/actors"
 	"charla/ops"
+	"charla/ratelimit"
 	"charla/soapbridge/soapsim"
 	"charla/transport"
-	"charla/transport/ratelimit"
 	"charla/transport/transporttest"
 	"charla/wire"
 )

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"charla/transport/ratelimit"
+	"charla/ratelimit"
 )
 
 // ipConns caps the concurrent TCP connections of one peer address

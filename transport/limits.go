@@ -11,7 +11,7 @@ import (
 
 	"charla"
 	"charla/actors"
-	"charla/transport/ratelimit"
+	"charla/ratelimit"
 	"charla/wire"
 )
 

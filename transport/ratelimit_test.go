@@ -12,9 +12,9 @@ import (
 	"github.com/google/uuid"
 
 	"charla"
+	"charla/ratelimit"
+	"charla/ratelimit/ratelimittest"
 	"charla/transport"
-	"charla/transport/ratelimit"
-	"charla/transport/ratelimit/ratelimittest"
 	"charla/transport/transporttest"
 	"charla/wire"
 )

@@ -22,7 +22,7 @@ import (
 	"charla/docs"
 	"charla/media"
 	"charla/ops"
-	"charla/transport/ratelimit"
+	"charla/ratelimit"
 	"charla/web"
 	"charla/whatsapp"
 )

@@ -17,7 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"charla/transport/ratelimit"
+	"charla/ratelimit"
 	"charla/transport/transporttest"
 )
 

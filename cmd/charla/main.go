@@ -28,11 +28,11 @@ import (
 	"charla/actors"
 	"charla/metrics"
 	"charla/ops"
+	"charla/ratelimit"
 	"charla/store"
 	"charla/store/postgres"
 	"charla/store/spool"
 	"charla/transport"
-	"charla/transport/ratelimit"
 )
 
 const usage = `Usage: charla <command> [flags]

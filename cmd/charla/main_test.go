@@ -19,10 +19,10 @@ import (
 	"go.uber.org/goleak"
 
 	"charla"
+	"charla/ratelimit"
 	"charla/store/bolt"
 	"charla/store/postgres"
 	"charla/store/postgres/pgtest"
-	"charla/transport/ratelimit"
 	"charla/transport/transporttest"
 	"charla/wire"
 )

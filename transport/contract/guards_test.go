@@ -18,11 +18,11 @@ import (
 
 	"charla"
 	"charla/actors"
+	"charla/ratelimit"
 	"charla/soapbridge/soapsim"
 	"charla/store"
 	"charla/store/pebble"
 	"charla/transport"
-	"charla/transport/ratelimit"
 	"charla/transport/transporttest"
 )
 

@@ -27,12 +27,12 @@ import (
 	"charla/actors"
 	"charla/metrics"
 	"charla/ops"
+	"charla/ratelimit"
 	"charla/soapbridge"
 	"charla/store"
 	"charla/store/pebble"
 	"charla/store/spool"
 	"charla/transport"
-	"charla/transport/ratelimit"
 	"charla/wire"
 )
 

@@ -14,8 +14,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"charla/transport/ratelimit"
-	"charla/transport/ratelimit/ratelimittest"
+	"charla/ratelimit"
+	"charla/ratelimit/ratelimittest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

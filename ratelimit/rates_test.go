@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"charla/transport/ratelimit"
-	"charla/transport/ratelimit/ratelimittest"
+	"charla/ratelimit"
+	"charla/ratelimit/ratelimittest"
 )
 
 // Limits change while the registry serves: a bucket keeps the tokens it
