@@ -61,6 +61,45 @@ func (s *Server) routeConversations(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v1/canned/{code}", s.handleDeleteCanned)
 	mux.HandleFunc("GET /v1/conversations/{conv}/canned/{code}", s.handleRenderCanned)
 	mux.HandleFunc("PUT /v1/agents/{id}/capacity", s.handleCapacity)
+	mux.HandleFunc("GET /v1/agents", s.handleListAgents)
+}
+
+// AgentList is the answer of GET /v1/agents.
+type AgentList struct {
+	// Agents are the accounts that can sign in (disabled ones left out),
+	// ordered by e-mail; what a panel shows for an assignee's id.
+	Agents []StaffMember `json:"agents"`
+}
+
+// StaffMember is one staff account as other staff see it.
+type StaffMember struct {
+	ID   string      `json:"id"` // the user id of its tokens: assignee, sender id
+	Name string      `json:"name"`
+	Role charla.Role `json:"role"` // agent or admin
+}
+
+// handleListAgents names the staff, for agents and admins.
+func (s *Server) handleListAgents(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.staffIdentity(w, r, ""); !ok {
+		return
+	}
+	if s.cfg.Login == nil {
+		writeProblemStatus(w, http.StatusServiceUnavailable, charla.Errorf(charla.CodeUnavailable, "this server keeps no agent accounts (login is not configured)"))
+		return
+	}
+	all, err := s.cfg.Login.Store().ListAgents(r.Context())
+	if err != nil {
+		s.log.Warn().Err(err).Msg("agents unreadable")
+		writeProblem(w, charla.Errorf(charla.CodeUnavailable, "the agents are temporarily unavailable; retry"))
+		return
+	}
+	list := AgentList{Agents: []StaffMember{}}
+	for _, a := range all {
+		if !a.Disabled {
+			list.Agents = append(list.Agents, StaffMember{ID: a.ID, Name: a.Name, Role: a.Role})
+		}
+	}
+	writeJSON(w, http.StatusOK, list)
 }
 
 // staffIdentity is restIdentity for the workflow's endpoints: staff only.

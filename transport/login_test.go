@@ -197,3 +197,36 @@ func TestLoginTimingHidesUnknownEmails(t *testing.T) {
 		t.Fatalf("medians differ by %.1fx: known %v, unknown %v", ratio, k, u)
 	}
 }
+
+// GET /v1/agents names the staff for a panel (assignee ids are user ids):
+// enabled accounts only, to agents and admins only.
+func TestListAgents(t *testing.T) {
+	e, svc := transporttest.StartLogin(t, nil)
+	ctx := t.Context()
+	for _, a := range []struct {
+		email, name string
+		role        charla.Role
+	}{{"bea@example.com", "Bea", charla.RoleAdmin}, {"ana@example.com", "Ana", charla.RoleAgent}, {"carl@example.com", "Carl", charla.RoleAgent}} {
+		if _, err := svc.AddAgent(ctx, a.email, a.name, a.role, "correct horse battery"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := svc.Store().DisableAgent(ctx, "carl@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	ana := tokensOf(t)(e.Do(t, "POST", "/v1/auth/login", "", map[string]string{"email": "ana@example.com", "password": "correct horse battery"}))
+	resp, body := e.Do(t, "GET", "/v1/agents", ana.AccessToken, nil)
+	var list transport.AgentList
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &list) != nil {
+		t.Fatalf("agents: %d %s", resp.StatusCode, body)
+	}
+	if len(list.Agents) != 2 || list.Agents[0].Name != "Ana" || list.Agents[0].ID != ana.User.ID || list.Agents[1].Name != "Bea" || list.Agents[1].Role != charla.RoleAdmin {
+		t.Fatalf("agents = %s, want Ana and Bea (Carl is disabled)", body)
+	}
+	if strings.Contains(string(body), "@") {
+		t.Fatalf("agents = %s: e-mails are not for other staff", body)
+	}
+	customer, _ := transport.MintToken(transporttest.Secret, "cus", charla.RoleCustomer, time.Minute)
+	resp, body = e.Do(t, "GET", "/v1/agents", customer, nil)
+	problemCode(t, resp, body, http.StatusForbidden)
+}

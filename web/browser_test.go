@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -313,6 +314,13 @@ func TestPanelInBrowser(t *testing.T) {
 	waitJS(t, ctx, 30*time.Second, "back on a WebSocket", `(s => s.dataset.state === "connected" && s.dataset.transport === "websocket")(document.querySelector("#conn-state"))`)
 	act("resolve", `document.querySelector("#conv-status").textContent === "resolved"`)
 	inSync()
+	// An admin assigns the conversation to themself: Ana's panel names the
+	// assignee (GET /v1/agents) instead of showing a user id.
+	token, rootID := login(t, e.URL(), "root@example.com")
+	if st, b := post(t, e.URL()+"/v1/conversations/"+string(conv)+"/assign", token, map[string]string{"assignee": rootID}); st != http.StatusOK {
+		t.Fatalf("assign: %d %s", st, b)
+	}
+	waitJS(t, ctx, 10*time.Second, "the assignee by name", `document.querySelector("#conv-assignee").textContent === "assigned to Root"`)
 	screenshot(t, ctx, "panel.png")
 
 	// The dashboard, as an admin.
@@ -367,6 +375,44 @@ func signIn(t *testing.T, ctx context.Context, base, email string) {
 		chromedp.WaitVisible(chromedp.CSS("#app")),
 	)
 	waitJS(t, ctx, 15*time.Second, "connected after sign-in", `document.querySelector("#conn-state").dataset.state === "connected"`)
+}
+
+// login signs email in over REST and returns its access token and user id.
+func login(t *testing.T, base, email string) (token, userID string) {
+	t.Helper()
+	st, b := post(t, base+"/v1/auth/login", "", map[string]string{"email": email, "password": "correct horse battery"})
+	var tr struct {
+		AccessToken string `json:"access_token"`
+		User        struct {
+			ID string `json:"id"`
+		} `json:"user"`
+	}
+	if st != http.StatusOK || json.Unmarshal(b, &tr) != nil || tr.AccessToken == "" {
+		t.Fatalf("login %s: %d %s", email, st, b)
+	}
+	return tr.AccessToken, tr.User.ID
+}
+
+// post answers the status and body of a JSON POST (authenticated when
+// token is set).
+func post(t *testing.T, url, token string, body any) (int, []byte) {
+	t.Helper()
+	raw, _ := json.Marshal(body)
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return r.StatusCode, b
 }
 
 // get answers the status and body of an authenticated GET.

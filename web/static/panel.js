@@ -106,6 +106,7 @@ function start() {
   client.addEventListener("presence", (e) => onPresence(e.detail));
   client.addEventListener("welcome", () => {
     followInbox();
+    loadStaff();
     for (const conv of followed) catchUpStatuses(conv); // wa_status frames of the meantime
   });
   client.addEventListener("job", (e) => onJob(e.detail));
@@ -248,11 +249,21 @@ async function openConv(conv) {
   $("#composer textarea").focus();
 }
 
+// user id → name of the staff (GET /v1/agents); an engine without agent
+// accounts (dev mode) leaves the ids as they are.
+const staff = new Map();
+async function loadStaff() {
+  const list = await session.api("/v1/agents").catch(() => null);
+  for (const a of list?.agents ?? []) staff.set(a.id, a.name);
+  renderHead();
+}
+
 function renderHead() {
   const c = inbox.get(active) ?? {};
   $("#conv-status").textContent = c.status ?? "";
   $("#conv-status").hidden = !c.status;
-  $("#conv-assignee").textContent = c.assignee ? `assigned to ${c.assignee === me.user ? "you" : c.assignee}` : c.status ? "unassigned" : "";
+  const who = c.assignee === me.user ? "you" : staff.get(c.assignee) ?? c.assignee;
+  $("#conv-assignee").textContent = c.assignee ? `assigned to ${who}` : c.status ? "unassigned" : "";
 }
 
 function onPresence(f) {
