@@ -208,22 +208,12 @@ func (s *Server) handleAction(w http.ResponseWriter, r *http.Request) {
 	}
 	var body ActionBody
 	if action == wire.TypeAssign || action == wire.TypeTransfer {
-		raw, rerr := readBody(w, r, maxWorkflowBody)
-		if rerr != nil {
-			writeProblem(w, rerr)
-			return
-		}
-		if err := decodeObject(raw, &body); err != nil {
-			writeProblem(w, err)
+		if !readObject(w, r, maxWorkflowBody, &body) {
 			return
 		}
 	}
 	c, err := s.sys.Act(r.Context(), id.User, action, conv, body.Assignee)
-	if err != nil {
-		writeProblem(w, charla.AsError(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	answer(w, c, err)
 }
 
 func (s *Server) handleTags(w http.ResponseWriter, r *http.Request) {
@@ -232,16 +222,10 @@ func (s *Server) handleTags(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	raw, rerr := readBody(w, r, maxWorkflowBody)
-	if rerr != nil {
-		writeProblem(w, rerr)
-		return
-	}
 	var body struct {
 		Tags []string `json:"tags"`
 	}
-	if err := decodeObject(raw, &body); err != nil {
-		writeProblem(w, err)
+	if !readObject(w, r, maxWorkflowBody, &body) {
 		return
 	}
 	if len(body.Tags) > maxTags {
@@ -255,11 +239,7 @@ func (s *Server) handleTags(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c, err := s.sys.SetTags(r.Context(), id.User, conv, body.Tags)
-	if err != nil {
-		writeProblem(w, charla.AsError(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	answer(w, c, err)
 }
 
 func (s *Server) handleSearch(w http.ResponseWriter, r *http.Request) {
@@ -296,11 +276,7 @@ func (s *Server) handleListCanned(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	list, err := s.sys.CannedReplies(r.Context())
-	if err != nil {
-		writeProblem(w, charla.AsError(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, CannedList{Canned: list})
+	answer(w, CannedList{Canned: list}, err)
 }
 
 // validCannedCode: a short code a panel offers as "/code".
@@ -325,16 +301,10 @@ func (s *Server) handlePutCanned(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, err)
 		return
 	}
-	raw, rerr := readBody(w, r, maxWorkflowBody)
-	if rerr != nil {
-		writeProblem(w, rerr)
-		return
-	}
 	var body struct {
 		Text string `json:"text"`
 	}
-	if err := decodeObject(raw, &body); err != nil {
-		writeProblem(w, err)
+	if !readObject(w, r, maxWorkflowBody, &body) {
 		return
 	}
 	if strings.TrimSpace(body.Text) == "" || len(body.Text) > 4096 {
@@ -342,11 +312,7 @@ func (s *Server) handlePutCanned(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := s.sys.PutCanned(r.Context(), store.CannedReply{Code: code, Text: body.Text})
-	if err != nil {
-		writeProblem(w, charla.AsError(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	answer(w, c, err)
 }
 
 func (s *Server) handleDeleteCanned(w http.ResponseWriter, r *http.Request) {
@@ -370,11 +336,7 @@ func (s *Server) handleRenderCanned(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c, err := s.sys.RenderCanned(r.Context(), id.User, conv, r.PathValue("code"))
-	if err != nil {
-		writeProblem(w, charla.AsError(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, c)
+	answer(w, c, err)
 }
 
 func (s *Server) handleCapacity(w http.ResponseWriter, r *http.Request) {
@@ -391,16 +353,10 @@ func (s *Server) handleCapacity(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, charla.Errorf(charla.CodeBadRequest, "%v", err))
 		return
 	}
-	raw, rerr := readBody(w, r, maxWorkflowBody)
-	if rerr != nil {
-		writeProblem(w, rerr)
-		return
-	}
 	var body struct {
 		Capacity *int `json:"capacity"`
 	}
-	if err := decodeObject(raw, &body); err != nil {
-		writeProblem(w, err)
+	if !readObject(w, r, maxWorkflowBody, &body) {
 		return
 	}
 	if body.Capacity == nil || *body.Capacity < -1 || *body.Capacity > 1000 {

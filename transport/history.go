@@ -79,11 +79,7 @@ func convGet[T any](s *Server, read func(ctx context.Context, conv charla.ConvID
 			return
 		}
 		v, err := read(r.Context(), conv)
-		if err != nil {
-			writeProblem(w, charla.AsError(err))
-			return
-		}
-		writeJSON(w, http.StatusOK, v)
+		answer(w, v, err)
 	}
 }
 
@@ -198,14 +194,8 @@ func (s *Server) handlePutRead(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, rerr := readBody(w, r, maxCursorBody)
-	if rerr != nil {
-		writeProblem(w, rerr)
-		return
-	}
 	var c ReadCursor
-	if err := decodeObject(body, &c); err != nil {
-		writeProblem(w, err)
+	if !readObject(w, r, maxCursorBody, &c) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
@@ -231,6 +221,29 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *cha
 		return nil, charla.Errorf(charla.CodeBadRequest, "request body could not be read: %v", err)
 	}
 	return body, nil
+}
+
+// readObject reads a body of at most limit bytes that must be one JSON
+// object into v; when it cannot, it answers the request itself.
+func readObject(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	raw, err := readBody(w, r, limit)
+	if err == nil {
+		err = decodeObject(raw, v)
+	}
+	if err != nil {
+		writeProblem(w, err)
+		return false
+	}
+	return true
+}
+
+// answer writes v as the 200 answer, or err as the request's problem.
+func answer(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		writeProblem(w, charla.AsError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 // decodeObject decodes a request body that must be one JSON object.

@@ -76,11 +76,7 @@ type AlertsAnswer struct {
 
 func (s *Server) handleAlerts(w http.ResponseWriter, r *http.Request) {
 	firing, err := s.sys.FiringAlerts(r.Context())
-	if err != nil {
-		writeProblem(w, charla.AsError(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, AlertsAnswer{Firing: append([]ops.Event{}, firing...)})
+	answer(w, AlertsAnswer{Firing: append([]ops.Event{}, firing...)}, err)
 }
 
 // handleSettingsPatch applies an ops.Change: every problem is listed at
