@@ -173,7 +173,7 @@ func (a *alertActor) notify(ctx actor.Context, ev ops.Event) {
 	}
 	le.Str("alert", ev.Rule).Str("state", string(ev.State)).Str("severity", string(ev.Severity)).
 		Float64("value", ev.Value).Str("op", ev.Op).Float64("threshold", ev.Threshold).Str("disabled_flag", ev.DisabledFlag).Msg(ev.Summary)
-	ctx.Send(ctx.ActorSystem().NewLocalPID("gateway"), adminFrame{frame: wire.Encode(alertFrame(ev))})
+	ctx.Send(ctx.ActorSystem().NewLocalPID(gatewayName), adminFrame{frame: wire.Encode(alertFrame(ev))})
 	if a.hook != nil {
 		a.hook.post(ev)
 	}

@@ -14,8 +14,9 @@ import (
 // rather than a connection (userFrame: inventory job progress) to all of
 // that user's connections: it sees every conn start and stop, so its
 // user index is never stale, and such frames are few (a handful per job).
-// gatewayName is the gateway's name under the root: the inbox reaches it
-// by name when it restarts.
+// gatewayName is the gateway's name under the root: the actors that talk
+// to connections they do not hold (alerts, the inventory bridge, a
+// restarting inbox) reach it by name.
 const gatewayName = "gateway"
 
 type gateway struct {

@@ -237,9 +237,7 @@ func (a *soapActor) Receive(ctx actor.Context) {
 		if m.gen == a.gen {
 			a.onProbe(ctx)
 		}
-	case *actor.Restarting:
-		a.stop()
-	case *actor.Stopping:
+	case *actor.Restarting, *actor.Stopping:
 		a.stop()
 	}
 }
@@ -247,7 +245,7 @@ func (a *soapActor) Receive(ctx actor.Context) {
 // start sets up an incarnation and resumes the jobs an earlier one left.
 func (a *soapActor) start(ctx actor.Context) {
 	a.self = ctx.Self()
-	a.gateway = ctx.ActorSystem().NewLocalPID("gateway")
+	a.gateway = ctx.ActorSystem().NewLocalPID(gatewayName)
 	a.gen = a.bridge.gens.Add(1)
 	a.life, a.cancel = context.WithCancel(context.Background())
 	a.breaker = newBreaker(a.cfg.Breaker)

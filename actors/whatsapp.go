@@ -268,9 +268,7 @@ func (a *whatsappActor) Receive(ctx actor.Context) {
 		a.draining = true
 		a.drainWaiters = append(a.drainWaiters, ctx.Sender())
 		a.answerDrained(ctx)
-	case *actor.Restarting:
-		a.stop()
-	case *actor.Stopping:
+	case *actor.Restarting, *actor.Stopping:
 		a.stop()
 	}
 }
