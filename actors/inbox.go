@@ -224,7 +224,7 @@ func (ib *inbox) Receive(ctx actor.Context) {
 	case *actor.Restarting:
 		// The next incarnation starts with no subscriber and no presence:
 		// the conns, told through the gateway, join it again.
-		ctx.Send(actor.NewPID(ctx.ActorSystem().Address(), gatewayName), inboxRestarted{})
+		ctx.Send(ctx.ActorSystem().NewLocalPID(gatewayName), inboxRestarted{})
 		ib.failPending(ctx)
 		ib.stop()
 	case *actor.Stopping:
@@ -245,12 +245,8 @@ func (ib *inbox) start(ctx actor.Context) {
 		ib.ready = true
 		return
 	}
-	self, root, st := ctx.Self(), ib.d.root, ib.st
-	ib.io.Add(1)
-	go func() {
-		defer ib.io.Done()
-		c, cancel := context.WithTimeout(context.Background(), ib.d.cfg.StoreWriteTimeout*10)
-		defer cancel()
+	st := ib.st
+	ib.spawnIO(ctx.Self(), ib.d.cfg.StoreWriteTimeout*10, func(c context.Context) any {
 		states, top, err := st.LoadInbox(c)
 		var repaired []charla.ConvID
 		if err == nil {
@@ -260,7 +256,20 @@ func (ib *inbox) start(ctx actor.Context) {
 		if err == nil {
 			err = cerr
 		}
-		root.Send(self, inboxLoaded{states: states, top: top, caps: caps, repaired: repaired, err: err})
+		return inboxLoaded{states: states, top: top, caps: caps, repaired: repaired, err: err}
+	})
+}
+
+// spawnIO runs fn off the actor with a timeout, tracked by io (a stop
+// waits for it), and sends what it returns to to.
+func (ib *inbox) spawnIO(to *actor.PID, timeout time.Duration, fn func(ctx context.Context) any) {
+	root := ib.d.root
+	ib.io.Add(1)
+	go func() {
+		defer ib.io.Done()
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		root.Send(to, fn(c))
 	}()
 }
 
@@ -418,15 +427,11 @@ func (ib *inbox) load(ctx actor.Context, conv charla.ConvID, msg any) {
 		ib.onConvLoaded(ctx, convLoaded{conv: conv})
 		return
 	}
-	self, root, st := ctx.Self(), ib.d.root, ib.st
-	ib.io.Add(1)
-	go func() {
-		defer ib.io.Done()
-		c, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
-		defer cancel()
+	st := ib.st
+	ib.spawnIO(ctx.Self(), DefaultRequestTimeout, func(c context.Context) any {
 		s, found, err := st.LoadConvState(c, conv)
-		root.Send(self, convLoaded{conv: conv, state: s, found: found, err: err})
-	}()
+		return convLoaded{conv: conv, state: s, found: found, err: err}
+	})
 }
 
 func (ib *inbox) onConvLoaded(ctx actor.Context, m convLoaded) {
@@ -785,20 +790,14 @@ func (ib *inbox) save(ctx actor.Context) {
 	for _, c := range batch {
 		ib.saved = append(ib.saved, c.ID)
 	}
-	self, root, st := ctx.Self(), ib.d.root, ib.st
-	ib.io.Add(1)
-	go func() {
-		defer ib.io.Done()
-		c, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
-		defer cancel()
-		err := st.SaveConvStates(c, batch)
-		if err != nil {
-			// Not lost: marked dirty again by onSaved's caller below.
-			root.Send(self, statesSaved{err: &saveError{err: err, batch: batch}})
-			return
+	st := ib.st
+	ib.spawnIO(ctx.Self(), DefaultRequestTimeout, func(c context.Context) any {
+		if err := st.SaveConvStates(c, batch); err != nil {
+			// Not lost: onSaved marks the batch dirty again.
+			return statesSaved{err: &saveError{err: err, batch: batch}}
 		}
-		root.Send(self, statesSaved{})
-	}()
+		return statesSaved{}
+	})
 }
 
 // saveError carries a failed batch back so that it is saved again.
@@ -870,16 +869,12 @@ func (ib *inbox) query(ctx actor.Context, m inboxQuery) {
 		ctx.Send(m.replyTo, inboxAnswer{err: charla.Errorf(charla.CodeUnavailable, "this store keeps no conversation lists")})
 		return
 	}
-	root, st, fn, to := ib.d.root, ib.st, m.fn, m.replyTo
+	st, fn := ib.st, m.fn
 	ib.nextWaiters = append(ib.nextWaiters, func(error) {
-		ib.io.Add(1)
-		go func() {
-			defer ib.io.Done()
-			c, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
-			defer cancel()
+		ib.spawnIO(m.replyTo, DefaultRequestTimeout, func(c context.Context) any {
 			v, err := fn(c, st)
-			root.Send(to, inboxAnswer{v: v, err: err})
-		}()
+			return inboxAnswer{v: v, err: err}
+		})
 	})
 	ib.save(ctx)
 }
