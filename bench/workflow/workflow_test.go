@@ -154,16 +154,18 @@ func TestBotFigures(t *testing.T) {
 	mu.Lock()
 	hs := slices.Clone(handoff)
 	mu.Unlock()
-	q := func(ds []time.Duration, p float64) time.Duration {
-		if len(ds) == 0 {
-			return 0
-		}
-		slices.Sort(ds)
-		return ds[min(len(ds)-1, int(p*float64(len(ds))))]
-	}
 	t.Logf("customer message → bot reply: %d replies of %d messages in %v (%.0f msg/s) across %d customers: p50 %v, p99 %v, max %v",
-		len(lat), total, elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds(), customers, q(lat, 0.5), q(lat, 0.99), q(lat, 1))
+		len(lat), total, elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds(), customers, quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1))
 	if len(hs) > 0 {
-		t.Logf("handoff (customer's message) → agent's conversation frame: %d handoffs, p50 %v, p99 %v", len(hs), q(hs, 0.5), q(hs, 0.99))
+		t.Logf("handoff (customer's message) → agent's conversation frame: %d handoffs, p50 %v, p99 %v", len(hs), quantile(hs, 0.5), quantile(hs, 0.99))
 	}
+}
+
+// quantile is the p-quantile of ds (which it sorts), 0 for none.
+func quantile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, int(p*float64(len(ds))))]
 }
