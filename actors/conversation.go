@@ -139,9 +139,10 @@ type (
 		err   *charla.Error
 	}
 	sendReply struct {
-		ref string
-		ack wire.Ack
-		err *charla.Error
+		conv charla.ConvID
+		ref  string
+		ack  wire.Ack
+		err  *charla.Error
 	}
 	// delivery is one durable message, encoded once for every subscriber.
 	delivery struct {
@@ -159,11 +160,16 @@ type (
 	// they are, and the seq check makes that seamless.
 	convReset struct{ conv charla.ConvID }
 	// readDone confirms a readReq that asked for it.
-	readDone struct{ head charla.Seq }
+	readDone struct {
+		conv charla.ConvID
+		ref  string
+		head charla.Seq
+	}
 	// requestFailed answers a request that has no reply of its own.
 	requestFailed struct {
-		ref string
-		err *charla.Error
+		conv charla.ConvID
+		ref  string
+		err  *charla.Error
 	}
 )
 
@@ -253,20 +259,20 @@ func (c *conversation) handle(ctx actor.Context, msg any) {
 	case sendReq:
 		c.send(ctx, m)
 	case typingReq:
-		c.broadcast(ctx, m.conn, wire.Encode(wire.Typing{Type: wire.TypeTyping, Conv: c.id, User: m.by.ID, State: m.state}))
+		c.broadcast(ctx, m.conn, typingFrame(c.id, m.by, m.state))
 	case readReq:
 		if m.seq > c.head {
-			ctx.Send(m.conn, requestFailed{ref: m.ref, err: charla.Errorf(charla.CodeBadRequest, "read seq %d is beyond the head %d", m.seq, c.head)})
+			ctx.Send(m.conn, requestFailed{conv: c.id, ref: m.ref, err: charla.Errorf(charla.CodeBadRequest, "read seq %d is beyond the head %d", m.seq, c.head)})
 			break
 		}
 		ctx.Send(c.deps.store, readCursorReq{conv: c.id, user: m.by.ID, seq: m.seq})
 		ctx.Send(c.deps.inbox, convRead{conv: c.id, user: m.by, seq: m.seq})
-		c.broadcast(ctx, m.conn, wire.Encode(wire.Read{Type: wire.TypeRead, Conv: c.id, User: m.by.ID, Seq: m.seq}))
+		c.broadcast(ctx, m.conn, readFrame(c.id, m.by, m.seq))
 		if _, _, wa := c.id.WhatsApp(); wa && c.deps.whatsapp != nil && m.by.Role != charla.RoleCustomer {
 			ctx.Send(c.deps.whatsapp, markReadReq{conv: c.id, seq: m.seq})
 		}
 		if m.confirm {
-			ctx.Send(m.conn, readDone{head: c.head})
+			ctx.Send(m.conn, readDone{conv: c.id, ref: m.ref, head: c.head})
 		}
 	}
 }
@@ -325,7 +331,7 @@ func (c *conversation) send(ctx actor.Context, m sendReq) {
 	cmid := m.msg.ClientMsgID
 	if a, ok := c.dedup.Get(cmid); ok {
 		c.deps.stats.Duplicates.Add(1)
-		ctx.Send(m.conn, sendReply{ref: m.ref, ack: c.ack(cmid, a, true)})
+		ctx.Send(m.conn, sendReply{conv: c.id, ref: m.ref, ack: c.ack(cmid, a, true)})
 		c.observeAck(m.at)
 		return
 	}
@@ -359,6 +365,9 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 	if len(batch) == 0 {
 		return // the answer to a batch of our previous incarnation
 	}
+	if c.deps.cluster != nil {
+		c.dropFenced(m.err)
+	}
 	var durable []charla.Message // told to the inbox, once for the batch
 	for i, p := range batch {
 		delete(c.byCMID, p.msg.ClientMsgID)
@@ -372,7 +381,7 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 				reply = charla.Errorf(charla.CodeBadRequest, "the store refused this message")
 			}
 			for _, w := range p.waiters {
-				ctx.Send(w.conn, sendReply{ref: w.ref, err: reply})
+				ctx.Send(w.conn, sendReply{conv: c.id, ref: w.ref, err: reply})
 			}
 			continue
 		}
@@ -381,7 +390,7 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 		c.dedup.Add(p.msg.ClientMsgID, a)
 		// The sender hears first: its ack is the latency it feels.
 		for j, w := range p.waiters {
-			ctx.Send(w.conn, sendReply{ref: w.ref, ack: c.ack(p.msg.ClientMsgID, a, r.Duplicate || j > 0)})
+			ctx.Send(w.conn, sendReply{conv: c.id, ref: w.ref, ack: c.ack(p.msg.ClientMsgID, a, r.Duplicate || j > 0)})
 			c.observeAck(w.at)
 		}
 		if !r.Duplicate {
@@ -404,6 +413,23 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 	}
 	c.flush(ctx)
 	c.stopIfDone(ctx)
+}
+
+// dropFenced tells the leases of the shards a write was fenced on: another
+// node owns them now, and this one must stop writing them at once (its
+// conversations of those shards are moved by the change that follows). The
+// senders get unavailable, and their retries reach the new owner.
+func (c *conversation) dropFenced(err error) {
+	var fenced *store.FencedError
+	if !errors.As(err, &fenced) {
+		return
+	}
+	for _, f := range fenced.Fences {
+		if f.Holds {
+			c.deps.cluster.Placement.Lost(f.Shard, f.Held)
+		}
+	}
+	c.deps.log.Warn().Err(err).Str("conv", string(c.id)).Msg("write fenced: another node owns the conversation now")
 }
 
 // observeAck records a send→ack latency, for sends whose start is known.
@@ -468,7 +494,7 @@ func (c *conversation) abandon(ctx actor.Context, err *charla.Error) {
 	}
 	for _, p := range append(c.inflight, c.pending...) {
 		for _, w := range p.waiters {
-			ctx.Send(w.conn, sendReply{ref: w.ref, err: err})
+			ctx.Send(w.conn, sendReply{conv: c.id, ref: w.ref, err: err})
 		}
 	}
 	for _, w := range c.waiting {
@@ -486,7 +512,7 @@ func (c *conversation) abandon(ctx actor.Context, err *charla.Error) {
 func failRequest(ctx actor.Context, req any, err *charla.Error) {
 	switch r := req.(type) {
 	case sendReq:
-		ctx.Send(r.conn, sendReply{ref: r.ref, err: err})
+		ctx.Send(r.conn, sendReply{conv: r.msg.Conv, ref: r.ref, err: err})
 	case subscribeReq:
 		if r.resume {
 			ctx.Send(r.conn, convReset{conv: r.conv})
@@ -494,7 +520,7 @@ func failRequest(ctx actor.Context, req any, err *charla.Error) {
 			ctx.Send(r.conn, subscribeReply{conv: r.conv, ref: r.ref, err: err})
 		}
 	case readReq:
-		ctx.Send(r.conn, requestFailed{ref: r.ref, err: err})
+		ctx.Send(r.conn, requestFailed{conv: r.conv, ref: r.ref, err: err})
 	}
 }
 

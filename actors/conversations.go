@@ -31,6 +31,19 @@ type conversations struct {
 	// customer; ownerOf is the customer of each (by PID id).
 	owned   map[string]int
 	ownerOf map[string]string
+	// remote is, in cluster mode, the owner node of each child that stands
+	// for a conversation another node owns (a remoteConv), by PID id.
+	remote map[string]string
+	// epochs is, in cluster mode, the lease epoch each conversation actor
+	// here was loaded under, by PID id: one loaded under an older epoch
+	// may hold what another owner has changed since (its head, its recent
+	// messages), so it is replaced, not reused, when the shard comes back.
+	epochs map[string]uint64
+	// unowned holds requests for conversations of a shard no node owns at
+	// the moment (a lease expiring or changing hands); they are routed
+	// again when an owner shows up or at the next retry tick.
+	unowned    []routedEnvelope
+	retryTimer *time.Timer
 }
 
 // routed is implemented by every request a conversation handles: target is
@@ -53,6 +66,14 @@ type allStopped struct{}
 
 type sweepTick struct{}
 
+// unownedRetry routes the requests held for want of an owner again.
+type unownedRetry struct{}
+
+// unownedRetryEvery is how often requests held for want of an owner are
+// routed again: about the time a lease takes to change hands after a
+// graceful leave, short against one expiring after a crash.
+const unownedRetryEvery = 500 * time.Millisecond
+
 func newConversations(d *deps) *conversations {
 	return &conversations{
 		deps:     d,
@@ -61,6 +82,8 @@ func newConversations(d *deps) *conversations {
 		stopping: map[charla.ConvID][]routedEnvelope{},
 		owned:    map[string]int{},
 		ownerOf:  map[string]string{},
+		remote:   map[string]string{},
+		epochs:   map[string]uint64{},
 	}
 }
 
@@ -69,15 +92,24 @@ func (s *conversations) Receive(ctx actor.Context) {
 	case *actor.Started:
 		s.armSweep(ctx)
 	case routed:
-		s.route(ctx, m)
+		s.route(ctx, m, ctx.Sender())
+	case remoteReq:
+		s.routeRemote(ctx, m.req, ctx.Sender())
+	case ownerFrame:
+		if pid, ok := s.children[m.env.Conv]; ok && s.remote[pid.Id] != "" {
+			ctx.Send(pid, m)
+		}
+	case shardChanged:
+		s.onShardChanged(ctx, m.shard)
+	case unownedRetry:
+		s.retryTimer = nil
+		s.routeUnowned(ctx)
 	case passivateReq:
 		conv, ok := s.byPID[m.pid.Id]
 		if cur := s.children[conv]; !ok || cur == nil || cur.Id != m.pid.Id {
 			return
 		}
-		delete(s.children, conv)
-		s.stopping[conv] = nil
-		ctx.Send(m.pid, passivate{})
+		s.passivate(ctx, conv, m.pid)
 		s.deps.stats.ConversationsIdled.Add(1)
 	case *actor.Terminated:
 		s.onTerminated(ctx, m.Who)
@@ -89,14 +121,15 @@ func (s *conversations) Receive(ctx actor.Context) {
 	case stopAll:
 		s.closing = true
 		for conv, pid := range s.children {
-			delete(s.children, conv)
-			s.stopping[conv] = nil
-			ctx.Send(pid, passivate{})
+			s.passivate(ctx, conv, pid)
 		}
+		s.routeUnowned(ctx) // refused now: closing
 		s.replyWhenEmpty(ctx, ctx.Sender())
 	case *actor.Stopping, *actor.Restarting:
-		if s.sweep != nil {
-			s.sweep.Stop()
+		for _, t := range []*time.Timer{s.sweep, s.retryTimer} {
+			if t != nil {
+				t.Stop()
+			}
 		}
 		// Conversations are not in protoactor's children set (see spawn), so
 		// protoactor does not stop them with us: stop every one still alive
@@ -109,7 +142,7 @@ func (s *conversations) Receive(ctx actor.Context) {
 	}
 }
 
-func (s *conversations) route(ctx actor.Context, m routed) {
+func (s *conversations) route(ctx actor.Context, m routed, sender *actor.PID) {
 	conv := m.target()
 	if s.closing {
 		if sub, ok := m.(subscribeReq); ok && sub.resume {
@@ -119,10 +152,17 @@ func (s *conversations) route(ctx actor.Context, m routed) {
 		return
 	}
 	if buf, ok := s.stopping[conv]; ok {
-		s.stopping[conv] = append(buf, routedEnvelope{m, ctx.Sender()})
+		s.stopping[conv] = append(buf, routedEnvelope{m, sender})
 		return
 	}
 	pid, ok := s.children[conv]
+	if ok && !s.current(conv, pid) {
+		// Moved since it was spawned: it stops, and this request goes to
+		// its successor (here or the new owner) once it has.
+		s.passivate(ctx, conv, pid)
+		s.stopping[conv] = append(s.stopping[conv], routedEnvelope{m, sender})
+		return
+	}
 	if !ok {
 		switch m.(type) {
 		case unsubscribeReq, statusNote:
@@ -138,18 +178,30 @@ func (s *conversations) route(ctx actor.Context, m routed) {
 				by.ID, s.owned[by.ID], s.deps.cfg.IdleTimeout))
 			return
 		}
-		pid = s.spawn(ctx, conv)
+		owner, epoch, placed := s.placement(conv)
+		if !placed {
+			s.holdUnowned(ctx, m, sender)
+			return
+		}
+		pid = s.spawn(ctx, conv, owner, epoch)
 		if by.Role == charla.RoleCustomer {
 			s.owned[by.ID]++
 			s.ownerOf[pid.Id] = by.ID
 		}
 	}
-	ctx.Forward(pid)
+	ctx.RequestWithCustomSender(pid, m, sender)
 }
 
-func (s *conversations) spawn(ctx actor.Context, conv charla.ConvID) *actor.PID {
+// spawn starts the child of conv: its conversation actor when owner is ""
+// (this node writes it, under epoch in a cluster), otherwise a remoteConv
+// forwarding to owner.
+func (s *conversations) spawn(ctx actor.Context, conv charla.ConvID, owner string, epoch uint64) *actor.PID {
 	d := s.deps
-	props := actor.PropsFromProducer(func() actor.Actor { return newConversation(conv, d) }, actor.WithDispatcher(d.dispatcher))
+	producer := func() actor.Actor { return newConversation(conv, d) }
+	if owner != "" {
+		producer = func() actor.Actor { return newRemoteConv(conv, owner, d) }
+	}
+	props := actor.PropsFromProducer(producer, actor.WithDispatcher(d.dispatcher))
 	// Not ctx.Spawn: that also records the child in protoactor's children
 	// set (a PIDSet), which at this version keeps memory of stopped children
 	// for good. Its Remove leaves the vacated slot of its slice set, and the
@@ -168,6 +220,11 @@ func (s *conversations) spawn(ctx actor.Context, conv charla.ConvID) *actor.PID 
 	s.deps.stats.ConversationsActive.Add(1)
 	s.children[conv] = pid
 	s.byPID[pid.Id] = conv
+	if owner != "" {
+		s.remote[pid.Id] = owner
+	} else if s.deps.cluster != nil {
+		s.epochs[pid.Id] = epoch
+	}
 	s.peak = max(s.peak, len(s.byPID))
 	return pid
 }
@@ -178,6 +235,8 @@ func (s *conversations) onTerminated(ctx actor.Context, who *actor.PID) {
 		return
 	}
 	delete(s.byPID, who.Id)
+	delete(s.remote, who.Id)
+	delete(s.epochs, who.Id)
 	s.deps.stats.ConversationsActive.Add(-1)
 	if owner, ok := s.ownerOf[who.Id]; ok {
 		delete(s.ownerOf, who.Id)
@@ -194,15 +253,10 @@ func (s *conversations) onTerminated(ctx actor.Context, who *actor.PID) {
 		return
 	}
 	delete(s.stopping, conv)
-	if s.closing {
-		for _, e := range buf {
-			s.route(ctx, e.msg.(routed))
-		}
-	} else if len(buf) > 0 {
-		pid := s.spawn(ctx, conv)
-		for _, e := range buf {
-			ctx.RequestWithCustomSender(pid, e.msg, e.sender)
-		}
+	// Routed afresh: to a new incarnation here, refused when closing, or,
+	// in cluster mode, to wherever the conversation is owned now.
+	for _, e := range buf {
+		s.route(ctx, e.msg.(routed), e.sender)
 	}
 	s.notifyIfEmpty(ctx)
 }
@@ -220,6 +274,8 @@ func (s *conversations) shrink() {
 	s.stopping = maps.Collect(maps.All(s.stopping))
 	s.owned = maps.Collect(maps.All(s.owned))
 	s.ownerOf = maps.Collect(maps.All(s.ownerOf))
+	s.remote = maps.Collect(maps.All(s.remote))
+	s.epochs = maps.Collect(maps.All(s.epochs))
 	s.peak = len(s.byPID)
 }
 
@@ -240,4 +296,96 @@ func (s *conversations) notifyIfEmpty(ctx actor.Context) {
 		ctx.Send(w, allStopped{})
 	}
 	s.stopWaiters = nil
+}
+
+// passivate stops conv's child; what is routed to conv meanwhile waits in
+// stopping and goes to the next incarnation, so two never overlap.
+func (s *conversations) passivate(ctx actor.Context, conv charla.ConvID, pid *actor.PID) {
+	delete(s.children, conv)
+	s.stopping[conv] = nil
+	ctx.Send(pid, passivate{})
+}
+
+// placement says where conv is written: owner "" for here (always on a
+// single node; under epoch in a cluster), another node's id, or placed
+// false when no node owns its shard at the moment.
+func (s *conversations) placement(conv charla.ConvID) (owner string, epoch uint64, placed bool) {
+	c := s.deps.cluster
+	if c == nil {
+		return "", 0, true
+	}
+	shard := c.Placement.Shard(conv)
+	if epoch, mine := c.Placement.Epoch(shard); mine {
+		return "", epoch, true
+	}
+	owner, ok := c.Placement.Owner(shard)
+	if !ok || owner == c.Node {
+		return "", 0, false // ours in the bucket but not held (yet, or any more)
+	}
+	return owner, 0, true
+}
+
+// current reports whether conv's child pid is still where conv is placed:
+// a conversation actor loaded under this node's current epoch, or a proxy
+// to the current owner.
+func (s *conversations) current(conv charla.ConvID, pid *actor.PID) bool {
+	if s.deps.cluster == nil {
+		return true
+	}
+	owner, epoch, placed := s.placement(conv)
+	return placed && owner == s.remote[pid.Id] && epoch == s.epochs[pid.Id]
+}
+
+// routeRemote takes a request another node forwarded: only a conversation
+// this node owns takes it; any other is refused, and the asking node routes
+// the retry by its own, newer, view of the leases. Forwarding it on could
+// bounce it between two nodes whose views differ.
+func (s *conversations) routeRemote(ctx actor.Context, m routed, sender *actor.PID) {
+	owner, _, placed := s.placement(m.target())
+	if s.closing || !placed || owner != "" {
+		failRequest(ctx, m, charla.Errorf(charla.CodeUnavailable, "%s is not served by this node now; retry", m.target()))
+		return
+	}
+	s.route(ctx, m, sender)
+}
+
+// holdUnowned keeps a request until its conversation's shard has an owner.
+// A client's own request is refused at once (it retries); a conn's
+// re-subscription waits, as answering it would only make it ask again.
+func (s *conversations) holdUnowned(ctx actor.Context, m routed, sender *actor.PID) {
+	if sub, ok := m.(subscribeReq); !ok || !sub.resume {
+		failRequest(ctx, m, charla.Errorf(charla.CodeUnavailable, "%s is changing nodes; retry", m.target()))
+		return
+	}
+	s.unowned = append(s.unowned, routedEnvelope{m, sender})
+	if s.retryTimer == nil {
+		s.retryTimer = sendAfter(s.deps.root, unownedRetryEvery, ctx.Self(), unownedRetry{})
+	}
+}
+
+func (s *conversations) routeUnowned(ctx actor.Context) {
+	held := s.unowned
+	s.unowned = nil
+	for _, e := range held {
+		s.route(ctx, e.msg.(routed), e.sender)
+	}
+}
+
+// onShardChanged moves the shard's conversations where they now belong:
+// each child that is not the right kind (ours to write, or forwarding to
+// the current owner) is passivated, and what comes for it meanwhile is
+// routed afresh once it has stopped. A conversation we stop writing tells
+// its subscribers, here and on other nodes, to subscribe again, which
+// routing takes to the new owner.
+func (s *conversations) onShardChanged(ctx actor.Context, shard int) {
+	c := s.deps.cluster
+	if c == nil {
+		return
+	}
+	for conv, pid := range s.children {
+		if c.Placement.Shard(conv) == shard && !s.current(conv, pid) {
+			s.passivate(ctx, conv, pid)
+		}
+	}
+	s.routeUnowned(ctx)
 }

@@ -57,6 +57,7 @@ type deps struct {
 	stats         *Stats
 	limiter       SendLimiter // nil: sends are not limited
 	flags         FlagSwitch  // nil: every feature on
+	cluster       *Cluster    // nil: a single node
 }
 
 // Dependencies are what the tree is built over.
@@ -87,6 +88,10 @@ type Dependencies struct {
 	// then have the outbox (store/outbox.go). Unset, outbound WhatsApp
 	// messages wait in the outbox.
 	Graph GraphSender
+	// Cluster, when set, makes the tree one node of a cluster
+	// (docs/CLUSTER.md): it writes only the conversations whose shards it
+	// holds and forwards the others' requests to their owners.
+	Cluster *Cluster
 }
 
 // System is a running actor tree.
@@ -101,6 +106,7 @@ type System struct {
 	alerts  *actor.PID // nil without alerts
 	pool    *poolDispatcher
 
+	peers     *actor.PID // nil: a single node
 	inbound   *actor.PID // nil: the WhatsApp channel is off
 	inboundRT *inboundRuntime
 	statuses  statusReader // nil: the store keeps no outbox
@@ -117,13 +123,18 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	if _, ok := st.(sequencedAppender); dep.Spool != nil && !ok {
 		return nil, fmt.Errorf("a spool needs a store that can take its drain; %T cannot", st)
 	}
+	if c := dep.Cluster; c != nil {
+		if err := c.validate(); err != nil {
+			return nil, err
+		}
+	}
 	var err error
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(zerolog.NewSlogHandler(log.With().Str("component", "protoactor").Logger()))
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	pool := newPoolDispatcher(4*runtime.GOMAXPROCS(0), 300)
-	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(dep.Histograms), limiter: dep.Limiter, flags: dep.Flags}
+	d := &deps{cfg: cfg, dispatcher: pool, root: as.Root, log: log, hooks: hooks, stats: newStats(dep.Histograms), limiter: dep.Limiter, flags: dep.Flags, cluster: dep.Cluster}
 	s := &System{as: as, deps: d, cancel: cancel, pool: pool}
 	s.statuses, _ = dep.Store.(statusReader)
 	if d.bridge, err = newSOAPBridge(cfg.SOAP); err != nil {
@@ -192,6 +203,13 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		actor.WithSupervisor(restart)), "conversations"); err != nil {
 		cancel()
 		return nil, fmt.Errorf("spawn conversations: %w", err)
+	}
+	if dep.Cluster != nil {
+		if s.peers, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newPeers(d) },
+			actor.WithSupervisor(restart)), "peers"); err != nil {
+			cancel()
+			return nil, fmt.Errorf("spawn peers: %w", err)
+		}
 	}
 	if dep.Inbound != nil {
 		if err = s.startInbound(*dep.Inbound); err != nil {
@@ -304,9 +322,9 @@ func (s *System) Shutdown(ctx context.Context) error {
 	if s.deps.whatsapp != nil {
 		wait(s.deps.whatsapp, waDrain{}) // calls in flight end known, not unknown
 	}
-	for _, pid := range []*actor.PID{s.gateway, s.deps.bots, s.deps.conversations, s.deps.inbox} {
+	for _, pid := range []*actor.PID{s.gateway, s.deps.bots, s.deps.conversations, s.peers, s.deps.inbox} {
 		if pid == nil {
-			continue // no bot
+			continue // no bot, a single node
 		}
 		if err := s.as.Root.StopFuture(pid).Wait(); err != nil {
 			errs = append(errs, fmt.Errorf("stop %s: %w", pid.Id, err))

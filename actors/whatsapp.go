@@ -376,6 +376,9 @@ func (a *whatsappActor) merge(entries []store.OutboxEntry, fromStore bool) {
 		if !ok {
 			continue // the stores only enqueue WhatsApp conversations
 		}
+		if !a.owns(e.Conv) {
+			continue
+		}
 		it := &outItem{e: e, waID: waID, phone: phone}
 		a.items[k] = it
 		if e.State == store.OutboxSending {
@@ -1000,4 +1003,17 @@ func (s *System) ApplyWhatsAppStatuses(ctx context.Context, statuses []whatsapp.
 		return err
 	}
 	return res.(statusesApplied).err
+}
+
+// owns reports whether this node sends conv's outbox: every conversation on
+// a single node; in a cluster, those whose shard it holds, so that two nodes
+// reading one outbox do not both send an entry. A shard that moves is picked
+// up by its new owner's next rescan.
+func (a *whatsappActor) owns(conv charla.ConvID) bool {
+	c := a.d.cluster
+	if c == nil {
+		return true
+	}
+	_, mine := c.Placement.Epoch(c.Placement.Shard(conv))
+	return mine
 }

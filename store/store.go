@@ -69,6 +69,13 @@ var (
 	// ErrInvalid: the store refuses the request itself (a constraint, a value
 	// it cannot hold); retrying it is pointless.
 	ErrInvalid = errors.New("store: invalid request")
+	// ErrFenced: in cluster mode, a write was refused because this node no
+	// longer holds the lease (epoch) of the shard of one of its
+	// conversations: another node owns the conversation now. It is not
+	// ErrUnavailable: the caller must neither spool nor retry it on this
+	// node, since the same write would be refused again (or, worse, race the
+	// new owner). See *FencedError for which shards, and docs/CLUSTER.md §3.
+	ErrFenced = errors.New("store: fenced")
 )
 
 // Gate is what every Store implementation needs around Close: calls pass

@@ -65,6 +65,10 @@ type config struct {
 	// check-config.
 	effective []effectiveSetting
 
+	// Cluster makes this engine one node of a cluster; its NATSURL empty,
+	// a single node (docs/CLUSTER.md).
+	Cluster clusterConfig
+
 	Actors    actors.Config
 	Transport transport.Config // HeartbeatTimeout is Actors.HeartbeatTimeout: one flag sets both
 	DB        postgres.Options // URL empty = the embedded store
@@ -201,6 +205,12 @@ func (c *config) settings() flagSet {
 		{name: "bot-session-sweep", env: "CHARLA_BOT_SESSION_SWEEP", usage: "how often chatbot sessions are checked for idleness", value: durVar(&c.Actors.Bot.SweepInterval, a.Bot.SweepInterval)},
 		{name: "agent-capacity", env: "CHARLA_AGENT_CAPACITY", usage: "open conversations a handoff assigns one agent at most, unless they have their own (PUT /v1/agents/{id}/capacity)", value: intVar(&c.Actors.AgentCapacity, a.AgentCapacity)},
 		{name: "presence-grace", env: "CHARLA_PRESENCE_GRACE", usage: "an agent whose last connection closed stays online this long (a reconnect does not flap)", value: durVar(&c.Actors.PresenceGrace, a.PresenceGrace)},
+		{name: "cluster-nats-url", env: "CHARLA_CLUSTER_NATS_URL", usage: "NATS URL(s), comma-separated, of the cluster this node joins (JetStream required); empty = a single node", value: strVar(&c.Cluster.NATSURL, ""), secret: true},
+		{name: "cluster-name", env: "CHARLA_CLUSTER_NAME", usage: "names the cluster's NATS buckets (<name>_leases, <name>_nodes) and subjects; the same on every node", value: strVar(&c.Cluster.Name, "charla")},
+		{name: "cluster-node-id", env: "CHARLA_CLUSTER_NODE_ID", usage: "this node's id, unique in the cluster (letters, digits, - and _); empty = host name and process id", value: strVar(&c.Cluster.NodeID, "")},
+		{name: "cluster-shards", env: "CHARLA_CLUSTER_SHARDS", usage: "shards conversations are placed in; fixed for the cluster's life (checked at start)", value: intVar(&c.Cluster.Shards, defaultClusterShards)},
+		{name: "cluster-lease-ttl", env: "CHARLA_CLUSTER_LEASE_TTL", usage: "a dead node's shards are taken over after this; leases are renewed every third of it", value: durVar(&c.Cluster.LeaseTTL, defaultLeaseTTL)},
+		{name: "cluster-request-timeout", env: "CHARLA_CLUSTER_REQUEST_TIMEOUT", usage: "how long a request forwarded to the conversation's owner node waits for its answer (then unavailable)", value: durVar(&c.Cluster.RequestTimeout, defaultClusterRequestTimeout)},
 		{name: "inbox-save-delay", env: "CHARLA_INBOX_SAVE_DELAY", usage: "a conversation's activity (last message, unread counts) is saved to its workflow state within this; status, assignee and tags at once", value: durVar(&c.Actors.InboxSaveDelay, a.InboxSaveDelay)},
 	}
 }
@@ -324,6 +334,7 @@ func (c config) validate(serving bool) error {
 	} else if c.DB.AutoMigrate {
 		bad("migrate needs database-url")
 	}
+	errs = append(errs, c.clusterProblems()...)
 	return errors.Join(dedup(errs)...)
 }
 

@@ -149,11 +149,18 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	dep, closeStore, storeDown, err := openStore(ctx, cfg, log)
+	node := newClusterNode(cfg.Cluster)
+	dep, closeStore, storeDown, err := openStore(ctx, cfg, node, log)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
+	if node != nil {
+		if dep.Cluster, err = node.join(ctx, dep.Store, log); err != nil {
+			return err
+		}
+		defer node.close(log)
+	}
 	if cfg.Transport.Login, cfg.Transport.Media, err = openLogin(cfg, dep.Store); err != nil {
 		return err
 	}
@@ -192,6 +199,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	if sys, err = actors.NewSystem(cfg.Actors, dep); err != nil {
 		return fmt.Errorf("start actors: %w", err)
+	}
+	if node != nil {
+		node.tree.Store(sys)
 	}
 	reloadOnHUP(ctx, rt, cfg.SettingsFile, log)
 	srvOpts := []transport.ServerOption{transport.WithLimits(limits), transport.WithSettings(rt)}
@@ -246,6 +256,11 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	case <-ctx.Done():
 	}
+	if node != nil {
+		// Shards first: the others take them at once, and this node's
+		// conns follow their conversations there before they are closed.
+		node.handOver(log)
+	}
 	log.Info().Msg("shutting down: draining connections")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Actors.ShutdownGrace)
 	defer cancel()
@@ -262,8 +277,20 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 // when a database URL is set. A database that is down at startup does not
 // stop the engine: it starts lazily and spools until the database answers;
 // down says why, for the startup summary.
-func openStore(ctx context.Context, cfg config, log zerolog.Logger) (dep actors.Dependencies, closeStore func(), down, err error) {
+//
+// A cluster node's store is fenced by its leases and has no spool: its
+// local disk is not where another node could drain it from (docs/CLUSTER.md),
+// so during a database outage its sends are refused unavailable.
+func openStore(ctx context.Context, cfg config, node *clusterNode, log zerolog.Logger) (dep actors.Dependencies, closeStore func(), down, err error) {
 	dep = actors.Dependencies{Log: log}
+	if node != nil {
+		st, err := openDatabase(ctx, cfg.DB, log, node.storeOption())
+		if err != nil {
+			return dep, nil, nil, fmt.Errorf("open database: %w", err)
+		}
+		dep.Store = st
+		return dep, func() { st.Close() }, nil, nil
+	}
 	if cfg.DB.URL == "" {
 		st, err := openEmbedded(ctx, cfg.DataDir, log)
 		if err != nil {
@@ -312,13 +339,13 @@ func openStore(ctx context.Context, cfg config, log zerolog.Logger) (dep actors.
 // are not bound: they take what they take, and the engine needs them done.
 const storeOpenBudget = 15 * time.Second
 
-func openDatabase(ctx context.Context, opts postgres.Options, log zerolog.Logger) (*postgres.Store, error) {
+func openDatabase(ctx context.Context, opts postgres.Options, log zerolog.Logger, extra ...postgres.Option) (*postgres.Store, error) {
 	if opts.AutoMigrate {
-		return postgres.Open(ctx, opts, log)
+		return postgres.Open(ctx, opts, log, extra...)
 	}
 	octx, cancel := context.WithTimeout(ctx, storeOpenBudget)
 	defer cancel()
-	st, err := postgres.Open(octx, opts, log)
+	st, err := postgres.Open(octx, opts, log, extra...)
 	if err != nil && errors.Is(octx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
 		return nil, fmt.Errorf("no answer within %s: %w (%w)", storeOpenBudget, store.ErrUnavailable, err)
 	}

@@ -88,6 +88,11 @@ LEFT JOIN fresh f ON f.conv = i.conv AND f.cmid = i.cmid
 LEFT JOIN ins n ON n.conversation_id = i.conv AND n.client_msg_id = i.cmid
 ORDER BY i.ord`
 
+// appendFencedSQL is appendSQL for a fenced store: fenceGate on its input,
+// $7 the shards of the call, $8 this node's epochs of them. Only a fenced
+// store sends it, so the single-node statement stays exactly appendSQL.
+var appendFencedSQL = withFenceGate(appendSQL, "AS t(conv, cmid, sender_id, sender_role, body, ts, ord)", 7, 8)
+
 // appendArgs are the parallel arrays both append statements take.
 type appendArgs struct {
 	conv, cmid, senderID, senderRole, body []string
@@ -140,6 +145,15 @@ func makeAppendArgs(msgs []charla.Message, withSeq bool) (appendArgs, error) {
 // connection died while the commit was in flight), a pair found stored with
 // exactly the time this call wrote is this call's own write and is reported
 // as new, not as a duplicate.
+//
+// On a fenced store (WithFence) the same statement also checks, under a
+// share lock and before writing, that this node still holds every shard of
+// the call at its epoch; if not, nothing is written and the call fails
+// with a *store.FencedError (errors.Is store.ErrFenced), not retried. The
+// check adds no round trip: it is part of the statement. (A call whose
+// first attempt committed unbeknownst to it, its connection lost, and
+// whose retry is fenced reports ErrFenced although its messages are
+// stored: the new owner's dedup recognises them when they are resent.)
 func (s *Store) Append(ctx context.Context, msgs []charla.Message) ([]store.AppendResult, error) {
 	if len(msgs) == 0 {
 		return nil, s.do(ctx, opAppend, func(context.Context) error { return nil })
@@ -148,9 +162,22 @@ func (s *Store) Append(ctx context.Context, msgs []charla.Message) ([]store.Appe
 	if err != nil {
 		return nil, s.invalid(ctx, opAppend, err)
 	}
+	var fa fenceArgs
+	if s.fence != nil {
+		if fa, err = s.fence.check(args.conv); err != nil {
+			return nil, s.refuse(ctx, opAppend, err)
+		}
+	}
 	res := make([]store.AppendResult, len(msgs))
 	_, err = s.doAttempts(ctx, opAppend, func(ctx context.Context, attempt int) error {
-		rows, err := s.pool.Query(ctx, appendSQL, args.conv, args.cmid, args.senderID, args.senderRole, args.body, args.ts)
+		var rows pgx.Rows
+		var err error
+		if s.fence == nil {
+			rows, err = s.pool.Query(ctx, appendSQL, args.conv, args.cmid, args.senderID, args.senderRole, args.body, args.ts)
+		} else {
+			rows, err = s.pool.Query(ctx, appendFencedSQL, args.conv, args.cmid, args.senderID, args.senderRole, args.body, args.ts,
+				fa.shards, fa.epochs)
+		}
 		if err != nil {
 			return appendErr(err)
 		}
@@ -170,6 +197,10 @@ func (s *Store) Append(ctx context.Context, msgs []charla.Message) ([]store.Appe
 		})
 		if err != nil {
 			return appendErr(err)
+		}
+		if got == 0 && s.fence != nil {
+			// The fence gate refused the call: nothing was written.
+			return s.fencedResult(ctx, opAppend, fa)
 		}
 		if got != len(res) {
 			return fmt.Errorf("got %d results for %d messages", got, len(res))
@@ -238,6 +269,19 @@ func (s *Store) invalid(ctx context.Context, o op, err error) error {
 	})
 }
 
+// refuse reports a write the fence refused before it reached the server (a
+// shard this node does not hold: fenced) or could not check (a fence that
+// answers nonsense: internal), counted like any other failed call.
+func (s *Store) refuse(ctx context.Context, o op, err error) error {
+	return s.do(ctx, o, func(context.Context) error {
+		var fe *store.FencedError
+		if errors.As(err, &fe) {
+			return fenced(o, fe)
+		}
+		return &Error{Op: o.String(), Kind: KindInternal, Err: err}
+	})
+}
+
 // appendSequencedSQL drains the outage spool: messages that already carry
 // the seq the engine gave them. ON CONFLICT on (conversation_id,
 // client_msg_id) makes a re-drain a no-op; a seq taken by a different message
@@ -274,6 +318,10 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) m ON true
 ORDER BY i.ord`
+
+// appendSequencedFencedSQL is appendSequencedSQL for a fenced store:
+// fenceGate on its input, $8 the shards, $9 this node's epochs.
+var appendSequencedFencedSQL = withFenceGate(appendSequencedSQL, "AS t(conv, seq, cmid, sender_id, sender_role, body, ts, ord)", 8, 9)
 
 // SeqConflict is one message AppendSequenced could not store because its seq
 // is taken by a different message.
@@ -318,7 +366,10 @@ func (e *SeqConflictError) Is(target error) bool { return target == ErrConflict 
 // *SeqConflictError (errors.Is ErrConflict) and writes nothing; the engine
 // should then Append the conflicting messages (they get new seqs) and
 // AppendSequenced the rest. The conversation's head moves up to the highest
-// seq drained, so Append continues after it.
+// seq drained, so Append continues after it. A fenced store (WithFence)
+// checks the call's shards as Append does, in the same statement, and
+// fails it whole with a *store.FencedError when this node no longer holds
+// one of them.
 func (s *Store) AppendSequenced(ctx context.Context, msgs []charla.Message) ([]store.AppendResult, error) {
 	if len(msgs) == 0 {
 		return nil, s.do(ctx, opAppendSequenced, func(context.Context) error { return nil })
@@ -335,10 +386,24 @@ func (s *Store) AppendSequenced(ctx context.Context, msgs []charla.Message) ([]s
 	if err != nil {
 		return nil, s.invalid(ctx, opAppendSequenced, err)
 	}
+	var fa fenceArgs
+	if s.fence != nil {
+		if fa, err = s.fence.check(args.conv); err != nil {
+			return nil, s.refuse(ctx, opAppendSequenced, err)
+		}
+	}
 	res := make([]store.AppendResult, len(uniq))
 	err = s.do(ctx, opAppendSequenced, func(ctx context.Context) error {
-		rows, err := s.pool.Query(ctx, appendSequencedSQL,
-			args.conv, args.seq, args.cmid, args.senderID, args.senderRole, args.body, args.ts)
+		var rows pgx.Rows
+		var err error
+		if s.fence == nil {
+			rows, err = s.pool.Query(ctx, appendSequencedSQL,
+				args.conv, args.seq, args.cmid, args.senderID, args.senderRole, args.body, args.ts)
+		} else {
+			rows, err = s.pool.Query(ctx, appendSequencedFencedSQL,
+				args.conv, args.seq, args.cmid, args.senderID, args.senderRole, args.body, args.ts,
+				fa.shards, fa.epochs)
+		}
 		if err != nil {
 			return err
 		}
@@ -346,14 +411,20 @@ func (s *Store) AppendSequenced(ctx context.Context, msgs []charla.Message) ([]s
 			ord, seq int64
 			ts       time.Time
 			dup      bool
+			got      int
 		)
 		_, err = pgx.ForEachRow(rows, []any{&ord, &seq, &ts, &dup}, func() error {
 			if ord < 1 || int(ord) > len(res) {
 				return fmt.Errorf("result for input row %d of %d", ord, len(res))
 			}
 			res[ord-1] = store.AppendResult{Seq: charla.Seq(seq), TS: ts.UTC(), Duplicate: dup}
+			got++
 			return nil
 		})
+		if err == nil && got == 0 && s.fence != nil {
+			// The fence gate refused the call: nothing was written.
+			return s.fencedResult(ctx, opAppendSequenced, fa)
+		}
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "messages_pkey" {
 			conflicts, qerr := s.storedConflicts(ctx, args)

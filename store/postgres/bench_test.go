@@ -24,6 +24,9 @@ import (
 //     one commits (and waits for its own WAL flush) on its own.
 //   - Unnest4Parallel: four appenders at once on disjoint conversations,
 //     as a store actor that keeps several group commits in flight would.
+//   - UnnestFenced: Unnest on a store fenced as a cluster node (WithFence):
+//     the same statement, plus the share-locked read of the call's shards'
+//     epochs.
 //   - UnnestSimpleProtocol: Append as through Supabase's transaction pooler
 //     (no prepared statements: the statement is parsed and planned each call).
 //   - RawInsert: for scale, a bare INSERT ... SELECT FROM unnest ... ON
@@ -81,6 +84,9 @@ func BenchmarkAppend(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N*size)/time.Since(start).Seconds(), "rows/s")
 		})
+		b.Run(fmt.Sprintf("UnnestFenced/%d", size), func(b *testing.B) {
+			benchAppend(b, openBenchFenced(b), size)
+		})
 		b.Run(fmt.Sprintf("UnnestSimpleProtocol/%d", size), func(b *testing.B) {
 			benchAppend(b, openTest(b, "default_query_exec_mode", "simple_protocol"), size)
 		})
@@ -134,6 +140,30 @@ func BenchmarkAppend(b *testing.B) {
 			b.ReportMetric(float64(b.N*size)/time.Since(start).Seconds(), "rows/s")
 		})
 	}
+}
+
+// openBenchFenced opens a store fenced as a cluster node holding all of
+// 64 shards (claimed): each call's 50 conversations touch dozens of them,
+// so this measures the fence's cost per group commit (docs/CLUSTER.md §3)
+// at the high end.
+func openBenchFenced(b *testing.B) *Store {
+	const shards = 64
+	held := map[int]uint64{}
+	for i := range shards {
+		held[i] = 1
+	}
+	o := testOptions(schemaURL(b))
+	s, err := Open(b.Context(), o, testLogger(b), WithFence(newTestFence(shards, held), testShardOf))
+	if err != nil {
+		b.Fatalf("Open: %v", err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	for i := range shards {
+		if ok, err := s.ClaimShard(b.Context(), i, 1); err != nil || !ok {
+			b.Fatalf("ClaimShard: %v, %v", ok, err)
+		}
+	}
+	return s
 }
 
 const rawInsertSQL = `

@@ -16,7 +16,8 @@ import (
 
 // Kind sorts failures by what the caller should do about them: spool and trip
 // the breaker (Unavailable), reject the request (Invalid), repair the sequence
-// (Conflict), give up quietly (Canceled, Closed), or log loudly (Internal).
+// (Conflict), give up quietly (Canceled, Closed), log loudly (Internal), or
+// let the shard go to its new owner (Fenced).
 // The engine's store actor does not read it: it branches with errors.Is on
 // store.ErrUnavailable and store.ErrInvalid, which *Error matches by Kind.
 type Kind uint8
@@ -41,6 +42,12 @@ const (
 	KindCanceled
 	// KindClosed means the Store was closed.
 	KindClosed
+	// KindFenced means a fenced store (WithFence) refused a write because
+	// this node no longer holds a shard the write touches (a
+	// *store.FencedError): another node owns those conversations now.
+	// Neither retried nor unavailable: spooling it or trying it again here
+	// can never succeed.
+	KindFenced
 )
 
 // String names the kind in logs and metric labels.
@@ -56,6 +63,8 @@ func (k Kind) String() string {
 		return "canceled"
 	case KindClosed:
 		return "closed"
+	case KindFenced:
+		return "fenced"
 	default:
 		return "internal"
 	}
@@ -126,6 +135,8 @@ func (e *Error) Is(target error) bool {
 		return e.Kind == KindInvalid
 	case ErrConflict:
 		return e.Kind == KindConflict
+	case store.ErrFenced:
+		return e.Kind == KindFenced
 	}
 	return false
 }

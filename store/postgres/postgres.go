@@ -40,6 +40,10 @@ type Store struct {
 
 	ops                  [numOps]opCounters
 	appended, duplicates atomic.Int64
+
+	// fence is nil on a single node; in cluster mode (WithFence) it makes
+	// every write of messages check the node's shard epochs (fence.go).
+	fence *fencing
 }
 
 var _ store.Store = (*Store)(nil)
@@ -48,9 +52,18 @@ var _ store.Store = (*Store)(nil)
 // server answers (with the usual retries, bounded by ctx) and that the schema
 // is current, applying migrations first when opts.AutoMigrate is set. An
 // unreachable server makes Open fail with an error matching store.ErrUnavailable,
-// an outdated schema with one matching ErrSchemaOutdated.
-func Open(ctx context.Context, opts Options, logger zerolog.Logger) (*Store, error) {
+// an outdated schema with one matching ErrSchemaOutdated. extra adds what
+// is not a setting, such as a cluster node's fence (WithFence).
+func Open(ctx context.Context, opts Options, logger zerolog.Logger, extra ...Option) (*Store, error) {
 	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	var oc openConfig
+	for _, o := range extra {
+		o(&oc)
+	}
+	fence, err := newFencing(oc)
+	if err != nil {
 		return nil, err
 	}
 	cfg, err := poolConfig(opts)
@@ -62,9 +75,10 @@ func Open(ctx context.Context, opts Options, logger zerolog.Logger) (*Store, err
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
 	s := &Store{
-		pool: pool,
-		opts: opts,
-		log:  logger.With().Str("component", "postgres").Logger(),
+		pool:  pool,
+		opts:  opts,
+		log:   logger.With().Str("component", "postgres").Logger(),
+		fence: fence,
 	}
 	if !opts.Lazy {
 		if err := s.Ping(ctx); err != nil {
@@ -82,7 +96,7 @@ func Open(ctx context.Context, opts Options, logger zerolog.Logger) (*Store, err
 		Str("exec_mode", cc.DefaultQueryExecMode.String()).
 		Int32("max_conns", cfg.MaxConns).Int32("min_conns", cfg.MinConns).
 		Dur("query_timeout", opts.QueryTimeout).Int("retry_attempts", opts.RetryAttempts).
-		Bool("lazy", opts.Lazy).
+		Bool("lazy", opts.Lazy).Bool("fenced", fence != nil).
 		Msg("postgres store open")
 	return s, nil
 }
@@ -253,7 +267,7 @@ func (s *Store) wrap(ctx context.Context, o op, err error, timedOut bool, attemp
 func (s *Store) logFailure(e *Error) {
 	var ev *zerolog.Event
 	switch e.Kind {
-	case KindUnavailable, KindInternal, KindConflict:
+	case KindUnavailable, KindInternal, KindConflict, KindFenced:
 		ev = s.log.Warn()
 	default:
 		ev = s.log.Debug()

@@ -17,10 +17,11 @@ const (
 	opReadCursors
 	opPing
 	opMigrate
-	opAuth     // agents and refresh tokens (agents.go)
-	opWhatsApp // webhook events and contacts (whatsapp.go)
-	opOutbox   // the WhatsApp outbox and delivery statuses (outbox.go)
-	opWorkflow // conversation states, bot sessions, canned replies, search (workflow.go)
+	opAuth       // agents and refresh tokens (agents.go)
+	opWhatsApp   // webhook events and contacts (whatsapp.go)
+	opOutbox     // the WhatsApp outbox and delivery statuses (outbox.go)
+	opWorkflow   // conversation states, bot sessions, canned replies, search (workflow.go)
+	opClaimShard // cluster fencing (fence.go)
 	numOps
 )
 
@@ -37,6 +38,7 @@ var opNames = [numOps]string{
 	opWhatsApp:        "whatsapp",
 	opOutbox:          "outbox",
 	opWorkflow:        "workflow",
+	opClaimShard:      "claim_shard",
 }
 
 func (o op) String() string { return opNames[o] }

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"charla/actors"
+	"charla/cluster"
+	"charla/store"
+	"charla/store/postgres"
+)
+
+// clusterConfig is how this engine joins a cluster (docs/CLUSTER.md).
+type clusterConfig struct {
+	NATSURL        string
+	Name           string
+	NodeID         string
+	Shards         int
+	LeaseTTL       time.Duration
+	RequestTimeout time.Duration
+}
+
+const (
+	defaultClusterShards         = 64
+	defaultLeaseTTL              = 6 * time.Second
+	defaultClusterRequestTimeout = 3 * time.Second
+	// minLeaseTTL keeps renewals (every third of the TTL) above NATS's own
+	// round trips on a loaded machine.
+	minLeaseTTL = 300 * time.Millisecond
+)
+
+func (c config) clusterProblems() []error {
+	cl := c.Cluster
+	if cl.NATSURL == "" {
+		return nil
+	}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.DB.URL == "" {
+		bad("cluster-nats-url needs database-url: the embedded store is one process's, and a cluster's system of record is PostgreSQL")
+	}
+	if !validNodeID(cl.Name) {
+		bad("cluster-name %q: only letters, digits, '-' and '_' (it names the NATS buckets and subjects)", cl.Name)
+	}
+	if cl.NodeID != "" && !validNodeID(cl.NodeID) {
+		bad("cluster-node-id %q: only letters, digits, '-' and '_' (it is a NATS subject token)", cl.NodeID)
+	}
+	if cl.Shards < 1 {
+		bad("cluster-shards must be at least 1 (got %d)", cl.Shards)
+	}
+	if cl.LeaseTTL < minLeaseTTL {
+		bad("cluster-lease-ttl must be at least %s (got %s)", minLeaseTTL, cl.LeaseTTL)
+	}
+	if cl.RequestTimeout <= 0 {
+		bad("cluster-request-timeout must be positive (got %s)", cl.RequestTimeout)
+	}
+	return errs
+}
+
+func validNodeID(id string) bool {
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return id != ""
+}
+
+// nodeID is the configured id, or one made of the host name and the
+// process id, unique on one machine and across machines with distinct names.
+func (cl clusterConfig) nodeID() string {
+	if cl.NodeID != "" {
+		return cl.NodeID
+	}
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if validNodeID(string(r)) {
+			return r
+		}
+		return '_'
+	}, host)
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+// clusterNode is this engine's place in a cluster: its NATS connection, its
+// leases, and the fence its store checks on every write.
+type clusterNode struct {
+	cfg    clusterConfig
+	id     string
+	nc     *nats.Conn
+	fence  *lateFence
+	leases *cluster.Leases
+	// tree hears of ownership changes once it runs; before, it has no
+	// conversation to move.
+	tree atomic.Pointer[actors.System]
+	left atomic.Bool
+}
+
+func newClusterNode(cfg clusterConfig) *clusterNode {
+	if cfg.NATSURL == "" {
+		return nil
+	}
+	return &clusterNode{cfg: cfg, id: cfg.nodeID(), fence: &lateFence{shards: cfg.Shards}}
+}
+
+// storeOption fences the store's writes with this node's leases.
+func (n *clusterNode) storeOption() postgres.Option {
+	return postgres.WithFence(n.fence, cluster.ShardOf)
+}
+
+// join connects to NATS and starts the leases, which claim the shards they
+// win in st before this node serves them.
+func (n *clusterNode) join(ctx context.Context, st store.Store, log zerolog.Logger) (*actors.Cluster, error) {
+	claimer, ok := st.(cluster.Claimer)
+	if !ok {
+		return nil, fmt.Errorf("a cluster node needs a store that claims shards; %T does not", st)
+	}
+	nc, err := nats.Connect(n.cfg.NATSURL, nats.Name("charla "+n.id), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: connect to NATS at %s: %w (start it with `nats-server -js`)", redactedURL(n.cfg.NATSURL), err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster: JetStream: %w", err)
+	}
+	lcfg := cluster.Config{NodeID: n.id, Shards: n.cfg.Shards, LeaseTTL: n.cfg.LeaseTTL,
+		Bucket: n.cfg.Name + "_leases", NodesBucket: n.cfg.Name + "_nodes"}
+	leases, err := cluster.Start(ctx, js, lcfg, claimer, n.changed, log.With().Str("component", "cluster").Logger())
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	n.nc, n.leases = nc, leases
+	n.fence.leases.Store(leases)
+	log.Info().Str("node", n.id).Str("cluster", n.cfg.Name).Int("shards", n.cfg.Shards).Dur("lease_ttl", n.cfg.LeaseTTL).Msg("joined the cluster")
+	return &actors.Cluster{Name: n.cfg.Name, Node: n.id, Placement: leases, Bus: cluster.NewBus(nc), RequestTimeout: n.cfg.RequestTimeout}, nil
+}
+
+func (n *clusterNode) changed(c cluster.Change) {
+	if t := n.tree.Load(); t != nil {
+		t.ShardChanged(c.Shard)
+	}
+}
+
+// handOver gives this node's shards up (their keys deleted, so that the
+// others take them at once rather than after a lease's TTL). Its
+// conversations stop as their shards go; what they still commit is fenced
+// once a new owner has claimed the shard. On SIGTERM it runs before the
+// connections are closed, so that they follow their conversations to the
+// new owners first.
+func (n *clusterNode) handOver(log zerolog.Logger) {
+	if n.leases == nil || n.left.Swap(true) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.leases.Close(ctx); err != nil {
+		log.Warn().Err(err).Msg("cluster: shards not handed over; the others take them when the leases expire")
+	}
+}
+
+// close leaves the cluster, once the tree has stopped: the answers it sent
+// other nodes until then went over this connection.
+func (n *clusterNode) close(log zerolog.Logger) {
+	n.handOver(log)
+	if n.nc != nil {
+		n.nc.Close()
+	}
+}
+
+// lateFence is the store's view of the leases. The store opens first (the
+// leases claim shards in it), so until the leases start it holds nothing,
+// and a write then is fenced, which is right: this node owns nothing yet.
+type lateFence struct {
+	shards int
+	leases atomic.Pointer[cluster.Leases]
+}
+
+func (f *lateFence) Shards() int { return f.shards }
+
+func (f *lateFence) Epoch(shard int) (uint64, bool) {
+	if l := f.leases.Load(); l != nil {
+		return l.Epoch(shard)
+	}
+	return 0, false
+}

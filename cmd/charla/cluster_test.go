@@ -1,0 +1,698 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"charla"
+	"charla/cluster"
+	"charla/store/postgres"
+	"charla/store/postgres/pgtest"
+	"charla/transport/transporttest"
+	"charla/wire"
+)
+
+// The local NATS with JetStream (the machines here run it; production runs
+// a 3-node cluster).
+const testNATSURL = "nats://127.0.0.1:4222"
+
+const testShards = 8
+
+// testCluster is a cluster of engine processes on one machine: one NATS, one
+// PostgreSQL schema, its own cluster name (so its buckets and subjects are
+// its own).
+type testCluster struct {
+	t     *testing.T
+	name  string
+	dbURL string
+	js    jetstream.JetStream
+	nodes map[string]*engineProc
+	flags []string
+}
+
+func natsJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(testNATSURL, nats.Timeout(2*time.Second))
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("NATS at %s: %v", testNATSURL, err)
+		}
+		t.Skipf("NATS at %s: %v (start it: nats-server -js)", testNATSURL, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func startCluster(t *testing.T, nodes ...string) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, name: "t" + uuid.NewString()[:8], dbURL: pgtest.SchemaURL(t), js: natsJetStream(t), nodes: map[string]*engineProc{}}
+	if _, err := postgres.MigrateURL(context.Background(), c.dbURL); err != nil {
+		t.Fatal(err)
+	}
+	c.flags = []string{"--database-url", c.dbURL, "--cluster-nats-url", testNATSURL, "--cluster-name", c.name,
+		"--cluster-shards", strconv.Itoa(testShards), "--cluster-lease-ttl", "1500ms", "--cluster-request-timeout", "1s"}
+	t.Cleanup(func() {
+		for _, p := range c.nodes {
+			if p.cmd.ProcessState == nil {
+				_ = p.cmd.Process.Kill()
+				_ = p.cmd.Wait()
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, b := range []string{c.name + "_leases", c.name + "_nodes"} {
+			_ = c.js.DeleteKeyValue(ctx, b)
+		}
+	})
+	for _, n := range nodes {
+		c.start(n)
+	}
+	c.waitPlaced(nodes)
+	return c
+}
+
+func (c *testCluster) start(node string, extra ...string) *engineProc {
+	p := startEngine(c.t, freeAddr(c.t), c.t.TempDir(), append(append(c.flags, "--cluster-node-id", node), extra...)...)
+	c.nodes[node] = p
+	return p
+}
+
+// owners reads the lease bucket: the node of each shard that has one.
+func (c *testCluster) owners() map[int]string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := c.js.KeyValue(ctx, c.name+"_leases")
+	if err != nil {
+		return nil
+	}
+	out := map[int]string{}
+	for s := range testShards {
+		e, err := kv.Get(ctx, "shard."+strconv.Itoa(s))
+		if err != nil {
+			continue
+		}
+		var v struct{ Node string }
+		if json.Unmarshal(e.Value(), &v) == nil && v.Node != "" {
+			out[s] = v.Node
+		}
+	}
+	return out
+}
+
+// waitPlaced waits until every shard is owned by one of nodes.
+func (c *testCluster) waitPlaced(nodes []string) map[int]string {
+	c.t.Helper()
+	live := map[string]bool{}
+	for _, n := range nodes {
+		live[n] = true
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		o := c.owners()
+		placed := 0
+		for _, n := range o {
+			if live[n] {
+				placed++
+			}
+		}
+		if placed == testShards {
+			return o
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("after 30 s the shards are owned by %v, want all %d by %v", o, testShards, nodes)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (c *testCluster) ownerOf(conv charla.ConvID) string {
+	return c.owners()[cluster.ShardOf(conv, testShards)]
+}
+
+// stored reads conv's messages from PostgreSQL: client_msg_id by seq.
+func (c *testCluster) stored(conv charla.ConvID) map[charla.Seq]string {
+	c.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, c.dbURL)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT seq, client_msg_id FROM messages WHERE conversation_id = $1`, string(conv))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	out := map[charla.Seq]string{}
+	for rows.Next() {
+		var seq int64
+		var cmid string
+		if err := rows.Scan(&seq, &cmid); err != nil {
+			c.t.Fatal(err)
+		}
+		out[charla.Seq(seq)] = cmid
+	}
+	if err := rows.Err(); err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// checkLog asserts that PostgreSQL holds exactly the acked messages of conv,
+// each once, at seqs 1..n with no gap.
+func (c *testCluster) checkLog(conv charla.ConvID, acked map[string]charla.Seq) {
+	c.t.Helper()
+	stored := c.stored(conv)
+	if len(stored) != len(acked) {
+		c.t.Errorf("%d messages stored, %d acked", len(stored), len(acked))
+	}
+	for seq := charla.Seq(1); seq <= charla.Seq(len(stored)); seq++ {
+		if _, ok := stored[seq]; !ok {
+			c.t.Errorf("seq %d missing: the log has a gap", seq)
+		}
+	}
+	for cmid, seq := range acked {
+		if stored[seq] != cmid {
+			c.t.Errorf("%s acked at seq %d, stored there: %q", cmid, seq, stored[seq])
+		}
+	}
+}
+
+func TestClusterClientsOnDifferentNodes(t *testing.T) {
+	c := startCluster(t, "n1", "n2", "n3")
+	const conv, perClient = charla.ConvID("team"), 30
+	nodes := []string{"n1", "n2", "n3"}
+	t.Logf("%s is owned by %s", conv, c.ownerOf(conv))
+	var clients []*transporttest.Client
+	for i, n := range nodes {
+		cl := dial(t, c.nodes[n].addr, "u"+strconv.Itoa(i))
+		subscribe(t, cl, conv, 0)
+		clients = append(clients, cl)
+	}
+	// Every client sends at once, each on its own node.
+	var firstID string
+	for i, cl := range clients {
+		for j := range perClient {
+			cmid := uuid.NewString()
+			if firstID == "" {
+				firstID = cmid
+			}
+			cl.Send(wire.Frame{Type: wire.TypeSend, Conv: conv, Ref: strconv.Itoa(j), ClientMsgID: cmid,
+				Body: json.RawMessage(fmt.Sprintf(`{"text":"%d from %s"}`, j, nodes[i]))})
+		}
+	}
+	total := perClient * len(clients)
+	acked := map[string]charla.Seq{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, cl := range clients {
+		wg.Go(func() {
+			// Each client: its own acks, and every message of the
+			// conversation once, in seq order.
+			next, acks := charla.Seq(1), 0
+			deadline := time.Now().Add(30 * time.Second)
+			for next <= charla.Seq(total) || acks < perClient {
+				if time.Now().After(deadline) {
+					t.Errorf("client on %s: %d acks, messages up to %d of %d after 30 s", nodes[i], acks, next-1, total)
+					return
+				}
+				f := cl.Next(30 * time.Second)
+				switch f.Type {
+				case wire.TypeAck:
+					acks++
+					mu.Lock()
+					acked[f.ClientMsgID] = f.Seq
+					mu.Unlock()
+				case wire.TypeMsg:
+					if f.Seq != next {
+						t.Errorf("client on %s: msg seq %d, want %d", nodes[i], f.Seq, next)
+						return
+					}
+					next++
+				case wire.TypeError:
+					t.Errorf("client on %s: %+v", nodes[i], f)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	c.checkLog(conv, acked)
+	// A resend through another node is the same message.
+	first := acked[firstID]
+	clients[2].Send(wire.Frame{Type: wire.TypeSend, Conv: conv, Ref: "again", ClientMsgID: firstID, Body: json.RawMessage(`{"text":"0 from n1"}`)})
+	if f := clients[2].NextOf(wire.TypeAck, 10*time.Second); f.Seq != first || !f.Duplicate {
+		t.Fatalf("resend through n3: %+v, want a duplicate of seq %d", f, first)
+	}
+}
+
+// sender sends conv's messages from one client at a paced rate, and resends
+// each refused or unanswered one with its client_msg_id until it is acked.
+type sender struct {
+	name  string
+	cl    *transporttest.Client
+	conv  charla.ConvID
+	mu    sync.Mutex
+	acked map[string]charla.Seq
+	ackAt map[string]time.Time
+	first map[string]time.Time // when first sent
+	sent  map[string]time.Time // not acked yet, when last sent
+	body  map[string]json.RawMessage
+}
+
+func newSender(name string, cl *transporttest.Client, conv charla.ConvID) *sender {
+	return &sender{name: name, cl: cl, conv: conv, acked: map[string]charla.Seq{}, ackAt: map[string]time.Time{},
+		first: map[string]time.Time{}, sent: map[string]time.Time{}, body: map[string]json.RawMessage{}}
+}
+
+func (s *sender) send(cmid string) {
+	s.mu.Lock()
+	s.sent[cmid] = time.Now()
+	body := s.body[cmid]
+	s.mu.Unlock()
+	// From timers too: a write error means the socket is gone, and the
+	// message stays unacked, which the test reports.
+	_ = s.cl.SendRaw(wire.Encode(wire.Frame{Type: wire.TypeSend, Conv: s.conv, Ref: cmid, ClientMsgID: cmid, Body: body}))
+}
+
+// run sends at rate msg/s until stop, then until every message is acked or
+// the deadline passes; it returns the messages never acked.
+func (s *sender) run(rate int, stop <-chan struct{}, deadline time.Time) []string {
+	frames := make(chan wire.Frame, 1024)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case f, ok := <-s.cl.Frames():
+				if !ok {
+					return
+				}
+				select {
+				case frames <- f:
+				case <-done:
+					return
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	resend := time.NewTicker(500 * time.Millisecond)
+	defer resend.Stop()
+	n, sending := 0, true
+	for time.Now().Before(deadline) {
+		select {
+		case <-stop:
+			sending, stop = false, nil
+		case <-tick.C:
+			if sending {
+				cmid := uuid.NewString()
+				n++
+				s.mu.Lock()
+				s.body[cmid] = json.RawMessage(fmt.Sprintf(`{"text":"%s %d"}`, s.name, n))
+				s.first[cmid] = time.Now()
+				s.mu.Unlock()
+				s.send(cmid)
+			}
+		case f := <-frames:
+			switch f.Type {
+			case wire.TypeAck:
+				s.mu.Lock()
+				s.acked[f.ClientMsgID] = f.Seq
+				if _, ok := s.ackAt[f.ClientMsgID]; !ok {
+					s.ackAt[f.ClientMsgID] = time.Now()
+				}
+				delete(s.sent, f.ClientMsgID)
+				s.mu.Unlock()
+			case wire.TypeError:
+				if f.Code == charla.CodeUnavailable || f.Code == charla.CodeRateLimited {
+					time.AfterFunc(100*time.Millisecond, func() { s.send(f.Ref) })
+				}
+			}
+		case <-resend.C:
+			// A send whose answer was lost with a node: sent again.
+			s.mu.Lock()
+			var late []string
+			for cmid, at := range s.sent {
+				if time.Since(at) > 3*time.Second {
+					late = append(late, cmid)
+				}
+			}
+			s.mu.Unlock()
+			for _, cmid := range late {
+				s.send(cmid)
+			}
+		}
+		if !sending {
+			s.mu.Lock()
+			left := len(s.sent)
+			s.mu.Unlock()
+			if left == 0 {
+				return nil
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lost []string
+	for cmid := range s.sent {
+		lost = append(lost, cmid)
+	}
+	return lost
+}
+
+func TestClusterOwnerKilledUnderLoad(t *testing.T) {
+	c := startCluster(t, "n1", "n2", "n3")
+	const conv = charla.ConvID("busy")
+	owner := c.ownerOf(conv)
+	var others []string
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if n != owner {
+			others = append(others, n)
+		}
+	}
+	t.Logf("%s is owned by %s; senders on %v", conv, owner, others)
+
+	// A subscriber on the owner: it loses its node and resumes elsewhere.
+	watcher := dial(t, c.nodes[owner].addr, "watcher")
+	subscribe(t, watcher, conv, 0)
+	senders := []*sender{
+		newSender("a", dial(t, c.nodes[others[0]].addr, "a"), conv),
+		newSender("b", dial(t, c.nodes[others[1]].addr, "b"), conv),
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	lost := make([][]string, len(senders))
+	for i, s := range senders {
+		wg.Go(func() { lost[i] = s.run(150, stop, time.Now().Add(60*time.Second)) })
+	}
+	// The watcher reads until the kill.
+	var seen charla.Seq
+	for until := time.Now().Add(2 * time.Second); time.Now().Before(until); {
+		f := watcher.Next(5 * time.Second)
+		if f.Type == wire.TypeMsg {
+			if f.Seq != seen+1 {
+				t.Fatalf("watcher: seq %d after %d", f.Seq, seen)
+			}
+			seen = f.Seq
+		}
+	}
+	killed := time.Now()
+	if err := c.nodes[owner].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.nodes[owner].cmd.Wait()
+	time.Sleep(4 * time.Second) // load goes on through the takeover
+	close(stop)
+	wg.Wait()
+	for i, l := range lost {
+		if len(l) > 0 {
+			t.Fatalf("sender %s: %d messages never acked (first %s)", senders[i].name, len(l), l[0])
+		}
+	}
+	// Writable again: the first ack of a message first sent after the kill.
+	var firstAfter time.Time
+	acked := map[string]charla.Seq{}
+	for _, s := range senders {
+		for cmid, seq := range s.acked {
+			acked[cmid] = seq
+			if at := s.ackAt[cmid]; s.first[cmid].After(killed) && (firstAfter.IsZero() || at.Before(firstAfter)) {
+				firstAfter = at
+			}
+		}
+	}
+	if firstAfter.IsZero() {
+		t.Fatal("no message sent after the kill was acked")
+	}
+	t.Logf("%d messages acked; writable again %s after the kill (lease ttl 1.5 s)", len(acked), firstAfter.Sub(killed).Round(time.Millisecond))
+	c.checkLog(conv, acked)
+
+	// The watcher reconnects to a live node and resumes where it was.
+	w2 := dial(t, c.nodes[others[0]].addr, "watcher")
+	if f := subscribe(t, w2, conv, seen); f.Head != charla.Seq(len(acked)) {
+		t.Fatalf("resubscribe with since %d: %+v, want head %d", seen, f, len(acked))
+	}
+	for seq := seen + 1; seq <= charla.Seq(len(acked)); seq++ {
+		if f := w2.NextOf(wire.TypeMsg, 10*time.Second); f.Seq != seq {
+			t.Fatalf("resumed watcher: seq %d, want %d", f.Seq, seq)
+		}
+	}
+}
+
+// subscribe subscribes cl to conv from since, as a client does: again after
+// an unavailable (a shard just taken is served once its new owner has
+// claimed it in the store).
+func subscribe(t *testing.T, cl *transporttest.Client, conv charla.ConvID, since charla.Seq) wire.Frame {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
+		cl.Send(wire.Frame{Type: wire.TypeSubscribe, Conv: conv, Since: since, Ref: "sub"})
+		for {
+			f := cl.Next(15 * time.Second)
+			if f.Type == wire.TypeSubscribed && f.Ref == "sub" {
+				return f
+			}
+			if f.Type == wire.TypeError && f.Ref == "sub" {
+				if f.Code != charla.CodeUnavailable {
+					t.Fatalf("subscribe %s: %+v", conv, f)
+				}
+				time.Sleep(100 * time.Millisecond)
+				break
+			}
+		}
+	}
+	t.Fatalf("subscribe %s: unavailable for 15 s", conv)
+	return wire.Frame{}
+}
+
+// others are the nodes of c but not.
+func (c *testCluster) others(not string) []string {
+	var out []string
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if _, ok := c.nodes[n]; ok && n != not {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// watch reads conv's messages on cl in the background, checking that they
+// come in seq order with no gap; the returned func stops it and says the last
+// seq seen.
+func watch(t *testing.T, cl *transporttest.Client, conv charla.ConvID) func() charla.Seq {
+	t.Helper()
+	subscribe(t, cl, conv, 0)
+	stop, done := make(chan struct{}), make(chan charla.Seq)
+	go func() {
+		var last charla.Seq
+		defer func() { done <- last }()
+		for {
+			select {
+			case f, ok := <-cl.Frames():
+				if !ok {
+					return
+				}
+				if f.Type == wire.TypeMsg {
+					if f.Seq != last+1 {
+						t.Errorf("watcher: seq %d after %d", f.Seq, last)
+					}
+					last = f.Seq
+				}
+			case <-cl.Done():
+				return
+			case <-stop:
+				return
+			}
+		}
+	}()
+	return func() charla.Seq { close(stop); return <-done }
+}
+
+// load runs senders at rate msg/s each until stop is closed, then until
+// everything is acked; it fails the test on a message never acked and
+// returns every ack.
+func load(t *testing.T, senders []*sender, rate int, stop <-chan struct{}) func() map[string]charla.Seq {
+	var wg sync.WaitGroup
+	lost := make([][]string, len(senders))
+	for i, s := range senders {
+		wg.Go(func() { lost[i] = s.run(rate, stop, time.Now().Add(90*time.Second)) })
+	}
+	return func() map[string]charla.Seq {
+		wg.Wait()
+		acked := map[string]charla.Seq{}
+		for i, s := range senders {
+			if len(lost[i]) > 0 {
+				t.Fatalf("sender %s: %d messages never acked (first %s)", s.name, len(lost[i]), lost[i][0])
+			}
+			for cmid, seq := range s.acked {
+				acked[cmid] = seq
+			}
+		}
+		return acked
+	}
+}
+
+// firstAckAfter is when the first message first sent after at was acked.
+func firstAckAfter(senders []*sender, at time.Time) time.Duration {
+	var first time.Time
+	for _, s := range senders {
+		for cmid, ackAt := range s.ackAt {
+			if s.first[cmid].After(at) && (first.IsZero() || ackAt.Before(first)) {
+				first = ackAt
+			}
+		}
+	}
+	if first.IsZero() {
+		return -1
+	}
+	return first.Sub(at)
+}
+
+func TestClusterPausedOwnerIsFenced(t *testing.T) {
+	c := startCluster(t, "n1", "n2", "n3")
+	const conv = charla.ConvID("paused")
+	owner := c.ownerOf(conv)
+	other := c.others(owner)[0]
+	senders := []*sender{
+		newSender("on-owner", dial(t, c.nodes[owner].addr, "p"), conv),
+		newSender("elsewhere", dial(t, c.nodes[other].addr, "o"), conv),
+	}
+	stop := make(chan struct{})
+	wait := load(t, senders, 50, stop)
+	time.Sleep(time.Second)
+	p := c.nodes[owner].cmd.Process
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	// Past the lease: another node takes the shard while the owner sleeps.
+	for c.ownerOf(conv) == owner && time.Since(paused) < 15*time.Second {
+		time.Sleep(100 * time.Millisecond)
+	}
+	newOwner := c.ownerOf(conv)
+	time.Sleep(time.Second)
+	if err := p.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	resumed := time.Now()
+	time.Sleep(3 * time.Second)
+	close(stop)
+	acked := wait()
+	if newOwner == owner {
+		t.Fatalf("no node took %s from the paused %s in 15 s", conv, owner)
+	}
+	t.Logf("%s paused %s, %s took %s; %d messages acked; the resumed node's client was served again %s after SIGCONT",
+		owner, time.Since(paused).Round(time.Millisecond), newOwner, conv, len(acked), firstAckAfter(senders[:1], resumed).Round(time.Millisecond))
+	c.checkLog(conv, acked)
+	if firstAckAfter(senders[:1], resumed) < 0 {
+		t.Fatalf("the client of the resumed node was not served again:\n%s", c.nodes[owner].logs.String())
+	}
+}
+
+func TestClusterNodesJoinUnderLoad(t *testing.T) {
+	c := startCluster(t, "n1")
+	const conv = charla.ConvID("moving")
+	stopWatch := watch(t, dial(t, c.nodes["n1"].addr, "w"), conv)
+	senders := []*sender{newSender("s", dial(t, c.nodes["n1"].addr, "s"), conv)}
+	stop := make(chan struct{})
+	wait := load(t, senders, 100, stop)
+	time.Sleep(500 * time.Millisecond)
+	c.start("n2")
+	c.start("n3")
+	// The shards spread: n1 gives up what is above its share.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		held := map[string]int{}
+		for _, n := range c.owners() {
+			held[n]++
+		}
+		if held["n1"] <= (testShards+2)/3 && held["n2"] > 0 && held["n3"] > 0 {
+			t.Logf("shards per node: %v", held)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s the shards are held %v", held)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	acked := wait()
+	c.checkLog(conv, acked)
+	// The watcher on n1 followed the conversation wherever it went.
+	for until := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(until) {
+			break
+		}
+		if len(c.stored(conv)) == len(acked) {
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if last := stopWatch(); last != charla.Seq(len(acked)) {
+		t.Fatalf("the watcher saw up to seq %d of %d", last, len(acked))
+	}
+	t.Logf("%d messages acked while %s moved to %s", len(acked), conv, c.ownerOf(conv))
+}
+
+func TestClusterSIGTERMHandsOver(t *testing.T) {
+	c := startCluster(t, "n1", "n2", "n3")
+	const conv = charla.ConvID("leaving")
+	owner := c.ownerOf(conv)
+	others := c.others(owner)
+	onOwner := dial(t, c.nodes[owner].addr, "w")
+	stopWatch := watch(t, dial(t, c.nodes[others[1]].addr, "w2"), conv)
+	senders := []*sender{newSender("s", dial(t, c.nodes[others[0]].addr, "s"), conv)}
+	stop := make(chan struct{})
+	wait := load(t, senders, 100, stop)
+	time.Sleep(time.Second)
+	term := time.Now()
+	p := c.nodes[owner]
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("%s did not exit cleanly on SIGTERM: %v\n%s", owner, err, p.logs.String())
+	}
+	select {
+	case <-onOwner.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the leaving node's client was not closed")
+	}
+	if code := onOwner.CloseCode(); code != 1012 {
+		t.Fatalf("the leaving node closed its client with %d, want 1012", code)
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	acked := wait()
+	c.checkLog(conv, acked)
+	writable := firstAckAfter(senders, term)
+	t.Logf("%s left on SIGTERM; %d messages acked; writable again %s after the signal (lease ttl 1.5 s)", owner, len(acked), writable.Round(time.Millisecond))
+	if writable < 0 {
+		t.Fatal("nothing sent after the SIGTERM was acked")
+	}
+	time.Sleep(500 * time.Millisecond)
+	if last := stopWatch(); last != charla.Seq(len(acked)) {
+		t.Fatalf("the watcher on %s saw up to seq %d of %d", others[1], last, len(acked))
+	}
+}
