@@ -11,7 +11,11 @@ WA_VERIFY ?= dev-whatsapp-verify-token
 WA_TOKEN ?= dev-whatsapp-token
 WA_PHONE ?= 1001
 
-.PHONY: run test test-pg-restart build vet bench bench-pinned clean
+# run-cluster's database and NATS.
+DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+NATS_URL ?= nats://127.0.0.1:4222
+
+.PHONY: run run-cluster test test-pg-restart build vet bench bench-pinned clean
 
 ## run: start the engine on $(ADDR) with the embedded store under $(DATA), dev auth, the
 ## inventory simulator on $(SOAP_ADDR) and the fake WhatsApp Graph API on $(GRAPH_ADDR)
@@ -29,6 +33,23 @@ run:
 	"$$dir/charla" serve --addr $(ADDR) --data-dir $(DATA) --auth-mode dev --log-format console --soap-url http://$(SOAP_ADDR) \
 		--whatsapp-app-secret $(WA_SECRET) --whatsapp-verify-token $(WA_VERIFY) --whatsapp-token $(WA_TOKEN) \
 		--whatsapp-phone-number-id $(WA_PHONE) --whatsapp-graph-url http://$(GRAPH_ADDR)/v21.0
+
+## run-cluster: three engine nodes of one cluster on 127.0.0.1:8181, :8182 and :8183 (any
+## serves any conversation), dev auth, PostgreSQL at $(DATABASE_URL) (migrated first) and
+## NATS with JetStream at $(NATS_URL): start it with `nats-server -js` when it is not
+## answering (Debian: apt-get install nats-server). Ctrl-C stops all three, each handing
+## its shards over.
+run-cluster:
+	@set -e; pids=; dir=$$(mktemp -d); \
+	trap 'for p in $$pids; do kill $$p 2>/dev/null || true; done; for p in $$pids; do wait $$p 2>/dev/null || true; done; rm -rf "$$dir"' EXIT; \
+	trap 'exit 130' INT TERM; \
+	$(GO) build -o "$$dir/charla" ./cmd/charla; \
+	"$$dir/charla" migrate --database-url '$(DATABASE_URL)'; \
+	for i in 1 2 3; do \
+		"$$dir/charla" serve --addr 127.0.0.1:818$$i --data-dir "$$dir/n$$i" --auth-mode dev --log-format console \
+			--database-url '$(DATABASE_URL)' --cluster-nats-url '$(NATS_URL)' --cluster-node-id n$$i & pids="$$pids $$!"; \
+	done; \
+	wait
 
 ## test: go vet, then every test with the race detector, then a short fuzz of the
 ## webhook parser
