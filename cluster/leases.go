@@ -747,6 +747,7 @@ func (l *Leases) take(ctx context.Context, want int) {
 		if err != nil {
 			if isConflict(err) {
 				l.log.Debug().Int("shard", i).Msg("cluster: another node took the shard first")
+				l.refresh(ctx, i)
 			} else {
 				l.log.Warn().Err(err).Int("shard", i).Msg("cluster: take lease")
 			}
@@ -757,6 +758,25 @@ func (l *Leases) take(ctx context.Context, want int) {
 		if l.claimShard(i, rev, sent) {
 			want--
 		}
+	}
+}
+
+// refresh reads shard i's key itself after a CAS on it failed. The watch
+// may be behind: after NATS restarts, nats.go takes many seconds to
+// recreate a watcher, and until then every take would CAS on a stale
+// revision and fail. What is read counts as seen now, so the expiry clock
+// restarts: a lease renewed meanwhile is not taken.
+func (l *Leases) refresh(ctx context.Context, i int) {
+	e, err := l.leases.Get(ctx, shardKey(i))
+	switch {
+	case err == nil:
+		l.onLease(e)
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		s := &l.shards[i]
+		s.exists, s.owner, s.seenAt = false, "", l.now()
+		l.dirty = true
+	default:
+		l.log.Warn().Err(err).Int("shard", i).Msg("cluster: read lease")
 	}
 }
 

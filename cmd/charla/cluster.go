@@ -25,6 +25,7 @@ type clusterConfig struct {
 	NodeID         string
 	Shards         int
 	LeaseTTL       time.Duration
+	Replicas       int
 	RequestTimeout time.Duration
 }
 
@@ -58,6 +59,9 @@ func (c config) clusterProblems() []error {
 	}
 	if cl.LeaseTTL < minLeaseTTL {
 		bad("cluster-lease-ttl must be at least %s (got %s)", minLeaseTTL, cl.LeaseTTL)
+	}
+	if cl.Replicas < 1 || cl.Replicas > 5 {
+		bad("cluster-replicas must be between 1 and 5 (got %d)", cl.Replicas)
 	}
 	if cl.RequestTimeout <= 0 {
 		bad("cluster-request-timeout must be positive (got %s)", cl.RequestTimeout)
@@ -133,8 +137,8 @@ func (n *clusterNode) join(ctx context.Context, st store.Store, log zerolog.Logg
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
 	lcfg := cluster.Config{NodeID: n.id, Shards: n.cfg.Shards, LeaseTTL: n.cfg.LeaseTTL,
-		Bucket: n.cfg.Name + "_leases", NodesBucket: n.cfg.Name + "_nodes"}
-	leases, err := cluster.Start(ctx, js, lcfg, claimer, n.changed, log.With().Str("component", "cluster").Logger())
+		Bucket: n.cfg.Name + "_leases", NodesBucket: n.cfg.Name + "_nodes", Replicas: n.cfg.Replicas}
+	leases, err := cluster.Start(ctx, js, lcfg, claimer, n.changed, log)
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -4,17 +4,22 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/Shopify/toxiproxy/v2"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"charla"
 	"charla/cluster"
@@ -42,14 +47,14 @@ type testCluster struct {
 	flags []string
 }
 
-func natsJetStream(t *testing.T) jetstream.JetStream {
+func natsJetStream(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(testNATSURL, nats.Timeout(2*time.Second))
+	nc, err := nats.Connect(url, nats.Timeout(2*time.Second), nats.MaxReconnects(-1))
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("NATS at %s: %v", testNATSURL, err)
+			t.Fatalf("NATS at %s: %v", url, err)
 		}
-		t.Skipf("NATS at %s: %v (start it: nats-server -js)", testNATSURL, err)
+		t.Skipf("NATS at %s: %v (start it: nats-server -js)", url, err)
 	}
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
@@ -61,11 +66,27 @@ func natsJetStream(t *testing.T) jetstream.JetStream {
 
 func startCluster(t *testing.T, nodes ...string) *testCluster {
 	t.Helper()
-	c := &testCluster{t: t, name: "t" + uuid.NewString()[:8], dbURL: pgtest.SchemaURL(t), js: natsJetStream(t), nodes: map[string]*engineProc{}}
+	c := newCluster(t, natsJetStream(t, testNATSURL))
+	for _, n := range nodes {
+		c.start(n)
+	}
+	c.waitPlaced(nodes)
+	return c
+}
+
+// newCluster prepares a cluster over js's NATS (its URL in the flags) and a
+// fresh PostgreSQL schema; its nodes are started with start.
+func newCluster(t *testing.T, js jetstream.JetStream, urls ...string) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, name: "t" + uuid.NewString()[:8], dbURL: pgtest.SchemaURL(t), js: js, nodes: map[string]*engineProc{}}
 	if _, err := postgres.MigrateURL(context.Background(), c.dbURL); err != nil {
 		t.Fatal(err)
 	}
-	c.flags = []string{"--database-url", c.dbURL, "--cluster-nats-url", testNATSURL, "--cluster-name", c.name,
+	natsURL := testNATSURL
+	if len(urls) > 0 {
+		natsURL = strings.Join(urls, ",")
+	}
+	c.flags = []string{"--database-url", c.dbURL, "--cluster-nats-url", natsURL, "--cluster-name", c.name,
 		"--cluster-shards", strconv.Itoa(testShards), "--cluster-lease-ttl", "1500ms", "--cluster-request-timeout", "1s"}
 	t.Cleanup(func() {
 		for _, p := range c.nodes {
@@ -80,10 +101,6 @@ func startCluster(t *testing.T, nodes ...string) *testCluster {
 			_ = c.js.DeleteKeyValue(ctx, b)
 		}
 	})
-	for _, n := range nodes {
-		c.start(n)
-	}
-	c.waitPlaced(nodes)
 	return c
 }
 
@@ -695,4 +712,257 @@ func TestClusterSIGTERMHandsOver(t *testing.T) {
 	if last := stopWatch(); last != charla.Seq(len(acked)) {
 		t.Fatalf("the watcher on %s saw up to seq %d of %d", others[1], last, len(acked))
 	}
+}
+
+// natsServer is a nats-server of the test's own (Debian's binary), for the
+// tests that stop, restart or cluster NATS without touching the machine's.
+type natsServer struct {
+	t    *testing.T
+	args []string
+	url  string
+	cmd  *exec.Cmd
+}
+
+func natsBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("nats-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("nats-server: %v", err)
+		}
+		t.Skipf("nats-server: %v (Debian: apt-get install nats-server)", err)
+	}
+	return bin
+}
+
+// startNATS starts a JetStream server; routes, when given, make it one of a
+// NATS cluster (its own route address first).
+func startNATS(t *testing.T, name string, routes ...string) *natsServer {
+	t.Helper()
+	addr := freeAddr(t)
+	_, port, _ := strings.Cut(addr, ":")
+	args := []string{"-a", "127.0.0.1", "-p", port, "-js", "-sd", t.TempDir(), "-n", name}
+	if len(routes) > 0 {
+		args = append(args, "--cluster_name", "charlatest", "--cluster", routes[0], "--routes", strings.Join(routes[1:], ","))
+	}
+	n := &natsServer{t: t, args: args, url: "nats://" + addr}
+	n.start()
+	t.Cleanup(func() { n.stop(syscall.SIGKILL) })
+	return n
+}
+
+func (n *natsServer) start() {
+	n.t.Helper()
+	n.cmd = exec.Command(natsBinary(n.t), n.args...)
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	_, hostPort, _ := strings.Cut(n.url, "//")
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("tcp", hostPort); err == nil {
+			c.Close()
+			return
+		}
+	}
+	n.t.Fatalf("nats-server %v did not listen", n.args)
+}
+
+func (n *natsServer) stop(sig syscall.Signal) {
+	if n.cmd != nil && n.cmd.ProcessState == nil {
+		_ = n.cmd.Process.Signal(sig)
+		_ = n.cmd.Wait()
+	}
+}
+
+// convOwnedBy finds a conversation whose shard node owns.
+func (c *testCluster) convOwnedBy(node, prefix string) charla.ConvID {
+	c.t.Helper()
+	owners := c.owners()
+	for i := range 1000 {
+		conv := charla.ConvID(fmt.Sprintf("%s-%d", prefix, i))
+		if owners[cluster.ShardOf(conv, testShards)] == node {
+			return conv
+		}
+	}
+	c.t.Fatalf("no conversation of %s in %v", node, owners)
+	return ""
+}
+
+// servedAgain sends one message on each node's client and waits for its
+// ack: every node serves the conversation again.
+func servedAgain(t *testing.T, senders []*sender) {
+	t.Helper()
+	stop := make(chan struct{})
+	close(stop)
+	for _, s := range senders {
+		cmid := uuid.NewString()
+		s.mu.Lock()
+		s.body[cmid] = json.RawMessage(`{"text":"after"}`)
+		s.first[cmid] = time.Now()
+		s.mu.Unlock()
+		s.send(cmid)
+		if lost := s.run(1, stop, time.Now().Add(30*time.Second)); len(lost) > 0 {
+			t.Fatalf("sender %s: not served again within 30 s", s.name)
+		}
+	}
+}
+
+func TestClusterNodeCutFromNATS(t *testing.T) {
+	c := newCluster(t, natsJetStream(t, testNATSURL))
+	px := toxiproxy.NewProxy(toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop()), "nats", "127.0.0.1:0", "127.0.0.1:4222")
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(px.Stop)
+	c.start("n1")
+	c.start("n2")
+	c.start("n3", "--cluster-nats-url", "nats://"+px.Listen)
+	c.waitPlaced([]string{"n1", "n2", "n3"})
+	conv := c.convOwnedBy("n3", "cut")
+	senders := []*sender{
+		newSender("inside", dial(t, c.nodes["n3"].addr, "i"), conv),
+		newSender("outside", dial(t, c.nodes["n1"].addr, "o"), conv),
+	}
+	stop := make(chan struct{})
+	wait := load(t, senders, 50, stop)
+	time.Sleep(time.Second)
+	px.Stop() // n3 loses NATS: it stops writing on its own, the others take its shards
+	cut := time.Now()
+	for c.ownerOf(conv) == "n3" && time.Since(cut) < 15*time.Second {
+		time.Sleep(100 * time.Millisecond)
+	}
+	took := c.ownerOf(conv)
+	time.Sleep(time.Second)
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	acked := wait()
+	if took == "n3" {
+		t.Fatalf("nobody took %s from n3 in 15 s of its cut", conv)
+	}
+	t.Logf("n3 cut from NATS: %s took %s; writable again %s after the cut; %d messages acked", took, conv,
+		firstAckAfter(senders[1:], cut).Round(time.Millisecond), len(acked))
+	c.checkLog(conv, acked)
+	servedAgain(t, senders)
+}
+
+func TestClusterNATSRestart(t *testing.T) {
+	ns := startNATS(t, "solo")
+	c := newCluster(t, natsJetStream(t, ns.url), ns.url)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		c.start(n)
+	}
+	c.waitPlaced([]string{"n1", "n2", "n3"})
+	const conv = charla.ConvID("natsrestart")
+	owner := c.ownerOf(conv)
+	var senders []*sender
+	for _, n := range c.others(owner) {
+		senders = append(senders, newSender(n, dial(t, c.nodes[n].addr, "s"+n), conv))
+	}
+	stop := make(chan struct{})
+	wait := load(t, senders, 50, stop)
+	time.Sleep(time.Second)
+	ns.stop(syscall.SIGTERM)
+	time.Sleep(2 * time.Second)
+	ns.start() // same port and store: the leases bucket survives
+	back := time.Now()
+	time.Sleep(4 * time.Second)
+	close(stop)
+	acked := wait()
+	writable := firstAckAfter(senders, back)
+	t.Logf("NATS down 2 s; writable again %s after it was back; %d messages acked", writable.Round(time.Millisecond), len(acked))
+	// The leases are taken again within a few TTLs of NATS coming back, not
+	// when nats.go gets round to recreating its watchers (18 s measured).
+	if writable < 0 || writable > 10*time.Second {
+		t.Errorf("writable again %s after NATS came back, want under 10 s", writable)
+	}
+	c.checkLog(conv, acked)
+	servedAgain(t, senders)
+}
+
+func TestClusterDatabaseOutageAndOwnerKilled(t *testing.T) {
+	c := newCluster(t, natsJetStream(t, testNATSURL))
+	px, proxied := pgtest.Proxy(t, c.dbURL)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		c.start(n, "--database-url", proxied, "--db-query-timeout", "1s", "--db-retry-attempts", "2", "--db-connect-timeout", "500ms")
+	}
+	c.waitPlaced([]string{"n1", "n2", "n3"})
+	const conv = charla.ConvID("dboutage")
+	owner := c.ownerOf(conv)
+	var senders []*sender
+	for _, n := range c.others(owner) {
+		senders = append(senders, newSender(n, dial(t, c.nodes[n].addr, "s"+n), conv))
+	}
+	stop := make(chan struct{})
+	wait := load(t, senders, 50, stop)
+	time.Sleep(time.Second)
+	px.Stop() // the database is gone: sends are refused, none acked from a node's disk
+	time.Sleep(time.Second)
+	if err := c.nodes[owner].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.nodes[owner].cmd.Wait()
+	time.Sleep(time.Second)
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	time.Sleep(4 * time.Second)
+	close(stop)
+	acked := wait()
+	t.Logf("database down 2 s, %s killed meanwhile; writable again %s after the database was back; %d messages acked",
+		owner, firstAckAfter(senders, back).Round(time.Millisecond), len(acked))
+	c.checkLog(conv, acked)
+}
+
+// Leases replicated on a 3-server NATS cluster survive the loss of one server.
+func TestClusterOnThreeNATSServers(t *testing.T) {
+	var routes []string
+	for range 3 {
+		routes = append(routes, "nats://"+freeAddr(t))
+	}
+	var servers []*natsServer
+	for i := range 3 {
+		others := append([]string{routes[i]}, append(append([]string{}, routes[:i]...), routes[i+1:]...)...)
+		servers = append(servers, startNATS(t, fmt.Sprintf("s%d", i), others...))
+	}
+	urls := []string{servers[0].url, servers[1].url, servers[2].url}
+	js := natsJetStream(t, strings.Join(urls, ","))
+	// JetStream answers once the three servers have elected a meta leader.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "probe", Replicas: 3})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the NATS cluster's JetStream did not answer in 60 s: %v", err)
+		}
+	}
+	c := newCluster(t, js, urls...)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		c.start(n, "--cluster-replicas", "3")
+	}
+	c.waitPlaced([]string{"n1", "n2", "n3"})
+	const conv = charla.ConvID("replicated")
+	owner := c.ownerOf(conv)
+	var senders []*sender
+	for _, n := range c.others(owner) {
+		senders = append(senders, newSender(n, dial(t, c.nodes[n].addr, "s"+n), conv))
+	}
+	stop := make(chan struct{})
+	wait := load(t, senders, 50, stop)
+	time.Sleep(time.Second)
+	servers[0].stop(syscall.SIGKILL)
+	lost := time.Now()
+	time.Sleep(5 * time.Second)
+	close(stop)
+	acked := wait()
+	t.Logf("one NATS server of three killed; %d messages acked; first ack of a message sent after it %s later",
+		len(acked), firstAckAfter(senders, lost).Round(time.Millisecond))
+	c.checkLog(conv, acked)
+	servedAgain(t, senders)
 }
