@@ -57,6 +57,8 @@ type Placement interface {
 	// Lost tells the leases that the store refused a write of shard under
 	// epoch (fenced): another node owns it now.
 	Lost(shard int, epoch uint64)
+	// Nodes are the live nodes, this one included.
+	Nodes() []string
 }
 
 // Bus is a publish/subscribe link between nodes. Delivery is at most once

@@ -96,9 +96,7 @@ func (s *conversations) Receive(ctx actor.Context) {
 	case remoteReq:
 		s.routeRemote(ctx, m.req, ctx.Sender())
 	case ownerFrame:
-		if pid, ok := s.children[m.env.Conv]; ok && s.remote[pid.Id] != "" {
-			ctx.Send(pid, m)
-		}
+		s.onOwnerFrame(ctx, m)
 	case shardChanged:
 		s.onShardChanged(ctx, m.shard)
 	case unownedRetry:
@@ -388,4 +386,25 @@ func (s *conversations) onShardChanged(ctx actor.Context, shard int) {
 		}
 	}
 	s.routeUnowned(ctx)
+}
+
+// onOwnerFrame hands an owner's answer or frame to conv's proxy. A frame
+// for a conversation this node no longer follows from that owner (its proxy
+// stopped, or this node restarted under the same id) makes the owner drop
+// this node's subscription, which would otherwise keep the conversation
+// loaded there and its frames coming.
+func (s *conversations) onOwnerFrame(ctx actor.Context, m ownerFrame) {
+	e := m.env
+	if pid, ok := s.children[e.Conv]; ok && s.remote[pid.Id] == e.From {
+		ctx.Send(pid, m)
+		return
+	}
+	if e.Kind != peerMsg && e.Kind != peerRelay || e.From == "" {
+		return
+	}
+	c := s.deps.cluster
+	unsub := peerEnvelope{Kind: peerUnsubscribe, From: c.Node, Conv: e.Conv}
+	if err := c.Bus.Publish(c.reqSubject(e.From), unsub.encode()); err != nil {
+		s.deps.log.Warn().Err(err).Str("owner", e.From).Msg("stale subscription not dropped")
+	}
 }

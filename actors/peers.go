@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 )
@@ -15,7 +16,16 @@ type peers struct {
 	deps   *deps
 	relays map[string]*actor.PID // by node
 	stops  []func()
+	sweep  *time.Timer
 }
+
+// relaySweep stops the relays of nodes that are no longer live.
+type relaySweep struct{}
+
+// relaySweepEvery is how often relays of nodes gone are looked for: a dead
+// node's relay only costs its subscriptions, which keep conversations
+// loaded here, so a slow sweep is enough.
+const relaySweepEvery = 10 * time.Second
 
 // peerIn is one message from the bus; req tells the subject it came on.
 type peerIn struct {
@@ -29,6 +39,19 @@ func (p *peers) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		p.subscribe(ctx)
+		p.sweep = sendAfter(p.deps.root, relaySweepEvery, ctx.Self(), relaySweep{})
+	case relaySweep:
+		live := map[string]bool{}
+		for _, n := range p.deps.cluster.Placement.Nodes() {
+			live[n] = true
+		}
+		for node, pid := range p.relays {
+			if !live[node] {
+				ctx.Stop(pid) // it unsubscribes from every conversation it followed
+				delete(p.relays, node)
+			}
+		}
+		p.sweep = sendAfter(p.deps.root, relaySweepEvery, ctx.Self(), relaySweep{})
 	case peerIn:
 		e, err := decodePeer(m.data)
 		if err != nil {
@@ -41,6 +64,9 @@ func (p *peers) Receive(ctx actor.Context) {
 		}
 		p.onRequest(ctx, e)
 	case *actor.Stopping, *actor.Restarting:
+		if p.sweep != nil {
+			p.sweep.Stop()
+		}
 		for _, stop := range p.stops {
 			stop()
 		}

@@ -65,6 +65,7 @@ func (n *nodeRelay) Receive(ctx actor.Context) {
 }
 
 func (n *nodeRelay) publish(e peerEnvelope) {
+	e.From = n.deps.cluster.Node // the owner: where the node says it no longer follows
 	if err := n.deps.cluster.Bus.Publish(n.subject, e.encode()); err != nil {
 		// The node's conns find out by their seq check or their request's
 		// timeout; nothing durable depends on this publish.

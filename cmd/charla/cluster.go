@@ -181,6 +181,26 @@ func (n *clusterNode) close(log zerolog.Logger) {
 	}
 }
 
+// clusterReadiness is /readyz's "cluster" detail.
+type clusterReadiness struct {
+	Name string `json:"name"`
+	Node string `json:"node"`
+	// Shards is how many shards this node holds (writes) now, of Of.
+	Shards int      `json:"shards"`
+	Of     int      `json:"of"`
+	Nodes  []string `json:"nodes"` // the live nodes, this one included
+}
+
+func (n *clusterNode) readiness() any {
+	r := clusterReadiness{Name: n.cfg.Name, Node: n.id, Of: n.cfg.Shards, Nodes: n.leases.Nodes()}
+	for s := range n.cfg.Shards {
+		if _, ok := n.leases.Epoch(s); ok {
+			r.Shards++
+		}
+	}
+	return r
+}
+
 // lateFence is the store's view of the leases. The store opens first (the
 // leases claim shards in it), so until the leases start it holds nothing,
 // and a write then is fenced, which is right: this node owns nothing yet.

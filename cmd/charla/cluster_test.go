@@ -89,10 +89,15 @@ func newCluster(t *testing.T, js jetstream.JetStream, urls ...string) *testClust
 	c.flags = []string{"--database-url", c.dbURL, "--cluster-nats-url", natsURL, "--cluster-name", c.name,
 		"--cluster-shards", strconv.Itoa(testShards), "--cluster-lease-ttl", "1500ms", "--cluster-request-timeout", "1s"}
 	t.Cleanup(func() {
-		for _, p := range c.nodes {
+		for n, p := range c.nodes {
 			if p.cmd.ProcessState == nil {
 				_ = p.cmd.Process.Kill()
 				_ = p.cmd.Wait()
+			}
+			// The nodes are built with -race: a race there is only in
+			// their logs.
+			if log := p.logs.String(); strings.Contains(log, "DATA RACE") {
+				t.Errorf("node %s had a data race:\n%s", n, log)
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -273,6 +278,29 @@ func TestClusterClientsOnDifferentNodes(t *testing.T) {
 		return
 	}
 	c.checkLog(conv, acked)
+	// Each node says in /readyz what it holds: together, every shard once
+	// (after a hand-over in flight at start has settled).
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		held := 0
+		for _, n := range nodes {
+			var r struct {
+				Extra struct {
+					Cluster clusterReadiness `json:"cluster"`
+				} `json:"extra"`
+			}
+			transporttest.DoJSON(t, "GET", "http://"+c.nodes[n].addr+"/readyz?user=root&role=admin", nil, 200, &r)
+			if got := r.Extra.Cluster; got.Node != n || got.Of != testShards || len(got.Nodes) != 3 {
+				t.Fatalf("%s /readyz cluster: %+v", n, got)
+			}
+			held += r.Extra.Cluster.Shards
+		}
+		if held == testShards {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the nodes hold %d shards together, want %d", held, testShards)
+		}
+	}
 	// A resend through another node is the same message.
 	first := acked[firstID]
 	clients[2].Send(wire.Frame{Type: wire.TypeSend, Conv: conv, Ref: "again", ClientMsgID: firstID, Body: json.RawMessage(`{"text":"0 from n1"}`)})

@@ -205,6 +205,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	reloadOnHUP(ctx, rt, cfg.SettingsFile, log)
 	srvOpts := []transport.ServerOption{transport.WithLimits(limits), transport.WithSettings(rt)}
+	if node != nil {
+		srvOpts = append(srvOpts, transport.WithReadinessDetails("cluster", node.readiness))
+	}
 	if reg != nil {
 		src := metrics.Sources{System: sys, Limits: limits}
 		if pg, ok := dep.Store.(metrics.StoreStats); ok {
