@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"charla"
@@ -45,6 +46,20 @@ func (c *Cluster) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// ClusterStats count a node's traffic with the others and the moves of its
+// conversations (/metrics: charla_cluster_*).
+type ClusterStats struct {
+	Forwarded  atomic.Int64 // requests this node forwarded to the owner of their conversation
+	Served     atomic.Int64 // requests other nodes forwarded to this one
+	Unanswered atomic.Int64 // forwarded requests the owner did not answer in time (the client got unavailable)
+	Fenced     atomic.Int64 // writes the store refused because another node holds their shard now
+	Moved      atomic.Int64 // conversation actors and proxies stopped because their shard changed hands
+	ShardsHeld atomic.Int64 // shards this node holds now (set by the engine from its leases)
+}
+
+// Clustered reports whether the tree is a node of a cluster.
+func (s *System) Clustered() bool { return s.deps.cluster != nil }
 
 // Placement is what the tree asks the cluster's leases.
 type Placement interface {

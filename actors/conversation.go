@@ -317,6 +317,9 @@ func (c *conversation) subscribe(ctx actor.Context, m subscribeReq) {
 	// there, and the seqs the client believes it has will be given to new
 	// messages, which it must receive. The subscribed frame says so.
 	since := min(m.since, c.head)
+	if m.since > c.head {
+		c.deps.log.Warn().Str("conv", string(c.id)).Uint64("since", uint64(m.since)).Uint64("head", uint64(c.head)).Bool("resume", m.resume).Msg("subscriber ahead of the head")
+	}
 	reply := subscribeReply{conv: c.id, ref: m.ref, head: c.head, resume: m.resume, since: since}
 	if since == c.head {
 		reply.complete = true
@@ -424,6 +427,7 @@ func (c *conversation) dropFenced(err error) {
 	if !errors.As(err, &fenced) {
 		return
 	}
+	c.deps.stats.Cluster.Fenced.Add(1)
 	for _, f := range fenced.Fences {
 		if f.Holds {
 			c.deps.cluster.Placement.Lost(f.Shard, f.Held)

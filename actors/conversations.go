@@ -158,6 +158,7 @@ func (s *conversations) route(ctx actor.Context, m routed, sender *actor.PID) {
 		// Moved since it was spawned: it stops, and this request goes to
 		// its successor (here or the new owner) once it has.
 		s.passivate(ctx, conv, pid)
+		s.deps.stats.Cluster.Moved.Add(1)
 		s.stopping[conv] = append(s.stopping[conv], routedEnvelope{m, sender})
 		return
 	}
@@ -383,6 +384,7 @@ func (s *conversations) onShardChanged(ctx actor.Context, shard int) {
 	for conv, pid := range s.children {
 		if c.Placement.Shard(conv) == shard && !s.current(conv, pid) {
 			s.passivate(ctx, conv, pid)
+			s.deps.stats.Cluster.Moved.Add(1)
 		}
 	}
 	s.routeUnowned(ctx)

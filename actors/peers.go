@@ -122,6 +122,7 @@ func (p *peers) onRequest(ctx actor.Context, e peerEnvelope) {
 		p.deps.log.Warn().Str("from", e.From).Str("kind", string(e.Kind)).Msg("unknown peer request dropped")
 		return
 	}
+	p.deps.stats.Cluster.Served.Add(1)
 	ctx.Send(p.deps.conversations, remoteReq{req: req})
 }
 

@@ -22,7 +22,11 @@ type remoteConv struct {
 	owner string
 	deps  *deps
 
-	subs    map[string]*actor.PID // this node's subscribers, by PID id
+	subs map[string]*actor.PID // this node's subscribers, by PID id
+	// latest is the ref of each subscriber's latest subscribe: the answer
+	// to an earlier one is stale (its since is behind what the conn has
+	// since received) and must not reset the conn's cursor.
+	latest  map[string]string
 	pending map[string]remotePending
 	nextRef uint64
 	tick    *time.Timer
@@ -40,8 +44,12 @@ type remotePending struct {
 // remoteTick checks the pending requests' deadlines.
 type remoteTick struct{}
 
-// resubscribe asks the owner again for a conn's re-subscription that failed.
-type resubscribe struct{ req subscribeReq }
+// resubscribe asks the owner again for a conn's re-subscription that failed
+// (ref), unless the conn has subscribed again since.
+type resubscribe struct {
+	req subscribeReq
+	ref string
+}
 
 // resubscribeAfter spaces a conn's re-subscriptions while the owner refuses
 // them: during a lease's change of hands, the old owner refuses until this
@@ -50,7 +58,7 @@ type resubscribe struct{ req subscribeReq }
 const resubscribeAfter = 300 * time.Millisecond
 
 func newRemoteConv(id charla.ConvID, owner string, d *deps) *remoteConv {
-	return &remoteConv{id: id, owner: owner, deps: d, subs: map[string]*actor.PID{}, pending: map[string]remotePending{}}
+	return &remoteConv{id: id, owner: owner, deps: d, subs: map[string]*actor.PID{}, latest: map[string]string{}, pending: map[string]remotePending{}}
 }
 
 func (r *remoteConv) Receive(ctx actor.Context) {
@@ -67,6 +75,7 @@ func (r *remoteConv) Receive(ctx actor.Context) {
 			return
 		}
 		delete(r.subs, m.conn.Id)
+		delete(r.latest, m.conn.Id)
 		if len(r.subs) == 0 {
 			r.publish(peerEnvelope{Kind: peerUnsubscribe}) // the owner stops sending us its frames
 		}
@@ -90,7 +99,7 @@ func (r *remoteConv) Receive(ctx actor.Context) {
 		r.tick = nil
 		r.expire(ctx)
 	case resubscribe:
-		if _, ok := r.subs[m.req.conn.Id]; ok {
+		if _, ok := r.subs[m.req.conn.Id]; ok && r.latest[m.req.conn.Id] == m.ref {
 			r.ask(ctx, m.req, peerEnvelope{Kind: peerSubscribe, By: m.req.by, Since: m.req.since, Resume: true})
 		}
 	case idleCheck:
@@ -104,14 +113,21 @@ func (r *remoteConv) Receive(ctx actor.Context) {
 
 // ask forwards req to the owner and remembers it until the answer comes.
 func (r *remoteConv) ask(ctx actor.Context, req any, env peerEnvelope) {
+	// Unique across this node's proxies, not only within this one: an
+	// answer to a request of an earlier proxy of the same conversation
+	// (stopped when the shard moved and came back) must match nothing here.
 	r.nextRef++
-	ref := strconv.FormatUint(r.nextRef, 36)
+	ref := ctx.Self().Id + "#" + strconv.FormatUint(r.nextRef, 36)
 	env.Ref = ref
 	if err := r.publish(env); err != nil {
-		r.fail(ctx, req, charla.Errorf(charla.CodeUnavailable, "the node that owns %s cannot be reached; retry", r.id))
+		r.fail(ctx, ref, req, charla.Errorf(charla.CodeUnavailable, "the node that owns %s cannot be reached; retry", r.id))
 		return
 	}
+	if s, ok := req.(subscribeReq); ok {
+		r.latest[s.conn.Id] = ref
+	}
 	r.pending[ref] = remotePending{req: req, deadline: time.Now().Add(r.deps.cluster.RequestTimeout)}
+	r.deps.stats.Cluster.Forwarded.Add(1)
 	if r.tick == nil {
 		r.tick = sendAfter(r.deps.root, r.deps.cluster.RequestTimeout/4+time.Millisecond, ctx.Self(), remoteTick{})
 	}
@@ -150,8 +166,11 @@ func (r *remoteConv) onOwner(ctx actor.Context, e peerEnvelope) {
 	delete(r.pending, e.Ref)
 	switch req := p.req.(type) {
 	case subscribeReq:
+		if r.latest[req.conn.Id] != e.Ref {
+			return // superseded by a later subscribe of the same conn
+		}
 		if e.Kind == peerFailed || e.Err != nil {
-			r.fail(ctx, req, e.Err)
+			r.fail(ctx, e.Ref, req, e.Err)
 			return
 		}
 		recent := make([]delivery, len(e.Recent))
@@ -162,13 +181,13 @@ func (r *remoteConv) onOwner(ctx actor.Context, e peerEnvelope) {
 			complete: e.Complete, resume: req.resume, since: e.Since})
 	case sendReq:
 		if e.Ack == nil {
-			r.fail(ctx, req, e.Err)
+			r.fail(ctx, e.Ref, req, e.Err)
 			return
 		}
 		ctx.Send(req.conn, sendReply{conv: r.id, ref: req.ref, ack: *e.Ack})
 	case readReq:
 		if e.Kind != peerReadDone {
-			r.fail(ctx, req, e.Err)
+			r.fail(ctx, e.Ref, req, e.Err)
 			return
 		}
 		r.broadcast(ctx, req.conn, readFrame(r.id, req.by, req.seq))
@@ -178,9 +197,9 @@ func (r *remoteConv) onOwner(ctx actor.Context, e peerEnvelope) {
 	}
 }
 
-// fail answers req with err (unavailable when the owner gave none) and
-// forgets a subscriber whose subscription failed.
-func (r *remoteConv) fail(ctx actor.Context, req any, err *charla.Error) {
+// fail answers req (asked as ref) with err (unavailable when the owner gave
+// none) and forgets a subscriber whose subscription failed.
+func (r *remoteConv) fail(ctx actor.Context, ref string, req any, err *charla.Error) {
 	if err == nil {
 		err = charla.Errorf(charla.CodeUnavailable, "the node that owns %s did not answer; retry", r.id)
 	}
@@ -189,10 +208,11 @@ func (r *remoteConv) fail(ctx actor.Context, req any, err *charla.Error) {
 			// The conn already has its subscribed frame: it keeps waiting,
 			// and we ask again (this proxy is replaced when the owner
 			// changes, and the conn then re-subscribes through routing).
-			sendAfter(r.deps.root, resubscribeAfter, ctx.Self(), resubscribe{req: s})
+			sendAfter(r.deps.root, resubscribeAfter, ctx.Self(), resubscribe{req: s, ref: ref})
 			return
 		}
 		delete(r.subs, s.conn.Id)
+		delete(r.latest, s.conn.Id)
 	}
 	failRequest(ctx, req, err)
 }
@@ -202,7 +222,11 @@ func (r *remoteConv) expire(ctx actor.Context) {
 	for ref, p := range r.pending {
 		if now.After(p.deadline) {
 			delete(r.pending, ref)
-			r.fail(ctx, p.req, nil)
+			if s, ok := p.req.(subscribeReq); ok && r.latest[s.conn.Id] != ref {
+				continue // superseded: nobody waits for it
+			}
+			r.deps.stats.Cluster.Unanswered.Add(1)
+			r.fail(ctx, ref, p.req, nil)
 		}
 	}
 	if len(r.pending) > 0 {
@@ -256,6 +280,7 @@ func (r *remoteConv) stop(ctx actor.Context) {
 		ctx.Send(s, convReset{conv: r.id})
 	}
 	clear(r.subs)
+	clear(r.latest)
 }
 
 func typingFrame(conv charla.ConvID, by charla.Sender, state string) []byte {

@@ -38,6 +38,7 @@ type Stats struct {
 	DeadLetters  atomic.Int64 // spooled messages the store refused, kept aside in the spool (a tombstone holds their seq)
 
 	SOAP     SOAPStats     // the inventory bridge (soap.go)
+	Cluster  ClusterStats  // cluster mode (cluster.go); zero on a single node
 	WhatsApp WhatsAppStats // the outbound WhatsApp channel (whatsapp.go)
 
 	framesIn, framesOut frameCounts

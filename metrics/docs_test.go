@@ -41,7 +41,7 @@ func TestMetricNamesAreDocumentedAndExist(t *testing.T) {
 		}
 	}
 	onlyElsewhere := func(name string) bool {
-		for _, p := range []string{"charla_db_", "charla_whatsapp_", "charla_bot_"} {
+		for _, p := range []string{"charla_db_", "charla_whatsapp_", "charla_bot_", "charla_cluster_"} {
 			if strings.HasPrefix(name, p) {
 				return true
 			}

@@ -44,6 +44,7 @@ type engineDescs struct {
 	waWebhooks, waPending, waMessages, waMedia, waStatuses           desc
 	waCalls, waSent, waThrottled, waFailed, waUnknown, waOpen        desc
 	botActive, botExpired                                            desc
+	clForwarded, clServed, clUnanswered, clFenced, clMoved, clShards desc
 }
 
 // collector turns the engine's own counters into series at scrape time:
@@ -129,6 +130,12 @@ func newEngineCollector(src Sources) *collector {
 	d.waOpen = n("whatsapp_outbox_open", "Outbox entries not final yet.", gau)
 	d.botActive = n("bot_sessions_active", "Chatbot session actors alive.", gau)
 	d.botExpired = n("bot_sessions_expired_total", "Chatbot sessions stopped (idle past the session timeout, or at shutdown).", cnt)
+	d.clForwarded = n("cluster_forwarded_total", "Requests forwarded to the node that owns their conversation.", cnt)
+	d.clServed = n("cluster_served_total", "Requests other nodes forwarded to this one.", cnt)
+	d.clUnanswered = n("cluster_unanswered_total", "Forwarded requests the owner did not answer within cluster-request-timeout (the client got unavailable).", cnt)
+	d.clFenced = n("cluster_fenced_writes_total", "Writes refused by the fence: another node holds their shard now.", cnt)
+	d.clMoved = n("cluster_moves_total", "Conversation actors and proxies stopped because their shard changed hands.", cnt)
+	d.clShards = n("cluster_shards_held", "Shards this node holds now.", gau)
 	return c
 }
 
@@ -241,6 +248,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		c.store(ch)
 	}
 	emit(ch, d.botActive, float64(st.BotSessions.Load()))
+	if sys.Clustered() {
+		cl := &st.Cluster
+		emit(ch, d.clForwarded, float64(cl.Forwarded.Load()))
+		emit(ch, d.clServed, float64(cl.Served.Load()))
+		emit(ch, d.clUnanswered, float64(cl.Unanswered.Load()))
+		emit(ch, d.clFenced, float64(cl.Fenced.Load()))
+		emit(ch, d.clMoved, float64(cl.Moved.Load()))
+		emit(ch, d.clShards, float64(cl.ShardsHeld.Load()))
+	}
 	emit(ch, d.botExpired, float64(st.BotSessionsExpired.Load()))
 	if in := sys.InboundStats(); in != nil {
 		c.whatsapp(ch, in, &st.WhatsApp)

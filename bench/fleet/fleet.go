@@ -39,6 +39,11 @@ import (
 type Config struct {
 	// Addr, Path, Secret: see client.Config.
 	Addr, Path, Secret string
+	// Addrs, when set, are the nodes of a cluster: member i connects to
+	// Addrs[i % len(Addrs)] unless its Node says otherwise, and with more
+	// than one, each message carries its sender's node so that
+	// send→deliver is also split into same-node and cross-node.
+	Addrs []string
 	// Sources spreads source addresses (nil: kernel's choice).
 	Sources *client.Sources
 	// HandshakeTimeout, WriteTimeout, ReadBufferSize: see client.Config.
@@ -65,6 +70,13 @@ type Config struct {
 	// Scenarios that speak more of the protocol than chat (inventory) take
 	// their frames here, so that the fleet does not count them as errors.
 	Frame func(m *Member, f *wire.Frame, at time.Time) bool
+	// Resend keeps a send refused as unavailable pending without
+	// reconnecting, for ResendLoop to send again with the same
+	// client_msg_id (a cluster refuses while a shard changes owner).
+	Resend bool
+	// Ack, when set, sees every first ack of a member's message with the
+	// time the message was first sent, on the member's read goroutine.
+	Ack func(m *Member, f *wire.Frame, firstSent, at time.Time)
 }
 
 func (c *Config) defaults() {
@@ -102,6 +114,10 @@ type Fleet struct {
 
 	// The latencies the fleet records.
 	SendAck, SendDeliver, RTT, Connect, Reconnect *stats.Latency
+	// SendDeliverSameNode and SendDeliverCrossNode split send→deliver by
+	// whether sender and receiver are connected to the same node (only
+	// with more than one address in Config.Addrs).
+	SendDeliverSameNode, SendDeliverCrossNode *stats.Latency
 	// ByTransport splits send→ack by the sender's transport and
 	// send→deliver by the receiver's (client.TransportWS, TransportPoll).
 	ByTransport map[string]*TransportLatency
@@ -116,6 +132,7 @@ type Fleet struct {
 	welcome     wire.Frame
 
 	sent, rateLimited, behind, skipped atomic.Int64
+	resent                             atomic.Int64
 	unexpected, reconnects             atomic.Int64
 
 	codesMu sync.Mutex
@@ -141,6 +158,7 @@ func New(cfg Config, start time.Time) *Fleet {
 		Ledger: ledger.New(), Counters: &progress.Counters{},
 		SendAck: stats.NewLatency(start), SendDeliver: stats.NewLatency(start), RTT: stats.NewLatency(start),
 		Connect: stats.NewLatency(start), Reconnect: stats.NewLatency(start),
+		SendDeliverSameNode: stats.NewLatency(start), SendDeliverCrossNode: stats.NewLatency(start),
 		errCount: map[string]int64{}, errFirst: map[string]string{}, codes: map[uint16]int64{},
 		ByTransport: map[string]*TransportLatency{
 			client.TransportWS:   {SendAck: stats.NewLatency(start), SendDeliver: stats.NewLatency(start)},
@@ -193,6 +211,8 @@ func (f *Fleet) Welcome() wire.Frame { return f.welcome }
 // Stats are the fleet's send-side counts.
 type Stats struct {
 	Sent, RateLimited, Behind, Skipped, UnexpectedCloses, Reconnects int64
+	// Resent counts messages ResendLoop sent again.
+	Resent int64
 }
 
 // CloseCodes counts the unexpected closes by the engine's close code (0:
@@ -210,7 +230,8 @@ func (f *Fleet) CloseCodes() map[uint16]int64 {
 // Stats returns the send-side counts so far.
 func (f *Fleet) Stats() Stats {
 	return Stats{Sent: f.sent.Load(), RateLimited: f.rateLimited.Load(), Behind: f.behind.Load(),
-		Skipped: f.skipped.Load(), UnexpectedCloses: f.unexpected.Load(), Reconnects: f.reconnects.Load()}
+		Skipped: f.skipped.Load(), UnexpectedCloses: f.unexpected.Load(), Reconnects: f.reconnects.Load(),
+		Resent: f.resent.Load()}
 }
 
 // Member is one simulated client: a user, the conversation it works in,
@@ -229,6 +250,9 @@ type Member struct {
 	RecvBufferBytes int
 	// Transport overrides the fleet's (set before Dial).
 	Transport string
+	// Node is the index in Config.Addrs of the node it connects to (set
+	// before Dial; NewMember spreads members round-robin).
+	Node int
 	// OnClose, when set, is called for every close the member did not ask
 	// for (after the fleet's own handling).
 	OnClose func(m *Member, err error, at time.Time)
@@ -244,6 +268,7 @@ type Member struct {
 	order    uint64
 	subRef   string
 	subDone  chan struct{}
+	subNo    chan struct{} // closed when the subscribe is refused unavailable
 	subCount int
 }
 
@@ -251,12 +276,31 @@ type pendingMsg struct {
 	body   json.RawMessage
 	sentAt time.Time
 	order  uint64
+	// lastSent is the latest (re)send; refused says the engine answered
+	// it unavailable.
+	lastSent time.Time
+	refused  bool
 }
 
 // NewMember creates member i working in conv (may be empty).
 func (f *Fleet) NewMember(i int, conv charla.ConvID) *Member {
-	return &Member{f: f, Index: i, Conv: conv, User: fmt.Sprintf("%su%d", f.cfg.UserPrefix, i)}
+	m := &Member{f: f, Index: i, Conv: conv, User: fmt.Sprintf("%su%d", f.cfg.UserPrefix, i)}
+	if n := len(f.cfg.Addrs); n > 0 {
+		m.Node = i % n
+	}
+	return m
 }
+
+// Addr is the address the member connects to.
+func (m *Member) Addr() string {
+	if n := len(m.f.cfg.Addrs); n > 0 {
+		return m.f.cfg.Addrs[m.Node%n]
+	}
+	return m.f.cfg.Addr
+}
+
+// tagged reports whether messages carry their sender's node.
+func (f *Fleet) tagged() bool { return len(f.cfg.Addrs) > 1 }
 
 // Conn is the current connection (nil when not connected).
 func (m *Member) Conn() *client.Conn { return m.conn.Load() }
@@ -317,7 +361,7 @@ func (m *Member) handler() client.Handler {
 func (m *Member) clientConfig() client.Config {
 	f := m.f
 	return client.Config{
-		Addr: f.cfg.Addr, Path: f.cfg.Path, User: m.User, Role: charla.RoleAgent, Secret: f.cfg.Secret,
+		Addr: m.Addr(), Path: f.cfg.Path, User: m.User, Role: charla.RoleAgent, Secret: f.cfg.Secret,
 		LocalIP: f.cfg.Sources.For(m.Index), HandshakeTimeout: f.cfg.HandshakeTimeout,
 		WriteTimeout: f.cfg.WriteTimeout, ReadBufferSize: f.cfg.ReadBufferSize, RecvBufferBytes: m.RecvBufferBytes,
 		Transport: m.transport(),
@@ -417,31 +461,49 @@ func (m *Member) Subscribe(ctx context.Context) error {
 	if c == nil {
 		return errors.New("subscribe: not connected")
 	}
-	m.mu.Lock()
-	if m.sub == nil {
-		m.sub = m.f.Ledger.Subscribe(m.Conv, 0, m.User)
-	}
-	m.subCount++
-	ref := "s" + strconv.Itoa(m.subCount)
-	done := make(chan struct{})
-	m.subRef, m.subDone = ref, done
-	m.mu.Unlock()
-	if err := c.Subscribe(m.Conv, m.sub.Last(), ref); err != nil {
-		return fmt.Errorf("subscribe %s to %s: %w", m.User, m.Conv, err)
-	}
 	t := time.NewTimer(m.f.cfg.SubscribeTimeout)
 	defer t.Stop()
-	select {
-	case <-done:
-		return nil
-	case <-c.Done():
-		return fmt.Errorf("subscribe %s to %s: connection closed: %w", m.User, m.Conv, c.Err())
-	case <-ctx.Done():
-		return fmt.Errorf("subscribe %s to %s: %w", m.User, m.Conv, ctx.Err())
-	case <-t.C:
-		return fmt.Errorf("subscribe %s to %s: no subscribed within %v", m.User, m.Conv, m.f.cfg.SubscribeTimeout)
+	// A subscribe refused as unavailable (a cluster moving the
+	// conversation's shard) is sent again after a pause, as a client
+	// would, until the timeout.
+	for attempt := 0; attempt < 1000; attempt++ {
+		m.mu.Lock()
+		if m.sub == nil {
+			m.sub = m.f.Ledger.Subscribe(m.Conv, 0, m.User)
+		}
+		m.subCount++
+		ref := "s" + strconv.Itoa(m.subCount)
+		done, refused := make(chan struct{}), make(chan struct{})
+		m.subRef, m.subDone, m.subNo = ref, done, refused
+		m.mu.Unlock()
+		if err := c.Subscribe(m.Conv, m.sub.Last(), ref); err != nil {
+			return fmt.Errorf("subscribe %s to %s: %w", m.User, m.Conv, err)
+		}
+		select {
+		case <-done:
+			return nil
+		case <-refused:
+			select {
+			case <-time.After(subscribeRetry):
+				continue
+			case <-ctx.Done():
+				return fmt.Errorf("subscribe %s to %s: %w", m.User, m.Conv, ctx.Err())
+			case <-t.C:
+			}
+		case <-c.Done():
+			return fmt.Errorf("subscribe %s to %s: connection closed: %w", m.User, m.Conv, c.Err())
+		case <-ctx.Done():
+			return fmt.Errorf("subscribe %s to %s: %w", m.User, m.Conv, ctx.Err())
+		case <-t.C:
+		}
+		break
 	}
+	return fmt.Errorf("subscribe %s to %s: no subscribed within %v", m.User, m.Conv, m.f.cfg.SubscribeTimeout)
 }
+
+// subscribeRetry is the pause before a subscribe refused unavailable is
+// sent again.
+const subscribeRetry = 200 * time.Millisecond
 
 // errNotConnected is what Send returns while the member is disconnected.
 var errNotConnected = errors.New("not connected")
@@ -451,13 +513,21 @@ var errNotConnected = errors.New("not connected")
 // how a subscriber of the same bench computes send→deliver.
 const stampPrefix = "charla-bench t="
 
-func (f *Fleet) body(sentAt time.Time) json.RawMessage {
-	b := make([]byte, 0, 16+len(stampPrefix)+20+f.cfg.BodySize)
+// nodePrefix follows the stamp in a cluster run: the sender's node index.
+const nodePrefix = "n="
+
+func (f *Fleet) body(sentAt time.Time, node int) json.RawMessage {
+	b := make([]byte, 0, 24+len(stampPrefix)+20+f.cfg.BodySize)
 	b = append(b, `{"text":"`...)
 	start := len(b)
 	b = append(b, stampPrefix...)
 	b = strconv.AppendInt(b, int64(sentAt.Sub(f.base)), 10)
 	b = append(b, ' ')
+	if f.tagged() {
+		b = append(b, nodePrefix...)
+		b = strconv.AppendInt(b, int64(node), 10)
+		b = append(b, ' ')
+	}
 	for len(b)-start < f.cfg.BodySize {
 		b = append(b, 'x')
 	}
@@ -483,6 +553,26 @@ func Stamp(base time.Time, body []byte) (time.Time, bool) {
 	return base.Add(time.Duration(ns)), true
 }
 
+// SenderNode extracts the sender's node index from a message body made
+// by a fleet with several addresses, or reports false.
+func SenderNode(body []byte) (int, bool) {
+	i := bytes.Index(body, []byte(stampPrefix))
+	if i < 0 {
+		return 0, false
+	}
+	rest := body[i+len(stampPrefix):]
+	j := bytes.IndexByte(rest, ' ')
+	if j < 0 || !bytes.HasPrefix(rest[j+1:], []byte(nodePrefix)) {
+		return 0, false
+	}
+	rest = rest[j+1+len(nodePrefix):]
+	n, k := 0, 0
+	for ; k < len(rest) && k < 6 && rest[k] >= '0' && rest[k] <= '9'; k++ {
+		n = n*10 + int(rest[k]-'0')
+	}
+	return n, k > 0
+}
+
 // Send sends one new message into the member's conversation.
 func (m *Member) Send() error {
 	c := m.conn.Load()
@@ -491,7 +581,7 @@ func (m *Member) Send() error {
 	}
 	id := uuid.NewString()
 	now := time.Now()
-	p := &pendingMsg{body: m.f.body(now), sentAt: now}
+	p := &pendingMsg{body: m.f.body(now, m.Node), sentAt: now, lastSent: now}
 	m.mu.Lock()
 	if m.pending == nil {
 		m.pending = map[string]*pendingMsg{}
@@ -554,6 +644,9 @@ func (f *Fleet) onFrame(m *Member, fr *wire.Frame, at time.Time) {
 		m.mu.Unlock()
 		f.Ledger.Acked(fr.Conv, fr.Seq, fr.ClientMsgID, fr.Duplicate)
 		if p != nil {
+			if f.cfg.Ack != nil {
+				f.cfg.Ack(m, fr, p.sentAt, at)
+			}
 			d := at.Sub(p.sentAt)
 			f.SendAck.Record(at, d)
 			f.ByTransport[m.transport()].SendAck.Record(at, d)
@@ -576,6 +669,13 @@ func (f *Fleet) onFrame(m *Member, fr *wire.Frame, at time.Time) {
 			d := at.Sub(sentAt)
 			f.SendDeliver.Record(at, d)
 			f.ByTransport[m.transport()].SendDeliver.Record(at, d)
+			if f.tagged() {
+				if n, ok := SenderNode(fr.Body); ok && n == m.Node {
+					f.SendDeliverSameNode.Record(at, d)
+				} else if ok {
+					f.SendDeliverCrossNode.Record(at, d)
+				}
+			}
 			if ph := f.phase.Load(); ph != nil && ph.SendDeliver != nil {
 				ph.SendDeliver.Record(d)
 			}
@@ -595,11 +695,22 @@ func (f *Fleet) onFrame(m *Member, fr *wire.Frame, at time.Time) {
 		// A send refused as unavailable (the engine is restarting) stays
 		// pending when the fleet reconnects: it is resent with the same
 		// client_msg_id after the reconnect, as the error asks.
-		keep := fr.Code == charla.CodeUnavailable && f.cfg.Reconnect
 		m.mu.Lock()
-		_, wasSend := m.pending[fr.Ref]
+		if fr.Ref != "" && fr.Ref == m.subRef && m.subNo != nil && fr.Code == charla.CodeUnavailable {
+			close(m.subNo)
+			m.subNo = nil
+			m.mu.Unlock()
+			f.Error("subscribe deferred (unavailable)", fmt.Errorf("%s: %s", fr.Code, fr.Message))
+			return
+		}
+		m.mu.Unlock()
+		keep := fr.Code == charla.CodeUnavailable && (f.cfg.Reconnect || f.cfg.Resend)
+		m.mu.Lock()
+		p, wasSend := m.pending[fr.Ref]
 		if !keep {
 			delete(m.pending, fr.Ref)
+		} else if wasSend {
+			p.refused = true
 		}
 		m.mu.Unlock()
 		err := fmt.Errorf("%s: %s", fr.Code, fr.Message)
@@ -921,4 +1032,48 @@ func (f *Fleet) Describe() string {
 		fmt.Fprintf(&b, "%d× %s; ", errs[k], k)
 	}
 	return strings.TrimSuffix(b.String(), "; ")
+}
+
+// ResendLoop sends members' unacked messages again, with their original
+// client_msg_id, as a client does when a cluster answers unavailable or
+// does not answer: a refused message after refusedWait since its last
+// send, an unanswered one after noAnswer. It checks every 20 ms until ctx
+// ends, the fleet stops, or d passes. The engine dedups, so a resend of a
+// message that had in fact been stored is acked duplicate:true with its
+// seq.
+func (f *Fleet) ResendLoop(ctx context.Context, members []*Member, refusedWait, noAnswer, d time.Duration) {
+	const tick = 20 * time.Millisecond
+	end := time.Now().Add(d)
+	type item struct {
+		id   string
+		body json.RawMessage
+	}
+	for n := 0; n < int(d/tick)+1 && time.Now().Before(end); n++ {
+		if !f.sleep(ctx, tick) {
+			return
+		}
+		now := time.Now()
+		for _, m := range members {
+			c := m.conn.Load()
+			if c == nil || !m.Connected() {
+				continue
+			}
+			var due []item
+			m.mu.Lock()
+			for id, p := range m.pending {
+				if p.refused && now.Sub(p.lastSent) >= refusedWait || now.Sub(p.lastSent) >= noAnswer {
+					p.refused, p.lastSent = false, now
+					due = append(due, item{id, p.body})
+				}
+			}
+			m.mu.Unlock()
+			for _, it := range due {
+				if err := c.Send(m.Conv, it.id, it.body, it.id); err != nil {
+					f.Error("resend", err)
+					break
+				}
+				f.resent.Add(1)
+			}
+		}
+	}
 }

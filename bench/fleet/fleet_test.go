@@ -17,7 +17,7 @@ func TestBodyCarriesItsSendTime(t *testing.T) {
 	start := time.Now()
 	f := New(Config{BodySize: 100}, start)
 	at := start.Add(1234567 * time.Microsecond)
-	b := f.body(at)
+	b := f.body(at, 0)
 	var v struct{ Text string }
 	if err := json.Unmarshal(b, &v); err != nil || len(v.Text) != 100 {
 		t.Fatalf("body %s: %v", b, err)
@@ -63,5 +63,26 @@ func TestPaceHoldsTheRate(t *testing.T) {
 	}
 	if f.SendAck.Hist.Count() != sent || f.SendDeliver.Hist.Count() != 3*sent {
 		t.Fatal("latencies not recorded for every ack and delivery")
+	}
+}
+
+// In a cluster run the body also names the sender's node, and the stamp
+// still parses.
+func TestBodyNamesTheSendersNode(t *testing.T) {
+	start := time.Now()
+	f := New(Config{BodySize: 60, Addrs: []string{"a:1", "b:2", "c:3"}}, start)
+	at := start.Add(42 * time.Millisecond)
+	b := f.body(at, 2)
+	if n, ok := SenderNode(b); !ok || n != 2 {
+		t.Fatalf("sender node %d %v in %s", n, ok, b)
+	}
+	if got, ok := Stamp(start, b); !ok || !got.Equal(at) {
+		t.Fatalf("stamp %v %v", got, ok)
+	}
+	if _, ok := SenderNode(New(Config{}, start).body(at, 0)); ok {
+		t.Fatal("a one-node body names no node")
+	}
+	if m := f.NewMember(4, "c"); m.Node != 1 || m.Addr() != "b:2" {
+		t.Fatalf("member 4 on node %d at %s, want 1 at b:2", m.Node, m.Addr())
 	}
 }

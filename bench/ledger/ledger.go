@@ -405,3 +405,24 @@ func (l *Ledger) Report() Report {
 	l.samplesMu.Unlock()
 	return r
 }
+
+// AckedMessages returns, for conv, every acked seq with the client_msg_id
+// first witnessed for it: what an end-of-run check against the store of
+// record (PostgreSQL in a cluster) must find there.
+func (l *Ledger) AckedMessages(conv charla.ConvID) map[charla.Seq]string {
+	l.mu.Lock()
+	b := l.convs[conv]
+	l.mu.Unlock()
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[charla.Seq]string, b.ackCount)
+	for seq := charla.Seq(1); seq <= b.maxAcked; seq++ {
+		if b.acked.has(seq) {
+			out[seq] = b.ids[seq]
+		}
+	}
+	return out
+}

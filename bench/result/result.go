@@ -30,6 +30,12 @@ const (
 	Connect      = "connect"
 	Detect       = "detect"
 	Reconnect    = "reconnect"
+	// SendDeliverSameNode and SendDeliverCrossNode split send→deliver in a
+	// cluster run by whether sender and receiver share a node; Failover is
+	// node-kill's kill → first ack of a message sent after the kill.
+	SendDeliverSameNode  = "send_deliver_same_node"
+	SendDeliverCrossNode = "send_deliver_cross_node"
+	Failover             = "failover"
 )
 
 // Result is one run. Field names are the results.json contract; add
@@ -268,7 +274,7 @@ func Read(path string) (*Result, error) {
 func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
 
 // latencyOrder is the order latency rows are printed and plotted in.
-var latencyOrder = []string{SendAck, SendDeliver, HeartbeatRTT, Connect, Detect, Reconnect}
+var latencyOrder = []string{SendAck, SendDeliver, SendDeliverSameNode, SendDeliverCrossNode, Failover, HeartbeatRTT, Connect, Detect, Reconnect}
 
 // LatencyNames lists the result's latency series: the known ones in
 // latencyOrder, then any other in name order.

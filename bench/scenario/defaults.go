@@ -23,6 +23,8 @@ func Defaults(name string) Options {
 		return Options{Conns: 100, Convs: 10, Rate: 500, InventoryRate: 500, Duration: 60 * time.Second}
 	case "webhook":
 		return Options{Conns: 100, Convs: 100, Rate: 500, Duration: 60 * time.Second}
+	case "node-kill":
+		return Options{Conns: 120, Convs: 12, Rate: 300, Duration: 3 * time.Second, Kills: 10}
 	}
 	return Options{Conns: 100, Convs: 10, Rate: 100, Duration: 10 * time.Second}
 }
@@ -48,6 +50,8 @@ func Quick(name string) Options {
 		return Options{Conns: 50, Convs: 10, Rate: 200, InventoryRate: 200, Duration: 20 * time.Second}
 	case "webhook":
 		return Options{Conns: 50, Convs: 50, Rate: 500, Duration: 15 * time.Second}
+	case "node-kill":
+		return Options{Conns: 60, Convs: 12, Rate: 200, Duration: 2 * time.Second, Kills: 2}
 	}
 	return Defaults(name)
 }
@@ -68,6 +72,13 @@ func (o Options) Settings() map[string]any {
 		"soap_admin": o.SOAPAdmin, "inventory_rate": o.InventoryRate, "zipf_s": o.ZipfS,
 		"soap_latency": o.SOAPLatency.String(), "breaker_wait": o.BreakerWait.String(),
 		"auth": "dev", "transport": o.Transport,
+	}
+	if len(o.Addrs) > 0 {
+		s["addrs"] = o.Addrs
+	}
+	if o.Kills > 0 {
+		s["kills"], s["kill_every"] = o.Kills, o.KillEvery.String()
+		s["failover_wait"], s["resend_after"] = o.FailoverWait.String(), o.ResendAfter.String()
 	}
 	if o.Secret != "" {
 		s["auth"] = "jwt"

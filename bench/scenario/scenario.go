@@ -33,6 +33,12 @@ import (
 type Options struct {
 	// Addr is the engine's host:port; Path its WebSocket path.
 	Addr, Path string
+	// Addrs, when set, are the nodes of a cluster: clients are spread over
+	// them round-robin (steady, idle, fanout, slow-consumer,
+	// reconnect-storm), so that each conversation has members on several
+	// nodes, and send→deliver is split into same-node and cross-node.
+	// Addr is then Addrs[0].
+	Addrs []string
 	// Secret, when set, authenticates with minted JWTs instead of dev auth.
 	Secret string
 	// Conns is the number of connections (subscribers for fanout), Convs
@@ -111,6 +117,14 @@ type Options struct {
 	WebhookSecret string
 	WebhookURL    string
 	WebhookBatch  int
+
+	// Kills is node-kill's number of rounds (SIGKILL of the busy
+	// conversation's owner, failover, restart); KillEvery the steady load
+	// before each kill; FailoverWait bounds each wait for the failover;
+	// ResendAfter is when a client resends a message that got no answer
+	// (a refused one is resent after 100 ms).
+	Kills                                int
+	KillEvery, FailoverWait, ResendAfter time.Duration
 }
 
 // TransportBoth mixes WebSocket and long-polling members in one run.
@@ -142,6 +156,8 @@ type Env struct {
 	Log io.Writer
 	// Engine may be nil: memory figures and reconnect-storm need it.
 	Engine Engine
+	// Cluster is the cluster the bench started (--nodes), for node-kill.
+	Cluster *engine.Cluster
 	// ProgressInterval is the progress line period (1 s when zero).
 	ProgressInterval time.Duration
 }
@@ -162,6 +178,7 @@ var scenarios = []Info{
 	{"fanout", "one conversation with C subscribers and --senders senders at R msg/s: deliveries/s and deliver latency", runFanout},
 	{"slow-consumer", "steady load, then --slow extra subscribers stop reading: the others' latency against the first half, engine memory bounded, slow ones closed", runSlow},
 	{"webhook", "signed WhatsApp webhooks of --webhook-batch messages, R msg/s in total over M customers, C agents subscribed to their conversations: webhook answer and webhook → agent delivery percentiles, each message delivered exactly once (engine with --whatsapp-app-secret = --webhook-secret)", runWebhook},
+	{"node-kill", "a cluster of N nodes (--nodes) under R msg/s into M conversations, clients on every node but node 1: SIGKILL node 1 while it owns a busy conversation, measure the failover (kill → first ack of a message sent after it), restart it, --kills times; every acked message in PostgreSQL once, no seq gap", runNodeKill},
 	{"inventory", "chat at R msg/s and --inv-rate inventory requests/s (Zipf over the catalogue) against an engine with --soap-url at the simulator --soap-admin: cache hit rate, answer p50/p99 at --soap-latency, chat p99 with the service hanging, recovery to breaker closed", runInventory},
 }
 
@@ -211,6 +228,9 @@ func Run(ctx context.Context, name string, o Options, env Env) (*result.Result, 
 
 func (o *Options) validate() error {
 	var errs []error
+	if len(o.Addrs) > 0 {
+		o.Addr = o.Addrs[0]
+	}
 	if o.Addr == "" {
 		errs = append(errs, errors.New("--addr is required"))
 	}
@@ -278,6 +298,9 @@ type run struct {
 	// frame, when set before start, sees the members' frames first
 	// (fleet.Config.Frame).
 	frame func(m *fleet.Member, f *wire.Frame, at time.Time) bool
+	// resend and ack, when set before start, are fleet.Config's.
+	resend bool
+	ack    func(m *fleet.Member, f *wire.Frame, firstSent, at time.Time)
 	// cpuStart is the CPU time of engine process cpuPID when the bench
 	// started counting; cpuUsed what earlier processes (before a restart)
 	// used.
@@ -314,7 +337,8 @@ func (r *run) start(reconnect bool, extraConns int) error {
 	r.res.Conns.SourceAddrs = srcs.String()
 	r.res.Settings["run_id"] = o.RunID
 	r.f = fleet.New(fleet.Config{
-		Addr: o.Addr, Path: o.Path, Secret: o.Secret, Sources: srcs,
+		Addr: o.Addr, Addrs: o.Addrs, Path: o.Path, Secret: o.Secret, Sources: srcs,
+		Resend: r.resend, Ack: r.ack,
 		HandshakeTimeout: o.HandshakeTimeout, BodySize: o.BodySize,
 		UserPrefix: o.RunID + "-", Reconnect: reconnect,
 		BackoffBase: o.BackoffBase, BackoffCap: o.BackoffCap, ReconnectWindow: o.ReconnectWindow,
@@ -333,15 +357,31 @@ func (r *run) rss() int64 {
 	if r.env.Engine == nil {
 		return 0
 	}
-	pid := r.env.Engine.PID()
-	if pid <= 0 {
-		return 0
+	var sum int64
+	for _, pid := range enginePIDs(r.env.Engine) {
+		if b, err := engine.RSS(pid); err == nil {
+			sum += b
+		}
 	}
-	b, err := engine.RSS(pid)
-	if err != nil {
-		return 0
+	return sum
+}
+
+// enginePIDs are the engine's processes: every node of a cluster (their
+// memory and CPU are summed), else the one engine.
+func enginePIDs(e Engine) []int {
+	if c, ok := e.(interface{ PIDs() []int }); ok {
+		var out []int
+		for _, p := range c.PIDs() {
+			if p > 0 {
+				out = append(out, p)
+			}
+		}
+		return out
 	}
-	return b
+	if p := e.PID(); p > 0 {
+		return []int{p}
+	}
+	return nil
 }
 
 // metrics reads the engine's Go heap figures, or nil.
@@ -467,6 +507,14 @@ func (r *run) finish() {
 			res.AddLatency(result.SendDeliver+"_"+t, f.ByTransport[t].SendDeliver)
 		}
 	}
+	if len(r.o.Addrs) > 1 {
+		res.AddLatency(result.SendDeliverSameNode, f.SendDeliverSameNode)
+		res.AddLatency(result.SendDeliverCrossNode, f.SendDeliverCrossNode)
+		res.Details["nodes"] = float64(len(r.o.Addrs))
+	}
+	if st.Resent > 0 {
+		res.Details["resent"] = float64(st.Resent)
+	}
 	if f.Connect.Hist.Count() > 0 {
 		res.AddLatency(result.Connect, f.Connect)
 	}
@@ -494,6 +542,9 @@ func (r *run) finish() {
 }
 
 func (r *run) isTolerated(kind string) bool {
+	if strings.HasPrefix(kind, "subscribe deferred (unavailable)") {
+		return true // retried by the fleet; a subscribe that never succeeds fails the run itself
+	}
 	for _, t := range r.tolerated {
 		if strings.HasPrefix(kind, t) {
 			return true
@@ -504,14 +555,16 @@ func (r *run) isTolerated(kind string) bool {
 
 // cpu is the engine's CPU time so far, or 0 when unknown.
 func (r *run) cpu() float64 {
-	if r.env.Engine == nil || r.env.Engine.PID() <= 0 {
+	if r.env.Engine == nil {
 		return 0
 	}
-	s, err := engine.CPUSeconds(r.env.Engine.PID())
-	if err != nil {
-		return 0
+	var sum float64
+	for _, pid := range enginePIDs(r.env.Engine) {
+		if s, err := engine.CPUSeconds(pid); err == nil {
+			sum += s
+		}
 	}
-	return s
+	return sum
 }
 
 // memBefore records the engine's memory (and CPU time) at the start of a run.
@@ -588,4 +641,24 @@ func (p *PIDEngine) Cmd() string { return fmt.Sprintf("external engine, pid %d",
 func (p *PIDEngine) Restart(ctx context.Context) (engine.RestartTimes, error) {
 	p.gone = true
 	return engine.RestartExternal(ctx, p.Pid, p.Signal, p.Addr, p.Timeout)
+}
+
+// ClusterEngine adapts the nodes the bench started (--nodes) to Engine:
+// memory and CPU are the sum over the nodes; a restart is node-kill's
+// business, node by node.
+type ClusterEngine struct{ C *engine.Cluster }
+
+// PID implements Engine: the first node's.
+func (c ClusterEngine) PID() int { return c.C.Nodes[0].PID() }
+
+// PIDs are every node's process id (0 for a node that is down).
+func (c ClusterEngine) PIDs() []int { return c.C.PIDs() }
+
+// Cmd implements Engine: the nodes' command lines.
+func (c ClusterEngine) Cmd() string { return strings.Join(c.C.Cmds, " ; ") }
+
+// Restart implements Engine; reconnect-storm restarts one engine, not a
+// cluster.
+func (c ClusterEngine) Restart(context.Context) (engine.RestartTimes, error) {
+	return engine.RestartTimes{}, errors.New("reconnect-storm restarts one engine; against a cluster use node-kill")
 }

@@ -186,7 +186,7 @@ func TestUnknownScenarioAndBadOptions(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "--addr") || !strings.Contains(err.Error(), "--conns") {
 		t.Fatalf("err = %v", err)
 	}
-	if len(List()) != 8 {
-		t.Fatal("eight scenarios")
+	if len(List()) != 9 {
+		t.Fatal("nine scenarios (node-kill added for the cluster)")
 	}
 }

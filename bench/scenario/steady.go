@@ -19,6 +19,13 @@ func (r *run) newMembers(n, convs, offset int) []*fleet.Member {
 	ms := make([]*fleet.Member, n)
 	for i := range n {
 		ms[i] = r.f.NewMember(offset+i, r.conv((offset+i)%convs))
+		if n := len(r.o.Addrs); n > 1 {
+			// Round-robin over the nodes, shifted by one each round of
+			// conversations, so that every conversation has members on
+			// several nodes whatever convs is.
+			k := offset + i
+			ms[i].Node = (k + k/convs) % n
+		}
 		if r.o.Transport == TransportBoth && (offset+i)/convs%2 == 1 {
 			// Alternate by round, not by index, so that every conversation
 			// with two members or more has both kinds.

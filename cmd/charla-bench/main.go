@@ -9,6 +9,9 @@
 //	charla-bench SCENARIO --addr HOST:PORT [--conns C] [--convs M] [--rate R] [--duration D]
 //	             [--out results.json] [--plot out.html] [--engine-cmd "…" | --engine-pid PID]
 //	             [--token-secret S] [--engine-cpus 0 --load-cpus 1] [scenario flags]
+//	charla-bench SCENARIO --addrs HOST:PORT,HOST:PORT,…      clients spread over a cluster's nodes
+//	charla-bench SCENARIO --nodes N --engine-cmd "… --addr {addr} --cluster-node-id n{i} --cluster-name {name} …"
+//	             start (and pin) N cluster nodes from one template; node-kill needs it
 //	charla-bench suite [--out-dir DIR] [--engine-cmd "…"]   the default suite, small sizes
 //	             [--soap-admin URL --soapsim-cmd "…"]       (inventory: with the SOAP simulator)
 //	charla-bench plot results.json --plot out.html          re-draw a past run
@@ -22,6 +25,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,6 +40,7 @@ import (
 	"syscall"
 	"time"
 
+	"charla/bench/clusterstate"
 	"charla/bench/engine"
 	"charla/bench/pin"
 	"charla/bench/plot"
@@ -59,6 +65,8 @@ type cli struct {
 	soapsimCmd    string
 	engineCPUs    string // taskset -c list for the started engine ("" = not pinned)
 	loadCPUs      string // CPU list the bench pins itself to ("" = not pinned)
+	addrs         string // comma-separated node addresses
+	nodes         int    // cluster nodes to start from --engine-cmd as a template (0 = one engine)
 }
 
 func flags(c *cli, stderr io.Writer) *flag.FlagSet {
@@ -66,6 +74,12 @@ func flags(c *cli, stderr io.Writer) *flag.FlagSet {
 	fs.SetOutput(stderr)
 	o := &c.o
 	fs.StringVar(&o.Addr, "addr", "127.0.0.1:8080", "engine `host:port`")
+	fs.StringVar(&c.addrs, "addrs", "", "a cluster's nodes, `host:port,host:port,…`: clients spread over them round-robin (send→deliver also split same-node / cross-node); with --nodes, where the started nodes listen (default: consecutive ports from --addr)")
+	fs.IntVar(&c.nodes, "nodes", 0, "start `N` cluster nodes from --engine-cmd as a template: {i} node number from 1, {addr}/{port} its address, {name} a cluster name unique to the run (their KV buckets are deleted at the end)")
+	fs.IntVar(&o.Kills, "kills", 0, "node-kill: rounds of SIGKILL, failover, restart")
+	fs.DurationVar(&o.KillEvery, "kill-every", 0, "node-kill: steady load before each kill (default --duration)")
+	fs.DurationVar(&o.FailoverWait, "failover-wait", 0, "node-kill: bound on each failover (default 30s)")
+	fs.DurationVar(&o.ResendAfter, "resend-after", 0, "node-kill: resend a message with no answer after this long (default 5s; one refused unavailable after 100ms)")
 	fs.StringVar(&o.Path, "path", "/v1/ws", "WebSocket path")
 	fs.StringVar(&o.Secret, "token-secret", "", "HS256 `secret` to mint JWTs with (default: dev auth, ?user=&role=)")
 	fs.IntVar(&o.Conns, "conns", 0, "connections (fanout: subscribers)")
@@ -151,6 +165,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.addrs != "" {
+		for a := range strings.SplitSeq(c.addrs, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				c.o.Addrs = append(c.o.Addrs, a)
+			}
+		}
+	}
 
 	if c.loadCPUs != "" && cmd != "list" && cmd != "help" && cmd != "plot" {
 		cpus, err := pin.ParseCPUs(c.loadCPUs)
@@ -223,6 +244,7 @@ func withDefaults(d, given scenario.Options, set map[string]bool) scenario.Optio
 	if !set["restart-after"] {
 		o.RestartAfter = d.RestartAfter
 	}
+	pick("kills", &o.Kills, d.Kills)
 	return o
 }
 
@@ -261,14 +283,26 @@ func runOne(name string, o scenario.Options, c cli, stdout, stderr io.Writer, ar
 		}
 		defer stopSim()
 	}
-	eng, cleanup, err := startEngine(ctx, c, o.Addr, stderr)
+	var (
+		eng     scenario.Engine
+		cl      *engine.Cluster
+		cleanup func()
+	)
+	if c.nodes > 0 {
+		cl, cleanup, err = startCluster(ctx, c, &o, stderr)
+		if cl != nil {
+			eng = scenario.ClusterEngine{C: cl}
+		}
+	} else {
+		eng, cleanup, err = startEngine(ctx, c, o.Addr, stderr)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "charla-bench:", err)
 		return 2
 	}
 	defer cleanup()
 
-	res, runErr := scenario.Run(ctx, name, o, scenario.Env{Log: stderr, Engine: eng})
+	res, runErr := scenario.Run(ctx, name, o, scenario.Env{Log: stderr, Engine: eng, Cluster: cl})
 	if res == nil {
 		fmt.Fprintln(stderr, "charla-bench:", runErr)
 		return 2
@@ -322,24 +356,20 @@ func startEngine(ctx context.Context, c cli, addr string, stderr io.Writer) (sce
 	if c.engineCmd == "" {
 		return nil, func() {}, nil
 	}
-	logPath := c.engineLog
-	if logPath == "" {
-		logPath = filepath.Join(os.TempDir(), fmt.Sprintf("charla-bench-engine-%d.log", os.Getpid()))
-	}
+	logPath := engineLogPath(c, 0)
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, nil, fmt.Errorf("engine log: %w", err)
 	}
-	cmdline := c.engineCmd
-	if c.engineCPUs != "" {
-		cpus, err := pin.ParseCPUs(c.engineCPUs)
-		if err == nil {
-			cmdline, err = pin.Command(cmdline, cpus)
-		}
-		if err != nil {
-			_ = logf.Close()
-			return nil, nil, fmt.Errorf("--engine-cpus: %w", err)
-		}
+	wrap, err := pinWrap(c)
+	if err != nil {
+		_ = logf.Close()
+		return nil, nil, err
+	}
+	cmdline, err := wrap(c.engineCmd)
+	if err != nil {
+		_ = logf.Close()
+		return nil, nil, err
 	}
 	env := engine.AllowLoopbackEnv(os.Getenv)
 	fmt.Fprintf(stderr, "charla-bench: starting engine: %s %s (output in %s)\n", strings.Join(env, " "), cmdline, logPath)
@@ -355,6 +385,137 @@ func startEngine(ctx context.Context, c cli, addr string, stderr io.Writer) (sce
 		_ = logf.Close()
 	}
 	return scenario.ProcessEngine{P: p, Signal: sig, StopTimeout: c.stopTimeout}, cleanup, nil
+}
+
+// engineLogPath is where the engine's output goes: --engine-log, or a file
+// in the temp dir; node i (from 1) of a cluster gets its own, suffixed .nI.
+func engineLogPath(c cli, node int) string {
+	p := c.engineLog
+	if p == "" {
+		p = filepath.Join(os.TempDir(), fmt.Sprintf("charla-bench-engine-%d.log", os.Getpid()))
+	}
+	if node > 0 {
+		p += fmt.Sprintf(".n%d", node)
+	}
+	return p
+}
+
+// pinWrap is how an engine command is pinned (--engine-cpus): under
+// taskset on those CPUs with GOMAXPROCS their number; unchanged without.
+func pinWrap(c cli) (func(string) (string, error), error) {
+	if c.engineCPUs == "" {
+		return func(s string) (string, error) { return s, nil }, nil
+	}
+	cpus, err := pin.ParseCPUs(c.engineCPUs)
+	if err != nil {
+		return nil, fmt.Errorf("--engine-cpus: %w", err)
+	}
+	return func(s string) (string, error) {
+		out, err := pin.Command(s, cpus)
+		if err != nil {
+			return "", fmt.Errorf("--engine-cpus: %w", err)
+		}
+		return out, nil
+	}, nil
+}
+
+// startCluster starts --nodes engines from the --engine-cmd template, each
+// pinned and logged as the single engine is, sets o.Addrs to their
+// addresses, and returns a cleanup that stops them (all at once) and
+// deletes the cluster's KV buckets.
+func startCluster(ctx context.Context, c cli, o *scenario.Options, stderr io.Writer) (*engine.Cluster, func(), error) {
+	if c.engineCmd == "" || c.enginePID != 0 {
+		return nil, nil, errors.New("--nodes starts the cluster itself: give --engine-cmd (a template with {addr} or {port}, {i}, {name}) and no --engine-pid")
+	}
+	addrs, err := engine.NodeAddrs(o.Addr, o.Addrs, c.nodes)
+	if err != nil {
+		return nil, nil, err
+	}
+	wrap, err := pinWrap(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	name := "bench_" + hex.EncodeToString(b[:])
+	var logs []*os.File
+	closeLogs := func() {
+		for _, f := range logs {
+			_ = f.Close()
+		}
+	}
+	for i := range addrs {
+		f, err := os.OpenFile(engineLogPath(c, i+1), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			closeLogs()
+			return nil, nil, fmt.Errorf("engine log: %w", err)
+		}
+		logs = append(logs, f)
+	}
+	env := engine.AllowLoopbackEnv(os.Getenv)
+	fmt.Fprintf(stderr, "charla-bench: starting %d cluster nodes at %s: %s %s (output in %s)\n", len(addrs), strings.Join(addrs, ","),
+		strings.Join(env, " "), engine.Expand(c.engineCmd, 1, addrs[0], name), engineLogPath(c, 1)+"…")
+	cl, err := engine.StartCluster(ctx, engine.ClusterConfig{
+		Template: c.engineCmd, Addrs: addrs, Name: name, Wrap: wrap, Env: env,
+		Log: func(i int) io.Writer { return logs[i] },
+	})
+	if err != nil {
+		closeLogs()
+		return nil, nil, err
+	}
+	o.Addrs = addrs
+	o.Addr = addrs[0]
+	fmt.Fprintf(stderr, "charla-bench: %d nodes accepting (pids %v)\n", len(addrs), cl.PIDs())
+	cleanup := func() {
+		if err := cl.Stop(c.stopTimeout); err != nil {
+			fmt.Fprintln(stderr, "charla-bench:", err)
+		}
+		closeLogs()
+		if url := cl.Setting("cluster-nats-url"); url != "" {
+			bucket := cl.Setting("cluster-name")
+			if bucket == "" {
+				bucket = "charla"
+			}
+			if err := clusterstate.DeleteBuckets(context.Background(), url, bucket); err != nil {
+				fmt.Fprintln(stderr, "charla-bench:", err)
+			}
+		}
+	}
+	if err := settle(ctx, cl, stderr); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return cl, cleanup, nil
+}
+
+// settle waits until the nodes share the shards evenly (their leases in
+// the cluster's KV bucket), so that a run does not measure the start's
+// hand-overs. A cluster whose command names no NATS URL is not waited for.
+func settle(ctx context.Context, cl *engine.Cluster, stderr io.Writer) error {
+	of, err := clusterstate.Describe(cl)
+	if err != nil || of.NATSURL == "" {
+		fmt.Fprintf(stderr, "charla-bench: not waiting for the cluster to settle: %v\n", cmpOr(err, "no --cluster-nats-url in the engine command"))
+		return nil
+	}
+	l, err := clusterstate.DialLeases(of.NATSURL, of.Name, of.Shards)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	start := time.Now()
+	counts, err := l.WaitBalanced(ctx, of.NodeIDs, 60*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "charla-bench: cluster %s settled in %.1fs, shards per node %v\n", of.Name, time.Since(start).Seconds(), counts)
+	return nil
+}
+
+func cmpOr(err error, otherwise string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return otherwise
 }
 
 // startSim starts the SOAP simulator from --soapsim-cmd, the way the engine

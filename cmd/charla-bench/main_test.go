@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +20,26 @@ import (
 // os/signal's watcher goroutine lives for the process once NotifyContext
 // has been called; everything else must be gone.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("os/signal.signal_recv"))
+	dir, err := os.MkdirTemp("", "charla-bench-test")
+	if err != nil {
+		panic(err)
+	}
+	// The engine binary the cluster tests start as real processes (no race
+	// detector: they test the bench, and it starts faster without).
+	engineBinary = filepath.Join(dir, "charla")
+	if out, err := exec.Command("go", "build", "-o", engineBinary, "charla/cmd/charla").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build charla: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreTopFunction("os/signal.signal_recv")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 func TestCommandLineMasksTheSecret(t *testing.T) {

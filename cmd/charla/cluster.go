@@ -152,7 +152,19 @@ func (n *clusterNode) join(ctx context.Context, st store.Store, log zerolog.Logg
 func (n *clusterNode) changed(c cluster.Change) {
 	if t := n.tree.Load(); t != nil {
 		t.ShardChanged(c.Shard)
+		t.Stats().Cluster.ShardsHeld.Store(int64(n.held()))
 	}
+}
+
+// held counts the shards this node holds now.
+func (n *clusterNode) held() int {
+	held := 0
+	for s := range n.cfg.Shards {
+		if _, ok := n.leases.Epoch(s); ok {
+			held++
+		}
+	}
+	return held
 }
 
 // handOver gives this node's shards up (their keys deleted, so that the
@@ -192,13 +204,7 @@ type clusterReadiness struct {
 }
 
 func (n *clusterNode) readiness() any {
-	r := clusterReadiness{Name: n.cfg.Name, Node: n.id, Of: n.cfg.Shards, Nodes: n.leases.Nodes()}
-	for s := range n.cfg.Shards {
-		if _, ok := n.leases.Epoch(s); ok {
-			r.Shards++
-		}
-	}
-	return r
+	return clusterReadiness{Name: n.cfg.Name, Node: n.id, Shards: n.held(), Of: n.cfg.Shards, Nodes: n.leases.Nodes()}
 }
 
 // lateFence is the store's view of the leases. The store opens first (the

@@ -98,6 +98,8 @@ func newCluster(t *testing.T, js jetstream.JetStream, urls ...string) *testClust
 			// their logs.
 			if log := p.logs.String(); strings.Contains(log, "DATA RACE") {
 				t.Errorf("node %s had a data race:\n%s", n, log)
+			} else if t.Failed() {
+				t.Logf("node %s:\n%s", n, log)
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -147,13 +149,22 @@ func (c *testCluster) waitPlaced(nodes []string) map[int]string {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		o := c.owners()
-		placed := 0
+		placed, held := 0, map[string]int{}
 		for _, n := range o {
 			if live[n] {
 				placed++
+				held[n]++
 			}
 		}
-		if placed == testShards {
+		// Placed and balanced: nothing moves any more unless a node
+		// comes or goes.
+		balanced := true
+		for n := range live {
+			if held[n] < testShards/len(live) || held[n] > (testShards+len(live)-1)/len(live) {
+				balanced = false
+			}
+		}
+		if placed == testShards && balanced {
 			return o
 		}
 		if time.Now().After(deadline) {
@@ -300,6 +311,16 @@ func TestClusterClientsOnDifferentNodes(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the nodes hold %d shards together, want %d", held, testShards)
 		}
+	}
+	// The two clients not on the owner had their sends forwarded, and the
+	// owner served them: the nodes count both.
+	var forwarded, served float64
+	for _, n := range nodes {
+		forwarded += metricValue(t, c.nodes[n].addr, "charla_cluster_forwarded_total")
+		served += metricValue(t, c.nodes[n].addr, "charla_cluster_served_total")
+	}
+	if forwarded < 2*perClient || served < 2*perClient {
+		t.Errorf("forwarded %v, served %v: want %d or more each", forwarded, served, 2*perClient)
 	}
 	// A resend through another node is the same message.
 	first := acked[firstID]
@@ -559,7 +580,7 @@ func watch(t *testing.T, cl *transporttest.Client, conv charla.ConvID) func() ch
 				}
 				if f.Type == wire.TypeMsg {
 					if f.Seq != last+1 {
-						t.Errorf("watcher: seq %d after %d", f.Seq, last)
+						t.Errorf("watcher: seq %d after %d: %s %s %s", f.Seq, last, f.ClientMsgID, f.Body, f.Sender)
 					}
 					last = f.Seq
 				}
@@ -993,4 +1014,24 @@ func TestClusterOnThreeNATSServers(t *testing.T) {
 		len(acked), firstAckAfter(senders, lost).Round(time.Millisecond))
 	c.checkLog(conv, acked)
 	servedAgain(t, senders)
+}
+
+// metricValue reads one unlabelled series from a node's /metrics.
+func metricValue(t *testing.T, addr, series string) float64 {
+	t.Helper()
+	code, body := transporttest.Do(t, "GET", "http://"+addr+"/metrics?user=root&role=admin", nil, nil)
+	if code != 200 {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", series)
+	return 0
 }

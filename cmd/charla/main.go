@@ -202,6 +202,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	if node != nil {
 		node.tree.Store(sys)
+		sys.Stats().Cluster.ShardsHeld.Store(int64(node.held()))
 	}
 	reloadOnHUP(ctx, rt, cfg.SettingsFile, log)
 	srvOpts := []transport.ServerOption{transport.WithLimits(limits), transport.WithSettings(rt)}
