@@ -1,9 +1,11 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,10 +52,17 @@ WHERE conversations.version <= EXCLUDED.version`
 
 // SaveConvStates writes the states in one round trip (head is Append's: it
 // is not written here). A state older than the stored one is ignored.
+//
+// The batch is one transaction, and it locks its rows in conversation id
+// order, as Append does: a save and an append (or the saves of two nodes)
+// sharing conversations then wait for each other instead of deadlocking.
+// In the callers' order they deadlocked under a cluster's fail-over load
+// (SQLSTATE 40P01, thousands of retries).
 func (s *Store) SaveConvStates(ctx context.Context, states []store.ConvState) error {
+	sorted := slices.SortedFunc(slices.Values(states), func(a, b store.ConvState) int { return cmp.Compare(a.ID, b.ID) })
 	return s.do(ctx, opWorkflow, func(ctx context.Context) error {
 		var b pgx.Batch
-		for _, c := range states {
+		for _, c := range sorted {
 			var last []byte
 			if c.Last != nil {
 				last, _ = json.Marshal(c.Last)
