@@ -28,6 +28,11 @@ type Cluster struct {
 	// RequestTimeout bounds how long a request forwarded to another node
 	// waits for its answer before the client gets unavailable.
 	RequestTimeout time.Duration
+
+	// incarnation tells this process's requests from those of an earlier
+	// process of the same node id (newSystem sets it): an answer meant for
+	// that one, still on its way, must match nothing here.
+	incarnation string
 }
 
 func (c *Cluster) validate() error {

@@ -356,6 +356,15 @@ func (c *conn) onSubscribed(ctx actor.Context, m subscribeReply) {
 		c.reply(ctx, m.ref, m.err)
 		return
 	}
+	if m.resume && s.state != subPending {
+		// The answer to an earlier re-subscription: each convReset sends
+		// one, and in a cluster a conversation's move can bring two (its
+		// old owner's and this node's). The first answer made the
+		// subscription live; a later one would set the cursor back to
+		// where the conn was then, and frames it has sent since would go
+		// out again.
+		return
+	}
 	s.next = m.since + 1
 	s.target = max(s.target, m.head)
 	if !m.resume {

@@ -375,14 +375,16 @@ func (s *conversations) routeUnowned(ctx actor.Context) {
 // the current owner) is passivated, and what comes for it meanwhile is
 // routed afresh once it has stopped. A conversation we stop writing tells
 // its subscribers, here and on other nodes, to subscribe again, which
-// routing takes to the new owner.
+// routing takes to the new owner. Every proxy of the shard goes: its owner
+// may be a new process under the same node id (restarted), which knows
+// nothing of the subscriptions made with the old one.
 func (s *conversations) onShardChanged(ctx actor.Context, shard int) {
 	c := s.deps.cluster
 	if c == nil {
 		return
 	}
 	for conv, pid := range s.children {
-		if c.Placement.Shard(conv) == shard && !s.current(conv, pid) {
+		if c.Placement.Shard(conv) == shard && (s.remote[pid.Id] != "" || !s.current(conv, pid)) {
 			s.passivate(ctx, conv, pid)
 			s.deps.stats.Cluster.Moved.Add(1)
 		}

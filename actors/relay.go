@@ -58,8 +58,12 @@ func (n *nodeRelay) Receive(ctx actor.Context) {
 		delete(n.convs, m.conv)
 		ctx.Send(n.deps.conversations, unsubscribeReq{conv: m.conv, conn: ctx.Self()})
 	case *actor.Stopping:
+		// Stopped as its node looked gone (or with the peers actor). Should
+		// the node in fact be alive, its subscribers must not wait for frames
+		// that will never come: a reset has them subscribe again.
 		for conv := range n.convs {
 			ctx.Send(n.deps.conversations, unsubscribeReq{conv: conv, conn: ctx.Self()})
+			n.publish(peerEnvelope{Kind: peerReset, Conv: conv})
 		}
 	}
 }

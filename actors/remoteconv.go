@@ -113,18 +113,19 @@ func (r *remoteConv) Receive(ctx actor.Context) {
 
 // ask forwards req to the owner and remembers it until the answer comes.
 func (r *remoteConv) ask(ctx actor.Context, req any, env peerEnvelope) {
-	// Unique across this node's proxies, not only within this one: an
-	// answer to a request of an earlier proxy of the same conversation
-	// (stopped when the shard moved and came back) must match nothing here.
+	// Unique across this node's proxies and processes, not only within this
+	// proxy: an answer to a request of an earlier proxy of the same
+	// conversation (stopped when the shard moved and came back), or of this
+	// node's previous process, must match nothing here.
 	r.nextRef++
-	ref := ctx.Self().Id + "#" + strconv.FormatUint(r.nextRef, 36)
+	ref := r.deps.cluster.incarnation + "/" + ctx.Self().Id + "#" + strconv.FormatUint(r.nextRef, 36)
 	env.Ref = ref
+	if s, ok := req.(subscribeReq); ok {
+		r.latest[s.conn.Id] = ref
+	}
 	if err := r.publish(env); err != nil {
 		r.fail(ctx, ref, req, charla.Errorf(charla.CodeUnavailable, "the node that owns %s cannot be reached; retry", r.id))
 		return
-	}
-	if s, ok := req.(subscribeReq); ok {
-		r.latest[s.conn.Id] = ref
 	}
 	r.pending[ref] = remotePending{req: req, deadline: time.Now().Add(r.deps.cluster.RequestTimeout)}
 	r.deps.stats.Cluster.Forwarded.Add(1)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/xid"
 	"github.com/rs/zerolog"
 
 	"charla"
@@ -127,6 +128,9 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		if err := c.validate(); err != nil {
 			return nil, err
 		}
+		cc := *c
+		cc.incarnation = xid.New().String()
+		dep.Cluster = &cc
 	}
 	var err error
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/xid"
 	"github.com/rs/zerolog"
 
 	"charla"
@@ -52,6 +53,11 @@ func shardKey(shard int) string { return shardKeyPrefix + strconv.Itoa(shard) }
 // leaseValue is the value of a lease key and of a node key.
 type leaseValue struct {
 	Node string `json:"node"`
+	// Inc is the holder's incarnation: a node restarted under the same id
+	// is another holder, whose conversations know nothing of the old
+	// one's subscribers, so its take must be reported as a change even
+	// when a watch that lagged never saw the lease in between.
+	Inc string `json:"inc,omitempty"`
 }
 
 // Leases holds this node's shard leases and watches everyone else's.
@@ -71,6 +77,7 @@ type Leases struct {
 	leases   jetstream.KeyValue
 	nodes    jetstream.KeyValue
 	value    []byte // this node's leaseValue, encoded
+	inc      string // this process's incarnation (leaseValue.Inc)
 	first    int    // the shard this node tries first (spreads simultaneous starters)
 
 	// base is the origin of this node's monotonic clock (now): every time
@@ -108,6 +115,7 @@ type shard struct {
 	// The key as last seen in the bucket (watch, or this node's own CAS).
 	exists bool          // its last entry is a value, not absent/deleted/purged
 	owner  string        // the value's node ("" if absent or unreadable)
+	inc    string        // the value's incarnation of that node
 	rev    uint64        // revision of its last entry (0: never seen)
 	seenAt time.Duration // when we saw rev (our Start for keys found present)
 
@@ -122,6 +130,7 @@ type shard struct {
 
 	// What onChange was last told.
 	repOwner string
+	repInc   string
 	repMine  bool
 }
 
@@ -172,7 +181,8 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config, claim Claime
 	if onChange == nil {
 		onChange = func(Change) {}
 	}
-	value, err := json.Marshal(leaseValue{Node: cfg.NodeID})
+	inc := xid.New().String()
+	value, err := json.Marshal(leaseValue{Node: cfg.NodeID, Inc: inc})
 	if err != nil {
 		return nil, err
 	}
@@ -213,6 +223,7 @@ func Start(ctx context.Context, js jetstream.JetStream, cfg Config, claim Claime
 		leases:   leases,
 		nodes:    nodes,
 		value:    value,
+		inc:      inc,
 		first:    ShardOf(charla.ConvID(cfg.NodeID), cfg.Shards),
 		base:     time.Now(),
 		lost:     make([]atomic.Uint64, cfg.Shards),
@@ -542,12 +553,12 @@ func (l *Leases) onLease(e jetstream.KeyValueEntry) {
 	if e.Revision() <= s.rev { // our own CAS, already applied, or older
 		return
 	}
-	s.rev, s.seenAt, s.exists, s.owner = e.Revision(), l.now(), false, ""
+	s.rev, s.seenAt, s.exists, s.owner, s.inc = e.Revision(), l.now(), false, "", ""
 	if e.Operation() == jetstream.KeyValuePut {
 		s.exists = true
 		var v leaseValue
 		if json.Unmarshal(e.Value(), &v) == nil {
-			s.owner = v.Node
+			s.owner, s.inc = v.Node, v.Inc
 		}
 	}
 	l.dirty = true
@@ -712,7 +723,7 @@ func (l *Leases) noteOwnWrite(i int, rev uint64) {
 	s := &l.shards[i]
 	s.curRev = rev
 	if rev > s.rev {
-		s.rev, s.seenAt, s.exists, s.owner = rev, l.now(), true, l.cfg.NodeID
+		s.rev, s.seenAt, s.exists, s.owner, s.inc = rev, l.now(), true, l.cfg.NodeID, l.inc
 	}
 }
 
@@ -870,10 +881,14 @@ func (l *Leases) report() {
 		sv := s.view()
 		owner, _ := l.ownerOf(&sv, i, now)
 		mine := owner == l.cfg.NodeID
-		if owner == s.repOwner && mine == s.repMine {
+		inc := ""
+		if owner != "" {
+			inc = s.inc
+		}
+		if owner == s.repOwner && inc == s.repInc && mine == s.repMine {
 			continue
 		}
-		s.repOwner, s.repMine = owner, mine
+		s.repOwner, s.repInc, s.repMine = owner, inc, mine
 		l.onChange(Change{Shard: i, Owner: owner, Mine: mine})
 	}
 }

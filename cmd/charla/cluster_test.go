@@ -463,6 +463,12 @@ func TestClusterOwnerKilledUnderLoad(t *testing.T) {
 	// A subscriber on the owner: it loses its node and resumes elsewhere.
 	watcher := dial(t, c.nodes[owner].addr, "watcher")
 	subscribe(t, watcher, conv, 0)
+	// Subscribers on the other nodes: they follow the conversation to its
+	// new owner without a gap.
+	var stopWatches []func() charla.Seq
+	for _, n := range others {
+		stopWatches = append(stopWatches, watch(t, dial(t, c.nodes[n].addr, "w-"+n), conv))
+	}
 	senders := []*sender{
 		newSender("a", dial(t, c.nodes[others[0]].addr, "a"), conv),
 		newSender("b", dial(t, c.nodes[others[1]].addr, "b"), conv),
@@ -514,6 +520,17 @@ func TestClusterOwnerKilledUnderLoad(t *testing.T) {
 	t.Logf("%d messages acked; writable again %s after the kill (lease ttl 1.5 s)", len(acked), firstAfter.Sub(killed).Round(time.Millisecond))
 	c.checkLog(conv, acked)
 
+	for until := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if len(c.stored(conv)) == len(acked) || time.Now().After(until) {
+			break
+		}
+	}
+	time.Sleep(time.Second)
+	for i, stopWatch := range stopWatches {
+		if last := stopWatch(); last != charla.Seq(len(acked)) {
+			t.Errorf("the subscriber on %s saw up to seq %d of %d", others[i], last, len(acked))
+		}
+	}
 	// The watcher reconnects to a live node and resumes where it was.
 	w2 := dial(t, c.nodes[others[0]].addr, "watcher")
 	if f := subscribe(t, w2, conv, seen); f.Head != charla.Seq(len(acked)) {
@@ -685,6 +702,12 @@ func TestClusterNodesJoinUnderLoad(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	c.start("n2")
 	c.start("n3")
+	// Subscribers on the new nodes, from the start of the conversation:
+	// they follow it through every move, remote to remote included.
+	stopNew := []func() charla.Seq{
+		watch(t, dial(t, c.nodes["n2"].addr, "w2"), conv),
+		watch(t, dial(t, c.nodes["n3"].addr, "w3"), conv),
+	}
 	// The shards spread: n1 gives up what is above its share.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -716,7 +739,12 @@ func TestClusterNodesJoinUnderLoad(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	if last := stopWatch(); last != charla.Seq(len(acked)) {
-		t.Fatalf("the watcher saw up to seq %d of %d", last, len(acked))
+		t.Errorf("the watcher on n1 saw up to seq %d of %d", last, len(acked))
+	}
+	for i, stop := range stopNew {
+		if last := stop(); last != charla.Seq(len(acked)) {
+			t.Errorf("the watcher on n%d saw up to seq %d of %d", i+2, last, len(acked))
+		}
 	}
 	t.Logf("%d messages acked while %s moved to %s", len(acked), conv, c.ownerOf(conv))
 }
