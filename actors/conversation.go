@@ -34,10 +34,9 @@ type conversation struct {
 	inflight []*pendingSend // in the store's current group commit
 	byCMID   map[string]*pendingSend
 
-	current      any // the request being handled, answered if it panics
-	lastActivity time.Time
-	idleTimer    *time.Timer
-	passivating  bool
+	current     any // the request being handled, answered if it panics
+	idle        idleClock
+	passivating bool
 }
 
 type ackInfo struct {
@@ -211,12 +210,12 @@ func (c *conversation) receive(ctx actor.Context, msg any) {
 	}
 	switch m := msg.(type) {
 	case *actor.Started:
-		c.lastActivity = time.Now()
+		c.idle.touch()
 		// Only the replay ring's worth: a thousand conversations reloading
 		// after a restart must stay cheap. The dedup window refills as sends
 		// arrive, and the store's unique key answers what it misses.
 		ctx.Send(c.deps.store, loadReq{conv: c.id, recent: c.deps.cfg.RecentWindow, replyTo: ctx.Self()})
-		c.armIdle(ctx, c.deps.cfg.IdleTimeout)
+		c.idle.arm(ctx, c.deps, c.deps.cfg.IdleTimeout)
 	case loaded:
 		c.onLoaded(ctx, m)
 	case subscribeReq, unsubscribeReq, sendReq, typingReq, readReq:
@@ -238,7 +237,7 @@ func (c *conversation) receive(ctx actor.Context, msg any) {
 	case appendDone:
 		c.onAppended(ctx, m)
 	case idleCheck:
-		c.onIdleCheck(ctx)
+		c.idle.check(ctx, c.deps, c.id, len(c.subs) > 0 || c.busy())
 	case passivate:
 		c.passivating = true
 		c.stopIfDone(ctx)
@@ -250,7 +249,7 @@ func (c *conversation) receive(ctx actor.Context, msg any) {
 }
 
 func (c *conversation) handle(ctx actor.Context, msg any) {
-	c.lastActivity = time.Now()
+	c.idle.touch()
 	switch m := msg.(type) {
 	case subscribeReq:
 		c.subscribe(ctx, m)
@@ -449,28 +448,49 @@ func (c *conversation) ack(cmid string, a ackInfo, dup bool) wire.Ack {
 
 // broadcast relays frame to every subscriber but from (nil: to all).
 func (c *conversation) broadcast(ctx actor.Context, from *actor.PID, frame []byte) {
-	r := relay{conv: c.id, frame: frame}
-	for id, s := range c.subs {
+	relayTo(ctx, c.subs, from, relay{conv: c.id, frame: frame})
+}
+
+// relayTo sends r to every one of subs but from (nil: to all).
+func relayTo(ctx actor.Context, subs map[string]*actor.PID, from *actor.PID, r relay) {
+	for id, s := range subs {
 		if from == nil || id != from.Id {
 			ctx.Send(s, r)
 		}
 	}
 }
 
-func (c *conversation) onIdleCheck(ctx actor.Context) {
-	idle := time.Since(c.lastActivity)
-	if idle < c.deps.cfg.IdleTimeout || len(c.subs) > 0 || c.busy() {
-		c.armIdle(ctx, max(c.deps.cfg.IdleTimeout-idle, time.Second))
-		return
-	}
-	ctx.Send(ctx.Parent(), passivateReq{conv: c.id, pid: ctx.Self()})
+// idleClock unloads an actor of the conversations actor's (a conversation
+// or its stand-in for a remote owner) once it has been idle for the idle
+// timeout with nothing owed: it asks its parent, so that nothing routed to
+// it meanwhile is lost.
+type idleClock struct {
+	last  time.Time
+	timer *time.Timer
 }
 
-func (c *conversation) armIdle(ctx actor.Context, d time.Duration) {
-	if c.idleTimer != nil {
-		c.idleTimer.Stop()
+func (i *idleClock) touch() { i.last = time.Now() }
+
+func (i *idleClock) arm(ctx actor.Context, d *deps, after time.Duration) {
+	i.stop()
+	i.timer = sendAfter(d.root, after, ctx.Self(), idleCheck{})
+}
+
+// check asks the parent to passivate conv unless it is busy or was active
+// within the timeout; it checks again later otherwise.
+func (i *idleClock) check(ctx actor.Context, d *deps, conv charla.ConvID, busy bool) {
+	idle := time.Since(i.last)
+	if idle < d.cfg.IdleTimeout || busy {
+		i.arm(ctx, d, max(d.cfg.IdleTimeout-idle, time.Second))
+		return
 	}
-	c.idleTimer = sendAfter(c.deps.root, d, ctx.Self(), idleCheck{})
+	ctx.Send(ctx.Parent(), passivateReq{conv: conv, pid: ctx.Self()})
+}
+
+func (i *idleClock) stop() {
+	if i.timer != nil {
+		i.timer.Stop()
+	}
 }
 
 // busy: something is owed to a client. A load slower than the idle timeout
@@ -490,9 +510,7 @@ func (c *conversation) stopIfDone(ctx actor.Context) {
 // request being handled (if it panicked), sends not yet durable, and
 // subscribers, who re-subscribe and lose nothing.
 func (c *conversation) abandon(ctx actor.Context, err *charla.Error) {
-	if c.idleTimer != nil {
-		c.idleTimer.Stop()
-	}
+	c.idle.stop()
 	if s, isSend := c.current.(sendReq); c.current != nil && (!isSend || c.byCMID[s.msg.ClientMsgID] == nil) {
 		failRequest(ctx, c.current, err)
 	}

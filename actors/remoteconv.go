@@ -30,9 +30,7 @@ type remoteConv struct {
 	pending map[string]remotePending
 	nextRef uint64
 	tick    *time.Timer
-
-	lastActivity time.Time
-	idleTimer    *time.Timer
+	idle    idleClock
 }
 
 // remotePending is a request forwarded to the owner and not answered yet.
@@ -64,10 +62,10 @@ func newRemoteConv(id charla.ConvID, owner string, d *deps) *remoteConv {
 func (r *remoteConv) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		r.lastActivity = time.Now()
-		r.armIdle(ctx, r.deps.cfg.IdleTimeout)
+		r.idle.touch()
+		r.idle.arm(ctx, r.deps, r.deps.cfg.IdleTimeout)
 	case subscribeReq:
-		r.lastActivity = time.Now()
+		r.idle.touch()
 		r.subs[m.conn.Id] = m.conn
 		r.ask(ctx, m, peerEnvelope{Kind: peerSubscribe, By: m.by, Since: m.since, Resume: m.resume})
 	case unsubscribeReq:
@@ -80,7 +78,7 @@ func (r *remoteConv) Receive(ctx actor.Context) {
 			r.publish(peerEnvelope{Kind: peerUnsubscribe}) // the owner stops sending us its frames
 		}
 	case sendReq:
-		r.lastActivity = time.Now()
+		r.idle.touch()
 		msg := m.msg
 		r.ask(ctx, m, peerEnvelope{Kind: peerSend, Msg: &msg})
 	case typingReq:
@@ -89,7 +87,7 @@ func (r *remoteConv) Receive(ctx actor.Context) {
 		r.publish(peerEnvelope{Kind: peerTyping, By: m.by, State: m.state})
 		r.broadcast(ctx, m.conn, typingFrame(r.id, m.by, m.state))
 	case readReq:
-		r.lastActivity = time.Now()
+		r.idle.touch()
 		r.ask(ctx, m, peerEnvelope{Kind: peerRead, By: m.by, Seq: m.seq})
 	case statusNote:
 		r.publish(peerEnvelope{Kind: peerStatus, Frame: m.frame})
@@ -103,7 +101,7 @@ func (r *remoteConv) Receive(ctx actor.Context) {
 			r.ask(ctx, m.req, peerEnvelope{Kind: peerSubscribe, By: m.req.by, Since: m.req.since, Resume: true})
 		}
 	case idleCheck:
-		r.onIdleCheck(ctx)
+		r.idle.check(ctx, r.deps, r.id, len(r.subs) > 0 || len(r.pending) > 0)
 	case passivate:
 		ctx.Stop(ctx.Self())
 	case *actor.Stopping:
@@ -237,39 +235,17 @@ func (r *remoteConv) expire(ctx actor.Context) {
 
 // broadcast sends an ephemeral frame to every subscriber here but from.
 func (r *remoteConv) broadcast(ctx actor.Context, from *actor.PID, frame []byte) {
-	m := relay{conv: r.id, frame: frame}
-	for id, s := range r.subs {
-		if from == nil || id != from.Id {
-			ctx.Send(s, m)
-		}
-	}
-}
-
-func (r *remoteConv) onIdleCheck(ctx actor.Context) {
-	idle := time.Since(r.lastActivity)
-	if idle < r.deps.cfg.IdleTimeout || len(r.subs) > 0 || len(r.pending) > 0 {
-		r.armIdle(ctx, max(r.deps.cfg.IdleTimeout-idle, time.Second))
-		return
-	}
-	ctx.Send(ctx.Parent(), passivateReq{conv: r.id, pid: ctx.Self()})
-}
-
-func (r *remoteConv) armIdle(ctx actor.Context, d time.Duration) {
-	if r.idleTimer != nil {
-		r.idleTimer.Stop()
-	}
-	r.idleTimer = sendAfter(r.deps.root, d, ctx.Self(), idleCheck{})
+	relayTo(ctx, r.subs, from, relay{conv: r.id, frame: frame})
 }
 
 // stop answers what is pending and hands the subscribers back to routing:
 // the owner moved (or this node took the conversation), and their
 // re-subscription reaches whoever owns it now.
 func (r *remoteConv) stop(ctx actor.Context) {
-	for _, t := range []*time.Timer{r.tick, r.idleTimer} {
-		if t != nil {
-			t.Stop()
-		}
+	if r.tick != nil {
+		r.tick.Stop()
 	}
+	r.idle.stop()
 	for ref, p := range r.pending {
 		delete(r.pending, ref)
 		failRequest(ctx, p.req, charla.Errorf(charla.CodeUnavailable, "%s moved to another node; retry", r.id))

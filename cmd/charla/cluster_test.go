@@ -568,6 +568,15 @@ func subscribe(t *testing.T, cl *transporttest.Client, conv charla.ConvID, since
 	return wire.Frame{}
 }
 
+// sendersOn connects one sender of conv to each of nodes.
+func (c *testCluster) sendersOn(conv charla.ConvID, nodes []string) []*sender {
+	var out []*sender
+	for _, n := range nodes {
+		out = append(out, newSender(n, dial(c.t, c.nodes[n].addr, "s"+n), conv))
+	}
+	return out
+}
+
 // others are the nodes of c but not.
 func (c *testCluster) others(not string) []string {
 	var out []string
@@ -934,10 +943,7 @@ func TestClusterNATSRestart(t *testing.T) {
 	c.waitPlaced([]string{"n1", "n2", "n3"})
 	const conv = charla.ConvID("natsrestart")
 	owner := c.ownerOf(conv)
-	var senders []*sender
-	for _, n := range c.others(owner) {
-		senders = append(senders, newSender(n, dial(t, c.nodes[n].addr, "s"+n), conv))
-	}
+	senders := c.sendersOn(conv, c.others(owner))
 	stop := make(chan struct{})
 	wait := load(t, senders, 50, stop)
 	time.Sleep(time.Second)
@@ -968,10 +974,7 @@ func TestClusterDatabaseOutageAndOwnerKilled(t *testing.T) {
 	c.waitPlaced([]string{"n1", "n2", "n3"})
 	const conv = charla.ConvID("dboutage")
 	owner := c.ownerOf(conv)
-	var senders []*sender
-	for _, n := range c.others(owner) {
-		senders = append(senders, newSender(n, dial(t, c.nodes[n].addr, "s"+n), conv))
-	}
+	senders := c.sendersOn(conv, c.others(owner))
 	stop := make(chan struct{})
 	wait := load(t, senders, 50, stop)
 	time.Sleep(time.Second)
@@ -1026,10 +1029,7 @@ func TestClusterOnThreeNATSServers(t *testing.T) {
 	c.waitPlaced([]string{"n1", "n2", "n3"})
 	const conv = charla.ConvID("replicated")
 	owner := c.ownerOf(conv)
-	var senders []*sender
-	for _, n := range c.others(owner) {
-		senders = append(senders, newSender(n, dial(t, c.nodes[n].addr, "s"+n), conv))
-	}
+	senders := c.sendersOn(conv, c.others(owner))
 	stop := make(chan struct{})
 	wait := load(t, senders, 50, stop)
 	time.Sleep(time.Second)

@@ -29,3 +29,7 @@ echo "node-kill: exit $?"
 #     --engine-cmd "charla serve --addr 127.0.0.1:19201 --auth-mode dev --log-level warn --database-url 'postgres://…/DB?sslmode=disable'"
 # node-kill.json was made with --db-max-conns 8 added to its template (a first
 # attempt ran PostgreSQL out of connections: max_connections 100, shared).
+# A/B of cluster mode on one node (ab-nocluster.json, ab-cluster-1node.json),
+# the same steady load, one after the other:
+#   charla-bench steady --addr 127.0.0.1:19301 ... --engine-cmd "charla serve --addr 127.0.0.1:19301 --auth-mode dev --log-level warn --database-url '…'"
+#   charla-bench steady --nodes 1 --addr 127.0.0.1:19311 ... --engine-cmd "charla serve --addr {addr} --auth-mode dev --log-level warn --database-url '…' --cluster-nats-url nats://127.0.0.1:4222 --cluster-name {name} --cluster-node-id n{i}"
