@@ -22,14 +22,10 @@ $B/charla-bench node-kill --nodes 3 --addr 127.0.0.1:19191 --kills 10 --conns 12
   --out $OUT/node-kill.json --plot $OUT/node-kill.html \
   --engine-cmd "$(tmpl cl${run}k '--cluster-lease-ttl 3s --db-max-conns 8')" > /tmp/cb/nodekill.txt 2> /tmp/cb/nodekill.err
 echo "node-kill: exit $?"
-# Reference (steady-nocluster.json): the same steady load on one engine
-# without cluster mode, same PostgreSQL:
-#   charla-bench steady --addr 127.0.0.1:19201 --conns 1000 --convs 100 --rate 2000 --duration 20s \
-#     --engine-cpus 0 --load-cpus 1 --out steady-nocluster.json \
-#     --engine-cmd "charla serve --addr 127.0.0.1:19201 --auth-mode dev --log-level warn --database-url 'postgres://…/DB?sslmode=disable'"
 # node-kill.json was made with --db-max-conns 8 added to its template (a first
 # attempt ran PostgreSQL out of connections: max_connections 100, shared).
 # A/B of cluster mode on one node (ab-nocluster.json, ab-cluster-1node.json),
-# the same steady load, one after the other:
+# the same steady load (--conns 1000 --convs 100 --rate 2000 --duration 20s
+# --engine-cpus 0 --load-cpus 1), one after the other, fresh databases:
 #   charla-bench steady --addr 127.0.0.1:19301 ... --engine-cmd "charla serve --addr 127.0.0.1:19301 --auth-mode dev --log-level warn --database-url '…'"
 #   charla-bench steady --nodes 1 --addr 127.0.0.1:19311 ... --engine-cmd "charla serve --addr {addr} --auth-mode dev --log-level warn --database-url '…' --cluster-nats-url nats://127.0.0.1:4222 --cluster-name {name} --cluster-node-id n{i}"
