@@ -16,6 +16,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -211,6 +212,10 @@ func Run(ctx context.Context, name string, o Options, env Env) (*result.Result, 
 	if env.Log == nil {
 		env.Log = io.Discard
 	}
+	// The progress line is written from its own goroutine while the
+	// scenario writes its notices: one lock keeps lines whole and a
+	// caller's writer (a bytes.Buffer in tests) safe.
+	env.Log = &lockedWriter{w: env.Log}
 	r := &run{res: result.New(name), env: env, o: o}
 	r.res.Settings = o.Settings()
 	r.res.Engine.Addr = o.Addr
@@ -661,4 +666,16 @@ func (c ClusterEngine) Cmd() string { return strings.Join(c.C.Cmds, " ; ") }
 // cluster.
 func (c ClusterEngine) Restart(context.Context) (engine.RestartTimes, error) {
 	return engine.RestartTimes{}, errors.New("reconnect-storm restarts one engine; against a cluster use node-kill")
+}
+
+// lockedWriter serialises the writes of several goroutines to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
