@@ -2,6 +2,7 @@ package actors
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -368,7 +369,9 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 		return // the answer to a batch of our previous incarnation
 	}
 	if c.deps.cluster != nil {
-		c.dropFenced(m.err)
+		// The batch's own error, or that of its messages the store fenced
+		// while storing the others (one error for them all).
+		c.dropFenced(append([]error{m.err}, m.errs...))
 	}
 	var durable []charla.Message // told to the inbox, once for the batch
 	for i, p := range batch {
@@ -421,11 +424,13 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 // node owns them now, and this one must stop writing them at once (its
 // conversations of those shards are moved by the change that follows). The
 // senders get unavailable, and their retries reach the new owner.
-func (c *conversation) dropFenced(err error) {
+func (c *conversation) dropFenced(errs []error) {
 	var fenced *store.FencedError
-	if !errors.As(err, &fenced) {
+	i := slices.IndexFunc(errs, func(err error) bool { return errors.As(err, &fenced) })
+	if i < 0 {
 		return
 	}
+	err := errs[i]
 	c.deps.stats.Cluster.Fenced.Add(1)
 	for _, f := range fenced.Fences {
 		if f.Holds {

@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -20,6 +21,9 @@ type groupCommit struct {
 	outage   *outageSpool // nil: no outage protection
 	maxBatch int
 	timeout  time.Duration // of one store call; 0 waits for the store
+	// shardOf is a cluster node's placement (nil on a single node): a
+	// batch fenced on some shards is stored again without their messages.
+	shardOf func(charla.ConvID) int
 	life     context.Context
 	log      zerolog.Logger
 
@@ -90,6 +94,10 @@ func (g *groupCommit) write(batch []appendReq, msgs []charla.Message, cursors ma
 		// one by one and refuse only that one.
 		results, errs, err = g.appendEach(msgs)
 	}
+	var fenced *store.FencedError
+	if g.shardOf != nil && errors.As(err, &fenced) && len(msgs) > 1 {
+		results, errs, err = g.appendUnfenced(msgs, fenced)
+	}
 	d.err = err
 	if g.outage != nil && useStore && err == nil && !isOutage(g.life, d.dbErr) {
 		// Acked by the store: remember them in the spool's ack index in this
@@ -129,6 +137,36 @@ func (g *groupCommit) appendEach(msgs []charla.Message) ([]store.AppendResult, [
 			continue
 		}
 		results[i] = r[0]
+	}
+	return results, errs, nil
+}
+
+// appendUnfenced stores again, in one call, the messages of a batch that
+// the store fenced on some of its shards, all but those shards': during a
+// fail-over, the conversations this node still owns must not fail with the
+// one it lost. The fenced ones get the fence's error (the conversation
+// drops their shard and the senders resend to the new owner).
+func (g *groupCommit) appendUnfenced(msgs []charla.Message, fe *store.FencedError) ([]store.AppendResult, []error, error) {
+	results := make([]store.AppendResult, len(msgs))
+	errs := make([]error, len(msgs))
+	var rest []charla.Message
+	var at []int
+	for i, m := range msgs {
+		if slices.Contains(fe.Shards, g.shardOf(m.Conv)) {
+			errs[i] = fe
+			continue
+		}
+		rest = append(rest, m)
+		at = append(at, i)
+	}
+	if len(rest) > 0 {
+		r, err := g.append(rest)
+		if err != nil {
+			return nil, nil, err // fenced again, or down: the batch fails whole, as before
+		}
+		for j, i := range at {
+			results[i] = r[j]
+		}
 	}
 	return results, errs, nil
 }

@@ -154,6 +154,9 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 	storeProps := actor.PropsFromProducer(func() actor.Actor {
 		a := newStoreActor(ctx, as.Root, st, dep.Spool, cfg, d.stats, log.With().Str("component", "store").Logger())
 		a.whatsapp = whatsapp
+		if c := dep.Cluster; c != nil {
+			a.lane.shardOf = c.Placement.Shard
+		}
 		return a
 	})
 	children := map[string]*actor.Props{"store": storeProps, "soap": soapProps}

@@ -1,0 +1,101 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"charla"
+	"charla/store"
+	"charla/store/postgres"
+	"charla/store/postgres/pgtest"
+)
+
+// testFence holds the shards of epochs.
+type testFence map[int]uint64
+
+func (f testFence) Shards() int { return 2 }
+func (f testFence) Epoch(shard int) (uint64, bool) {
+	e, ok := f[shard]
+	return e, ok
+}
+
+// During a fail-over a group commit can carry a conversation whose shard
+// this node just lost: the fence refuses the whole statement, and the
+// conversations it still owns are stored by a second call rather than
+// failed with it.
+func TestGroupCommitStoresWhatIsNotFenced(t *testing.T) {
+	url := pgtest.SchemaURL(t)
+	if _, err := postgres.MigrateURL(t.Context(), url); err != nil {
+		t.Fatal(err)
+	}
+	shardOf := func(conv charla.ConvID, _ int) int {
+		if conv == "lost" {
+			return 0
+		}
+		return 1
+	}
+	opts := postgres.DefaultOptions()
+	opts.URL = url
+	st, err := postgres.Open(t.Context(), opts, zerolog.Nop(), postgres.WithFence(testFence{1: 7}, shardOf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if ok, err := st.ClaimShard(t.Context(), 1, 7); !ok || err != nil {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	msg := func(conv charla.ConvID, id string) charla.Message {
+		return charla.Message{Conv: conv, ClientMsgID: id, Sender: charla.Sender{ID: "u", Role: charla.RoleAgent}, Body: []byte(`{"text":"hi"}`)}
+	}
+	batch := []appendReq{
+		{conv: "kept", msgs: []charla.Message{msg("kept", "00000000-0000-4000-8000-000000000001")}},
+		{conv: "lost", msgs: []charla.Message{msg("lost", "00000000-0000-4000-8000-000000000002")}},
+		{conv: "kept", msgs: []charla.Message{msg("kept", "00000000-0000-4000-8000-000000000003")}},
+	}
+	cases := []struct {
+		name    string
+		shardOf func(charla.ConvID) int
+		stored  bool // kept's messages stored
+	}{
+		{"lane without placement: the batch fails whole", nil, false},
+		{"cluster node's lane: the rest is stored", func(c charla.ConvID) int { return shardOf(c, 2) }, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := groupCommit{st: st, maxBatch: 100, life: context.Background(), log: zerolog.Nop(), shardOf: tc.shardOf}
+			g.queue = append([]appendReq(nil), batch...)
+			b, msgs := g.cut()
+			done := g.write(b, msgs, nil, true).reply
+			if !errors.Is(firstErr(done[1]), store.ErrFenced) {
+				t.Fatalf("lost's reply %+v, want fenced", done[1])
+			}
+			for _, i := range []int{0, 2} {
+				if err := firstErr(done[i]); (err == nil) != tc.stored {
+					t.Errorf("kept's reply %d: %+v", i, done[i])
+				}
+			}
+			head, err := st.Head(t.Context(), "kept")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]charla.Seq{true: 2, false: 0}[tc.stored]; head != want {
+				t.Errorf("kept's head %d, want %d", head, want)
+			}
+		})
+	}
+}
+
+func firstErr(d appendDone) error {
+	if d.err != nil {
+		return d.err
+	}
+	for _, err := range d.errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
