@@ -24,8 +24,8 @@ type groupCommit struct {
 	// shardOf is a cluster node's placement (nil on a single node): a
 	// batch fenced on some shards is stored again without their messages.
 	shardOf func(charla.ConvID) int
-	life     context.Context
-	log      zerolog.Logger
+	life    context.Context
+	log     zerolog.Logger
 
 	queue   []appendReq
 	writing bool
