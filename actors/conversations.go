@@ -42,8 +42,15 @@ type conversations struct {
 	// unowned holds requests for conversations of a shard no node owns at
 	// the moment (a lease expiring or changing hands); they are routed
 	// again when an owner shows up or at the next retry tick.
-	unowned    []routedEnvelope
+	unowned    []heldEnvelope
 	retryTimer *time.Timer
+}
+
+// heldEnvelope is a request waiting for an owner until until (zero: for as
+// long as it takes).
+type heldEnvelope struct {
+	routedEnvelope
+	until time.Time
 }
 
 // routed is implemented by every request a conversation handles: target is
@@ -70,9 +77,14 @@ type sweepTick struct{}
 type unownedRetry struct{}
 
 // unownedRetryEvery is how often requests held for want of an owner are
-// routed again: about the time a lease takes to change hands after a
-// graceful leave, short against one expiring after a crash.
-const unownedRetryEvery = 500 * time.Millisecond
+// routed again (and at once when a shard's owner changes).
+const unownedRetryEvery = 250 * time.Millisecond
+
+// unownedWait is how long a client's request waits for its conversation's
+// shard to get an owner before it is answered unavailable: a hand-over
+// (SIGTERM, rebalancing) takes well under it, so its clients never see one;
+// a crash takes a lease TTL, and the client resends.
+const unownedWait = 2 * time.Second
 
 func newConversations(d *deps) *conversations {
 	return &conversations{
@@ -348,26 +360,43 @@ func (s *conversations) routeRemote(ctx actor.Context, m routed, sender *actor.P
 	s.route(ctx, m, sender)
 }
 
-// holdUnowned keeps a request until its conversation's shard has an owner.
-// A client's own request is refused at once (it retries); a conn's
-// re-subscription waits, as answering it would only make it ask again.
+// holdUnowned keeps a request until its conversation's shard has an owner:
+// a client's own request for unownedWait at most, a conn's re-subscription
+// for as long as it takes (answering it would only make it ask again).
 func (s *conversations) holdUnowned(ctx actor.Context, m routed, sender *actor.PID) {
+	e := heldEnvelope{routedEnvelope: routedEnvelope{m, sender}}
 	if sub, ok := m.(subscribeReq); !ok || !sub.resume {
-		failRequest(ctx, m, charla.Errorf(charla.CodeUnavailable, "%s is changing nodes; retry", m.target()))
-		return
+		e.until = time.Now().Add(unownedWait)
 	}
-	s.unowned = append(s.unowned, routedEnvelope{m, sender})
-	if s.retryTimer == nil {
+	s.unowned = append(s.unowned, e)
+	s.armUnowned(ctx)
+}
+
+func (s *conversations) armUnowned(ctx actor.Context) {
+	if s.retryTimer == nil && len(s.unowned) > 0 {
 		s.retryTimer = sendAfter(s.deps.root, unownedRetryEvery, ctx.Self(), unownedRetry{})
 	}
 }
 
+// routeUnowned routes the held requests whose shard has an owner now (all
+// of them when closing, to be refused) and answers those that waited too
+// long.
 func (s *conversations) routeUnowned(ctx actor.Context) {
 	held := s.unowned
 	s.unowned = nil
+	now := time.Now()
 	for _, e := range held {
-		s.route(ctx, e.msg.(routed), e.sender)
+		m := e.msg.(routed)
+		switch _, _, placed := s.placement(m.target()); {
+		case placed || s.closing:
+			s.route(ctx, m, e.sender)
+		case !e.until.IsZero() && now.After(e.until):
+			failRequest(ctx, m, charla.Errorf(charla.CodeUnavailable, "%s is changing nodes; retry", m.target()))
+		default:
+			s.unowned = append(s.unowned, e)
+		}
 	}
+	s.armUnowned(ctx)
 }
 
 // onShardChanged moves the shard's conversations where they now belong:
