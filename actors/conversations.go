@@ -42,15 +42,8 @@ type conversations struct {
 	// unowned holds requests for conversations of a shard no node owns at
 	// the moment (a lease expiring or changing hands); they are routed
 	// again when an owner shows up or at the next retry tick.
-	unowned    []heldEnvelope
+	unowned    []routedEnvelope
 	retryTimer *time.Timer
-}
-
-// heldEnvelope is a request waiting for an owner until until (zero: for as
-// long as it takes).
-type heldEnvelope struct {
-	routedEnvelope
-	until time.Time
 }
 
 // routed is implemented by every request a conversation handles: target is
@@ -77,14 +70,9 @@ type sweepTick struct{}
 type unownedRetry struct{}
 
 // unownedRetryEvery is how often requests held for want of an owner are
-// routed again (and at once when a shard's owner changes).
-const unownedRetryEvery = 250 * time.Millisecond
-
-// unownedWait is how long a client's request waits for its conversation's
-// shard to get an owner before it is answered unavailable: a hand-over
-// (SIGTERM, rebalancing) takes well under it, so its clients never see one;
-// a crash takes a lease TTL, and the client resends.
-const unownedWait = 2 * time.Second
+// routed again: about the time a lease takes to change hands after a
+// graceful leave, short against one expiring after a crash.
+const unownedRetryEvery = 500 * time.Millisecond
 
 func newConversations(d *deps) *conversations {
 	return &conversations{
@@ -360,43 +348,26 @@ func (s *conversations) routeRemote(ctx actor.Context, m routed, sender *actor.P
 	s.route(ctx, m, sender)
 }
 
-// holdUnowned keeps a request until its conversation's shard has an owner:
-// a client's own request for unownedWait at most, a conn's re-subscription
-// for as long as it takes (answering it would only make it ask again).
+// holdUnowned keeps a request until its conversation's shard has an owner.
+// A client's own request is refused at once (it retries); a conn's
+// re-subscription waits, as answering it would only make it ask again.
 func (s *conversations) holdUnowned(ctx actor.Context, m routed, sender *actor.PID) {
-	e := heldEnvelope{routedEnvelope: routedEnvelope{m, sender}}
 	if sub, ok := m.(subscribeReq); !ok || !sub.resume {
-		e.until = time.Now().Add(unownedWait)
+		failRequest(ctx, m, charla.Errorf(charla.CodeUnavailable, "%s is changing nodes; retry", m.target()))
+		return
 	}
-	s.unowned = append(s.unowned, e)
-	s.armUnowned(ctx)
-}
-
-func (s *conversations) armUnowned(ctx actor.Context) {
-	if s.retryTimer == nil && len(s.unowned) > 0 {
+	s.unowned = append(s.unowned, routedEnvelope{m, sender})
+	if s.retryTimer == nil {
 		s.retryTimer = sendAfter(s.deps.root, unownedRetryEvery, ctx.Self(), unownedRetry{})
 	}
 }
 
-// routeUnowned routes the held requests whose shard has an owner now (all
-// of them when closing, to be refused) and answers those that waited too
-// long.
 func (s *conversations) routeUnowned(ctx actor.Context) {
 	held := s.unowned
 	s.unowned = nil
-	now := time.Now()
 	for _, e := range held {
-		m := e.msg.(routed)
-		switch _, _, placed := s.placement(m.target()); {
-		case placed || s.closing:
-			s.route(ctx, m, e.sender)
-		case !e.until.IsZero() && now.After(e.until):
-			failRequest(ctx, m, charla.Errorf(charla.CodeUnavailable, "%s is changing nodes; retry", m.target()))
-		default:
-			s.unowned = append(s.unowned, e)
-		}
+		s.route(ctx, e.msg.(routed), e.sender)
 	}
-	s.armUnowned(ctx)
 }
 
 // onShardChanged moves the shard's conversations where they now belong:

@@ -238,13 +238,9 @@ func (r *remoteConv) broadcast(ctx actor.Context, from *actor.PID, frame []byte)
 	relayTo(ctx, r.subs, from, relay{conv: r.id, frame: frame})
 }
 
-// stop hands what is pending and the subscribers back to routing: the
-// owner moved (or this node took the conversation), and whoever owns it now
-// answers them. Every request here is idempotent (a send by its
-// client_msg_id, a subscribe, a read cursor that only moves forward), so one
-// the old owner took too is answered as a duplicate, not done twice; and
-// the client is spared an unavailable and its resend for each request in
-// flight at a move (250,000 of them in a 10-kill bench run).
+// stop answers what is pending and hands the subscribers back to routing:
+// the owner moved (or this node took the conversation), and their
+// re-subscription reaches whoever owns it now.
 func (r *remoteConv) stop(ctx actor.Context) {
 	if r.tick != nil {
 		r.tick.Stop()
@@ -252,7 +248,7 @@ func (r *remoteConv) stop(ctx actor.Context) {
 	r.idle.stop()
 	for ref, p := range r.pending {
 		delete(r.pending, ref)
-		ctx.Send(ctx.Parent(), p.req)
+		failRequest(ctx, p.req, charla.Errorf(charla.CodeUnavailable, "%s moved to another node; retry", r.id))
 	}
 	if len(r.subs) > 0 {
 		r.publish(peerEnvelope{Kind: peerUnsubscribe})
