@@ -94,11 +94,16 @@ type whatsappActor struct {
 	cancel context.CancelFunc
 	io     sync.WaitGroup
 
-	breaker  breaker
-	numbers  map[string]*waNumber
-	queues   map[charla.ConvID]*waQueue
-	items    map[outKey]*outItem // every entry this incarnation holds
-	done     map[outKey]time.Time
+	breaker breaker
+	numbers map[string]*waNumber
+	queues  map[charla.ConvID]*waQueue
+	items   map[outKey]*outItem // every entry this incarnation holds
+	done    map[outKey]time.Time
+	// shown is the highest status each recent message's frames reached.
+	// The send's own record (accepted) and the platform's statuses are
+	// stored by two I/O goroutines, so a frame can be ready after a later
+	// one went out: it is dropped rather than shown going back.
+	shown    map[outKey]shownStatus
 	inflight int
 	loaded   bool
 	wake     *time.Timer
@@ -283,6 +288,7 @@ func (a *whatsappActor) start(ctx actor.Context) {
 	a.queues = map[charla.ConvID]*waQueue{}
 	a.items = map[outKey]*outItem{}
 	a.done = map[outKey]time.Time{}
+	a.shown = map[outKey]shownStatus{}
 	a.marked = map[charla.ConvID]charla.Seq{}
 	a.publish()
 	a.load(false)
@@ -350,6 +356,11 @@ func (a *whatsappActor) onLoaded(ctx actor.Context, m waLoaded) {
 	for k, t := range a.done {
 		if time.Since(t) > 2*a.cfg.RescanInterval {
 			delete(a.done, k)
+		}
+	}
+	for k, s := range a.shown {
+		if time.Since(s.at) > 2*a.cfg.RescanInterval {
+			delete(a.shown, k)
 		}
 	}
 	if a.rescan != nil {
@@ -834,7 +845,18 @@ func statusFrame(s store.DeliveryStatus) wire.WhatsAppStatus {
 // notify relays f to the conversation's subscribers (nobody when it is not
 // loaded: its status is in the store).
 func (a *whatsappActor) notify(ctx actor.Context, f wire.WhatsAppStatus) {
+	k, rank := outKey{f.Conv, f.Seq}, store.StatusRank(f.Status)
+	if s, ok := a.shown[k]; ok && rank <= s.rank {
+		return
+	}
+	a.shown[k] = shownStatus{rank: rank, at: time.Now()}
 	ctx.Send(a.conversations, statusNote{conv: f.Conv, frame: wire.Encode(f)})
+}
+
+// shownStatus is the rank of the last status frame of a message, and when.
+type shownStatus struct {
+	rank int
+	at   time.Time
 }
 
 // applyNext stores the next batch of statuses, one batch at a time so that
