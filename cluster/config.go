@@ -22,8 +22,8 @@ const (
 // would eat a large part of that margin and shards would flap between nodes.
 const MinLeaseTTL = 300 * time.Millisecond
 
-// maxReplicas is JetStream's limit on a stream's replicas.
-const maxReplicas = 5
+// MaxReplicas is JetStream's limit on a stream's replicas.
+const MaxReplicas = 5
 
 // Config configures a node's leases. Zero values take the defaults above.
 type Config struct {
@@ -55,6 +55,10 @@ var (
 	nodeIDRe = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 )
 
+// ValidNodeID reports whether id can name a node (or a cluster): one NATS
+// subject token and KV key part, letters, digits, '-' and '_' only.
+func ValidNodeID(id string) bool { return nodeIDRe.MatchString(id) }
+
 // withDefaults returns c with every zero field set to its default.
 func (c Config) withDefaults() Config {
 	if c.Shards == 0 {
@@ -83,7 +87,7 @@ func (c Config) validate() error {
 	switch {
 	case c.NodeID == "":
 		bad("cluster: node id is required")
-	case !nodeIDRe.MatchString(c.NodeID):
+	case !ValidNodeID(c.NodeID):
 		bad("cluster: node id %q must be letters, digits, '-' and '_' only", c.NodeID)
 	}
 	if c.Shards < 1 {
@@ -101,8 +105,8 @@ func (c Config) validate() error {
 	if c.Bucket == c.NodesBucket {
 		bad("cluster: bucket and nodes bucket must differ (both %q): the nodes bucket expires its keys", c.Bucket)
 	}
-	if c.Replicas < 1 || c.Replicas > maxReplicas {
-		bad("cluster: replicas must be between 1 and %d (got %d)", maxReplicas, c.Replicas)
+	if c.Replicas < 1 || c.Replicas > MaxReplicas {
+		bad("cluster: replicas must be between 1 and %d (got %d)", MaxReplicas, c.Replicas)
 	}
 	return errors.Join(errs...)
 }

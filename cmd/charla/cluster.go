@@ -29,14 +29,9 @@ type clusterConfig struct {
 	RequestTimeout time.Duration
 }
 
-const (
-	defaultClusterShards         = 64
-	defaultLeaseTTL              = 6 * time.Second
-	defaultClusterRequestTimeout = 3 * time.Second
-	// minLeaseTTL keeps renewals (every third of the TTL) above NATS's own
-	// round trips on a loaded machine.
-	minLeaseTTL = 300 * time.Millisecond
-)
+// defaultClusterRequestTimeout is --cluster-request-timeout's default; the
+// leases' settings take the cluster package's defaults and bounds.
+const defaultClusterRequestTimeout = 3 * time.Second
 
 func (c config) clusterProblems() []error {
 	cl := c.Cluster
@@ -48,34 +43,25 @@ func (c config) clusterProblems() []error {
 	if c.DB.URL == "" {
 		bad("cluster-nats-url needs database-url: the embedded store is one process's, and a cluster's system of record is PostgreSQL")
 	}
-	if !validNodeID(cl.Name) {
+	if !cluster.ValidNodeID(cl.Name) {
 		bad("cluster-name %q: only letters, digits, '-' and '_' (it names the NATS buckets and subjects)", cl.Name)
 	}
-	if cl.NodeID != "" && !validNodeID(cl.NodeID) {
+	if cl.NodeID != "" && !cluster.ValidNodeID(cl.NodeID) {
 		bad("cluster-node-id %q: only letters, digits, '-' and '_' (it is a NATS subject token)", cl.NodeID)
 	}
 	if cl.Shards < 1 {
 		bad("cluster-shards must be at least 1 (got %d)", cl.Shards)
 	}
-	if cl.LeaseTTL < minLeaseTTL {
-		bad("cluster-lease-ttl must be at least %s (got %s)", minLeaseTTL, cl.LeaseTTL)
+	if cl.LeaseTTL < cluster.MinLeaseTTL {
+		bad("cluster-lease-ttl must be at least %s (got %s)", cluster.MinLeaseTTL, cl.LeaseTTL)
 	}
-	if cl.Replicas < 1 || cl.Replicas > 5 {
-		bad("cluster-replicas must be between 1 and 5 (got %d)", cl.Replicas)
+	if cl.Replicas < 1 || cl.Replicas > cluster.MaxReplicas {
+		bad("cluster-replicas must be between 1 and %d (got %d)", cluster.MaxReplicas, cl.Replicas)
 	}
 	if cl.RequestTimeout <= 0 {
 		bad("cluster-request-timeout must be positive (got %s)", cl.RequestTimeout)
 	}
 	return errs
-}
-
-func validNodeID(id string) bool {
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return false
-		}
-	}
-	return id != ""
 }
 
 // nodeID is the configured id, or one made of the host name and the
@@ -86,7 +72,7 @@ func (cl clusterConfig) nodeID() string {
 	}
 	host, _ := os.Hostname()
 	host = strings.Map(func(r rune) rune {
-		if validNodeID(string(r)) {
+		if cluster.ValidNodeID(string(r)) {
 			return r
 		}
 		return '_'

@@ -19,6 +19,7 @@ import (
 	"charla/actors"
 	"charla/auth"
 	"charla/bot"
+	"charla/cluster"
 	"charla/ops"
 	"charla/store/postgres"
 	"charla/transport"
@@ -208,9 +209,9 @@ func (c *config) settings() flagSet {
 		{name: "cluster-nats-url", env: "CHARLA_CLUSTER_NATS_URL", usage: "NATS URL(s), comma-separated, of the cluster this node joins (JetStream required); empty = a single node", value: strVar(&c.Cluster.NATSURL, ""), secret: true},
 		{name: "cluster-name", env: "CHARLA_CLUSTER_NAME", usage: "names the cluster's NATS buckets (<name>_leases, <name>_nodes) and subjects; the same on every node", value: strVar(&c.Cluster.Name, "charla")},
 		{name: "cluster-node-id", env: "CHARLA_CLUSTER_NODE_ID", usage: "this node's id, unique in the cluster (letters, digits, - and _); empty = host name and process id", value: strVar(&c.Cluster.NodeID, "")},
-		{name: "cluster-shards", env: "CHARLA_CLUSTER_SHARDS", usage: "shards conversations are placed in; fixed for the cluster's life (checked at start)", value: intVar(&c.Cluster.Shards, defaultClusterShards)},
-		{name: "cluster-lease-ttl", env: "CHARLA_CLUSTER_LEASE_TTL", usage: "a dead node's shards are taken over after this; leases are renewed every third of it", value: durVar(&c.Cluster.LeaseTTL, defaultLeaseTTL)},
-		{name: "cluster-replicas", env: "CHARLA_CLUSTER_REPLICAS", usage: "replicas of the lease buckets in NATS: the NATS cluster's size, up to 3 (1 for a single NATS server)", value: intVar(&c.Cluster.Replicas, 1)},
+		{name: "cluster-shards", env: "CHARLA_CLUSTER_SHARDS", usage: "shards conversations are placed in; fixed for the cluster's life (checked at start)", value: intVar(&c.Cluster.Shards, cluster.DefaultShards)},
+		{name: "cluster-lease-ttl", env: "CHARLA_CLUSTER_LEASE_TTL", usage: "a dead node's shards are taken over after this; leases are renewed every third of it", value: durVar(&c.Cluster.LeaseTTL, cluster.DefaultLeaseTTL)},
+		{name: "cluster-replicas", env: "CHARLA_CLUSTER_REPLICAS", usage: "replicas of the lease buckets in NATS: the NATS cluster's size, up to 3 (1 for a single NATS server)", value: intVar(&c.Cluster.Replicas, cluster.DefaultReplicas)},
 		{name: "cluster-request-timeout", env: "CHARLA_CLUSTER_REQUEST_TIMEOUT", usage: "how long a request forwarded to the conversation's owner node waits for its answer (then unavailable)", value: durVar(&c.Cluster.RequestTimeout, defaultClusterRequestTimeout)},
 		{name: "inbox-save-delay", env: "CHARLA_INBOX_SAVE_DELAY", usage: "a conversation's activity (last message, unread counts) is saved to its workflow state within this; status, assignee and tags at once", value: durVar(&c.Actors.InboxSaveDelay, a.InboxSaveDelay)},
 	}
