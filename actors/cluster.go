@@ -137,7 +137,6 @@ type peerEnvelope struct {
 	Seq      charla.Seq      `json:"seq,omitempty"`
 	Head     charla.Seq      `json:"head,omitempty"`
 	State    string          `json:"state,omitempty"`
-	Resume   bool            `json:"resume,omitempty"`
 	Complete bool            `json:"complete,omitempty"`
 	Frame    json.RawMessage `json:"frame,omitempty"`
 	Recent   []peerDelivery  `json:"recent,omitempty"`

@@ -55,8 +55,12 @@ type routed interface {
 }
 
 type routedEnvelope struct {
-	msg    any
+	msg    routed
 	sender *actor.PID
+	// remote: another node forwarded it (remoteReq). However often it is
+	// routed (held while its conversation passivates, then routed again),
+	// it is taken only by a conversation this node owns, never forwarded.
+	remote bool
 }
 
 // stopAll asks every conversation to finish what it has in flight and stop;
@@ -92,9 +96,9 @@ func (s *conversations) Receive(ctx actor.Context) {
 	case *actor.Started:
 		s.armSweep(ctx)
 	case routed:
-		s.route(ctx, m, ctx.Sender())
+		s.route(ctx, routedEnvelope{msg: m, sender: ctx.Sender()})
 	case remoteReq:
-		s.routeRemote(ctx, m.req, ctx.Sender())
+		s.route(ctx, routedEnvelope{msg: m.req, sender: ctx.Sender(), remote: true})
 	case ownerFrame:
 		s.onOwnerFrame(ctx, m)
 	case shardChanged:
@@ -140,8 +144,13 @@ func (s *conversations) Receive(ctx actor.Context) {
 	}
 }
 
-func (s *conversations) route(ctx actor.Context, m routed, sender *actor.PID) {
+func (s *conversations) route(ctx actor.Context, e routedEnvelope) {
+	m, sender := e.msg, e.sender
 	conv := m.target()
+	if e.remote && !s.servesRemote(conv) {
+		failRequest(ctx, m, charla.Errorf(charla.CodeUnavailable, "%s is not served by this node now; retry", conv))
+		return
+	}
 	if s.closing {
 		if sub, ok := m.(subscribeReq); ok && sub.resume {
 			return // answering would only make the conn ask again; it is closing too
@@ -150,7 +159,7 @@ func (s *conversations) route(ctx actor.Context, m routed, sender *actor.PID) {
 		return
 	}
 	if buf, ok := s.stopping[conv]; ok {
-		s.stopping[conv] = append(buf, routedEnvelope{m, sender})
+		s.stopping[conv] = append(buf, e)
 		return
 	}
 	pid, ok := s.children[conv]
@@ -159,7 +168,7 @@ func (s *conversations) route(ctx actor.Context, m routed, sender *actor.PID) {
 		// its successor (here or the new owner) once it has.
 		s.passivate(ctx, conv, pid)
 		s.deps.stats.Cluster.Moved.Add(1)
-		s.stopping[conv] = append(s.stopping[conv], routedEnvelope{m, sender})
+		s.stopping[conv] = append(s.stopping[conv], e)
 		return
 	}
 	if !ok {
@@ -179,7 +188,7 @@ func (s *conversations) route(ctx actor.Context, m routed, sender *actor.PID) {
 		}
 		owner, epoch, placed := s.placement(conv)
 		if !placed {
-			s.holdUnowned(ctx, m, sender)
+			s.holdUnowned(ctx, e)
 			return
 		}
 		pid = s.spawn(ctx, conv, owner, epoch)
@@ -255,7 +264,7 @@ func (s *conversations) onTerminated(ctx actor.Context, who *actor.PID) {
 	// Routed afresh: to a new incarnation here, refused when closing, or,
 	// in cluster mode, to wherever the conversation is owned now.
 	for _, e := range buf {
-		s.route(ctx, e.msg.(routed), e.sender)
+		s.route(ctx, e)
 	}
 	s.notifyIfEmpty(ctx)
 }
@@ -335,28 +344,25 @@ func (s *conversations) current(conv charla.ConvID, pid *actor.PID) bool {
 	return placed && owner == s.remote[pid.Id] && epoch == s.epochs[pid.Id]
 }
 
-// routeRemote takes a request another node forwarded: only a conversation
-// this node owns takes it; any other is refused, and the asking node routes
-// the retry by its own, newer, view of the leases. Forwarding it on could
-// bounce it between two nodes whose views differ.
-func (s *conversations) routeRemote(ctx actor.Context, m routed, sender *actor.PID) {
-	owner, _, placed := s.placement(m.target())
-	if s.closing || !placed || owner != "" {
-		failRequest(ctx, m, charla.Errorf(charla.CodeUnavailable, "%s is not served by this node now; retry", m.target()))
-		return
-	}
-	s.route(ctx, m, sender)
+// servesRemote reports whether a request another node forwarded for conv
+// is taken here: only by a conversation this node owns. Any other is
+// refused, and the asking node routes the retry by its own, newer, view of
+// the leases; forwarding it on could bounce it between nodes whose views
+// differ.
+func (s *conversations) servesRemote(conv charla.ConvID) bool {
+	owner, _, placed := s.placement(conv)
+	return !s.closing && placed && owner == ""
 }
 
 // holdUnowned keeps a request until its conversation's shard has an owner.
 // A client's own request is refused at once (it retries); a conn's
 // re-subscription waits, as answering it would only make it ask again.
-func (s *conversations) holdUnowned(ctx actor.Context, m routed, sender *actor.PID) {
-	if sub, ok := m.(subscribeReq); !ok || !sub.resume {
-		failRequest(ctx, m, charla.Errorf(charla.CodeUnavailable, "%s is changing nodes; retry", m.target()))
+func (s *conversations) holdUnowned(ctx actor.Context, e routedEnvelope) {
+	if sub, ok := e.msg.(subscribeReq); !ok || !sub.resume {
+		failRequest(ctx, e.msg, charla.Errorf(charla.CodeUnavailable, "%s is changing nodes; retry", e.msg.target()))
 		return
 	}
-	s.unowned = append(s.unowned, routedEnvelope{m, sender})
+	s.unowned = append(s.unowned, e)
 	if s.retryTimer == nil {
 		s.retryTimer = sendAfter(s.deps.root, unownedRetryEvery, ctx.Self(), unownedRetry{})
 	}
@@ -366,7 +372,7 @@ func (s *conversations) routeUnowned(ctx actor.Context) {
 	held := s.unowned
 	s.unowned = nil
 	for _, e := range held {
-		s.route(ctx, e.msg.(routed), e.sender)
+		s.route(ctx, e)
 	}
 }
 

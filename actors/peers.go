@@ -106,7 +106,14 @@ func (p *peers) onRequest(ctx actor.Context, e peerEnvelope) {
 		}
 		req = sendReq{conn: relay, ref: e.Ref, msg: *e.Msg}
 	case peerSubscribe:
-		req = subscribeReq{conv: e.Conv, conn: relay, by: e.By, ref: e.Ref, since: e.Since, resume: e.Resume}
+		// Never a resume here, even for a conn's re-subscription: a refused
+		// resume is answered with a reset, which the relay would pass on
+		// to the asking node as a reset of the whole conversation, making
+		// every subscriber there ask again (and each refusal of those
+		// again: a storm while two nodes disagree on the owner). As a
+		// plain subscribe, a refusal is an answer to its one request, and
+		// the asking node's proxy spaces that conn's retries.
+		req = subscribeReq{conv: e.Conv, conn: relay, by: e.By, ref: e.Ref, since: e.Since}
 	case peerUnsubscribe:
 		ctx.Send(relay, unsubscribeReq{conv: e.Conv, conn: relay})
 		return

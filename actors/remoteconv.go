@@ -67,7 +67,7 @@ func (r *remoteConv) Receive(ctx actor.Context) {
 	case subscribeReq:
 		r.idle.touch()
 		r.subs[m.conn.Id] = m.conn
-		r.ask(ctx, m, peerEnvelope{Kind: peerSubscribe, By: m.by, Since: m.since, Resume: m.resume})
+		r.ask(ctx, m, peerEnvelope{Kind: peerSubscribe, By: m.by, Since: m.since})
 	case unsubscribeReq:
 		if _, ok := r.subs[m.conn.Id]; !ok {
 			return
@@ -98,7 +98,7 @@ func (r *remoteConv) Receive(ctx actor.Context) {
 		r.expire(ctx)
 	case resubscribe:
 		if _, ok := r.subs[m.req.conn.Id]; ok && r.latest[m.req.conn.Id] == m.ref {
-			r.ask(ctx, m.req, peerEnvelope{Kind: peerSubscribe, By: m.req.by, Since: m.req.since, Resume: true})
+			r.ask(ctx, m.req, peerEnvelope{Kind: peerSubscribe, By: m.req.by, Since: m.req.since})
 		}
 	case idleCheck:
 		r.idle.check(ctx, r.deps, r.id, len(r.subs) > 0 || len(r.pending) > 0)

@@ -1,0 +1,200 @@
+package actors_test
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"charla"
+	"charla/actors"
+	"charla/transport/transporttest"
+	"charla/wire"
+)
+
+// memBus is the cluster's bus inside one test process: ordered, at most once
+// per subscriber, as core NATS is. The real bus, leases and store fence are
+// exercised with three engine processes in cmd/charla's cluster tests; this
+// one lets a test hold a node's view of the leases where it wants it.
+type memBus struct {
+	mu   sync.Mutex
+	subs map[string][]chan []byte
+}
+
+func newMemBus() *memBus { return &memBus{subs: map[string][]chan []byte{}} }
+
+func (b *memBus) Publish(subject string, data []byte) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, ch := range b.subs[subject] {
+		select {
+		case ch <- data:
+		default: // a slow subscriber loses messages, as on core NATS
+		}
+	}
+	return nil
+}
+
+func (b *memBus) Subscribe(subject string, handle func([]byte)) (func(), error) {
+	ch := make(chan []byte, 1<<16)
+	done := make(chan struct{})
+	b.mu.Lock()
+	b.subs[subject] = append(b.subs[subject], ch)
+	b.mu.Unlock()
+	go func() {
+		defer close(done)
+		for data := range ch {
+			handle(data)
+		}
+	}()
+	return func() {
+		b.mu.Lock()
+		subs := b.subs[subject]
+		for i, c := range subs {
+			if c == ch {
+				b.subs[subject] = append(subs[:i:i], subs[i+1:]...)
+				close(ch)
+				break
+			}
+		}
+		b.mu.Unlock()
+		<-done
+	}, nil
+}
+
+// viewOf is one node's view of the leases of a one-shard cluster: the test
+// sets who owns the shard as that node sees it.
+type viewOf struct {
+	node  string
+	mu    sync.Mutex
+	owner string
+	epoch uint64 // of node's lease when it is the owner
+}
+
+func (v *viewOf) set(owner string) { v.mu.Lock(); v.owner = owner; v.mu.Unlock() }
+
+// retake has node take the shard again, under a new epoch.
+func (v *viewOf) retake() { v.mu.Lock(); v.owner = v.node; v.epoch++; v.mu.Unlock() }
+
+func (v *viewOf) Shard(charla.ConvID) int { return 0 }
+
+func (v *viewOf) Owner(int) (string, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.owner, v.owner != ""
+}
+
+func (v *viewOf) Epoch(int) (uint64, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.epoch + 1, v.owner == v.node
+}
+
+func (v *viewOf) Lost(int, uint64) {}
+
+func (v *viewOf) Nodes() []string { return []string{"a", "b"} }
+
+// startNode starts an engine that is node id of a cluster on bus, seeing
+// the leases as view says.
+func startNode(t *testing.T, bus *memBus, view *viewOf, opts ...transporttest.Option) *transporttest.Engine {
+	return transporttest.Start(t, append(opts, transporttest.WithDependencies(func(d *actors.Dependencies) {
+		d.Cluster = &actors.Cluster{Name: "t", Node: view.node, Placement: view, Bus: bus, RequestTimeout: 2 * time.Second}
+	}))...)
+}
+
+// TestClusterRefusedResubscriptionsDoNotMultiply: while two nodes disagree
+// on who owns a conversation (one has let it go, the other has not seen that
+// yet), the subscribers on the second re-subscribe and are refused until the
+// views agree. Each refusal must reach only the conn that asked: answered as
+// a reset of the conversation, it made every subscriber of the node ask
+// again, each of those refusals as well, and the requests multiplied until
+// the views agreed (a storm of re-subscriptions seen after repeated node
+// kills). And once the views agree, every subscriber is live again.
+func TestClusterRefusedResubscriptionsDoNotMultiply(t *testing.T) {
+	const conv, subscribers = charla.ConvID("storm"), 8
+	bus := newMemBus()
+	va, vb := &viewOf{node: "a", owner: "a"}, &viewOf{node: "b", owner: "a"}
+	a, b := startNode(t, bus, va), startNode(t, bus, vb)
+
+	clients := make([]*transporttest.Client, subscribers)
+	for i := range clients {
+		clients[i] = b.Dial(t, fmt.Sprintf("agent%d", i), charla.RoleAgent)
+		clients[i].Subscribe(conv, 0)
+	}
+	served := a.Sys.Stats().Cluster.Served.Load()
+
+	// a lets the shard go; b still sees a as its owner. a's conversation
+	// stops and tells b's subscribers to subscribe again: they ask a, which
+	// refuses, until b sees the new owner.
+	va.set("b")
+	a.Sys.ShardChanged(0)
+	const disagree = 2 * time.Second
+	time.Sleep(disagree)
+	asked := a.Sys.Stats().Cluster.Served.Load() - served
+	t.Logf("%d re-subscriptions reached the old owner in %s from %d subscribers", asked, disagree, subscribers)
+	// Each subscriber asks again every 300 ms while refused: about 7 times in
+	// 2 s. Multiplying, the requests run to thousands in that time.
+	if limit := int64(subscribers * 15); asked > limit {
+		t.Errorf("%d requests reached the old owner in %s of disagreement from %d subscribers, want at most %d", asked, disagree, subscribers, limit)
+	}
+	if asked < subscribers {
+		t.Errorf("%d requests reached the old owner, want every subscriber's re-subscription (%d) at least", asked, subscribers)
+	}
+
+	// b sees itself as the owner: its subscribers follow the conversation here.
+	vb.set("b")
+	b.Sys.ShardChanged(0)
+	sender := b.Dial(t, "sender", charla.RoleAgent)
+	sender.Send(transporttest.SendFrame(conv, "6f1c2e0a-8d3b-4c7e-9a51-2b4d6e8f0a13", "after the move", "s"))
+	if f := sender.Next(transporttest.Wait); f.Type != wire.TypeAck {
+		t.Fatalf("send after the move: %+v, want its ack", f)
+	}
+	for i, c := range clients {
+		f := c.NextOf(wire.TypeMsg, transporttest.Wait)
+		if f.Conv != conv {
+			t.Errorf("subscriber %d: %+v, want a message of %s", i, f, conv)
+		}
+	}
+}
+
+// TestClusterForwardedRequestIsNeverForwardedOn: a request another node
+// forwarded, held here while its conversation stops for a change of hands,
+// is refused when the conversation turns out to be owned elsewhere by then,
+// at once and without a hop to the new owner: forwarded on, it could bounce
+// between nodes whose views of the leases differ.
+func TestClusterForwardedRequestIsNeverForwardedOn(t *testing.T) {
+	const conv = charla.ConvID("hop")
+	bus := newMemBus()
+	va, vb := &viewOf{node: "a", owner: "a"}, &viewOf{node: "b", owner: "a"}
+	stopping, release := make(chan struct{}, 1), make(chan struct{})
+	hold := func(c charla.ConvID, msg any) {
+		if c == conv && fmt.Sprintf("%T", msg) == "actors.passivate" {
+			stopping <- struct{}{}
+			<-release
+		}
+	}
+	a := startNode(t, bus, va, transporttest.WithSystem(actors.NewSystemWithConversationHook(hold)))
+	b := startNode(t, bus, vb)
+	client := b.Dial(t, "agent", charla.RoleAgent)
+	client.Subscribe(conv, 0)
+
+	// a takes the shard again under a new epoch: its conversation of the
+	// old epoch stops (held there), and the send b forwards meanwhile waits
+	// for the next incarnation.
+	va.retake()
+	a.Sys.ShardChanged(0)
+	<-stopping
+	client.Send(transporttest.SendFrame(conv, "0b8e4f2c-5a1d-4e3b-8c7f-6d9a2e1b4c50", "held", "s"))
+	waitFor(t, "the send forwarded to a", transporttest.Wait, func() bool { return a.Sys.Stats().Cluster.Served.Load() >= 2 })
+	// Before that incarnation starts, the shard moves to a third node.
+	va.set("c")
+	close(release)
+
+	f := client.NextOf(wire.TypeError, transporttest.Wait)
+	if f.Ref != "s" || f.Code != charla.CodeUnavailable {
+		t.Fatalf("answer to the send = %+v, want unavailable", f)
+	}
+	if n := a.Sys.Stats().Cluster.Forwarded.Load(); n != 0 {
+		t.Errorf("a forwarded %d requests on, want none", n)
+	}
+}
