@@ -186,5 +186,6 @@ type shardChanged struct{ shard int }
 func (s *System) ShardChanged(shard int) {
 	if s.deps.cluster != nil {
 		s.as.Root.Send(s.deps.conversations, shardChanged{shard: shard})
+		s.as.Root.Send(s.deps.inbox, inboxLeaderCheck{})
 	}
 }

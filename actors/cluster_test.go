@@ -6,8 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"charla"
 	"charla/actors"
+	"charla/store"
 	"charla/transport/transporttest"
 	"charla/wire"
 )
@@ -197,4 +200,70 @@ func TestClusterForwardedRequestIsNeverForwardedOn(t *testing.T) {
 	if n := a.Sys.Stats().Cluster.Forwarded.Load(); n != 0 {
 		t.Errorf("a forwarded %d requests on, want none", n)
 	}
+}
+
+// conversationFrame waits for c's next conversation frame of conv.
+func conversationFrame(t *testing.T, c *transporttest.Client, conv charla.ConvID, ok func(wire.Frame) bool) wire.Frame {
+	t.Helper()
+	deadline := time.Now().Add(transporttest.Wait)
+	for {
+		f := c.NextOf(wire.TypeConversation, time.Until(deadline))
+		if f.Conv == conv && ok(f) {
+			return f
+		}
+	}
+}
+
+// TestClusterInboxOnEveryNode: the workflow has one writer in a cluster,
+// the inbox leader, and agents on every node work it: an agent on another
+// node sees the leader's conversation frames and presence, and acts with
+// answers as on one node; when the leader moves, every agent is told to
+// join again (an inbox frame without ref) and goes on with the new leader,
+// which has the state the old one saved.
+func TestClusterInboxOnEveryNode(t *testing.T) {
+	const conv = charla.ConvID("c9")
+	shared := openPebbleAt(t, t.TempDir())
+	st := transporttest.WithStore(func(testing.TB) store.Store { return shared })
+	bus := newMemBus()
+	va, vb := &viewOf{node: "a", owner: "a"}, &viewOf{node: "b", owner: "a"}
+	a, b := startNode(t, bus, va, st), startNode(t, bus, vb, st)
+
+	yolanda := a.Dial(t, "yolanda", charla.RoleAdmin) // on the leader; sees every conversation
+	yolanda.Send(wire.Frame{Type: wire.TypeInbox, Ref: "in"})
+	yolanda.NextOf(wire.TypeInbox, transporttest.Wait)
+	xavier := b.Dial(t, "xavier", charla.RoleAgent)
+	xavier.Send(wire.Frame{Type: wire.TypeInbox, Ref: "in"})
+	if f := xavier.NextOf(wire.TypeInbox, transporttest.Wait); f.Ref != "in" {
+		t.Fatalf("inbox answer on the follower = %+v", f)
+	}
+	for f := yolanda.NextOf(wire.TypePresence, transporttest.Wait); f.User != "xavier"; f = yolanda.NextOf(wire.TypePresence, transporttest.Wait) {
+	}
+
+	customer := b.Dial(t, "c9", charla.RoleCustomer)
+	customer.Send(transporttest.SendFrame(conv, uuid.NewString(), "hola", "s"))
+	customer.NextOf(wire.TypeAck, transporttest.Wait)
+	conversationFrame(t, xavier, conv, func(wire.Frame) bool { return true })
+
+	xavier.Send(wire.Frame{Type: wire.TypeTake, Conv: conv, Ref: "take"})
+	if f := conversationFrame(t, xavier, conv, func(f wire.Frame) bool { return f.Ref == "take" }); f.Assignee != "xavier" {
+		t.Fatalf("take answered %+v, want xavier assigned", f)
+	}
+	conversationFrame(t, yolanda, conv, func(f wire.Frame) bool { return f.Assignee == "xavier" })
+
+	// The leader moves to b: both agents join it again.
+	va.set("b")
+	vb.set("b")
+	a.Sys.ShardChanged(0)
+	b.Sys.ShardChanged(0)
+	for _, c := range []*transporttest.Client{xavier, yolanda} {
+		if f := c.NextOf(wire.TypeInbox, transporttest.Wait); f.Ref != "" {
+			t.Fatalf("after the move: %+v, want an inbox frame without ref", f)
+		}
+	}
+	yolanda.Send(wire.Frame{Type: wire.TypeResolve, Conv: conv, Ref: "done"})
+	f := conversationFrame(t, yolanda, conv, func(f wire.Frame) bool { return f.Ref == "done" })
+	if f.Status != store.StatusResolved || f.Assignee != "xavier" {
+		t.Fatalf("resolve on the new leader answered %+v, want resolved, still xavier's", f)
+	}
+	conversationFrame(t, xavier, conv, func(f wire.Frame) bool { return f.Status == store.StatusResolved })
 }

@@ -72,8 +72,12 @@ type inbox struct {
 
 	subs     map[string]inboxSub // by conn PID id
 	presence map[string]*agentPresence
-	caps     map[string]int // agents' own capacities
-	lastRR   string         // the agent the last auto-assignment went to
+	// counted are the staff conns presence counts, by PID id: a conn told
+	// to join again (an inbox restart, a new leader in a cluster) may say
+	// it is up twice, and must still count once.
+	counted map[string]struct{}
+	caps    map[string]int // agents' own capacities
+	lastRR  string         // the agent the last auto-assignment went to
 
 	io sync.WaitGroup
 }
@@ -190,7 +194,8 @@ type (
 
 func newInbox(d *deps, st store.Store) *inbox {
 	ib := &inbox{d: d, convs: map[charla.ConvID]*store.ConvState{}, loading: map[charla.ConvID][]any{},
-		dirty: map[charla.ConvID]struct{}{}, subs: map[string]inboxSub{}, presence: map[string]*agentPresence{}, caps: map[string]int{}}
+		dirty: map[charla.ConvID]struct{}{}, subs: map[string]inboxSub{}, presence: map[string]*agentPresence{}, caps: map[string]int{},
+		counted: map[string]struct{}{}}
 	if ws, ok := st.(workflowStore); ok {
 		ib.st = ws
 		ib.recent, _ = lru.New[charla.ConvID, *store.ConvState](recentInactive)
@@ -224,7 +229,12 @@ func (ib *inbox) Receive(ctx actor.Context) {
 	case *actor.Restarting:
 		// The next incarnation starts with no subscriber and no presence:
 		// the conns, told through the gateway, join it again.
-		ctx.Send(ctx.ActorSystem().NewLocalPID(gatewayName), inboxRestarted{})
+		// In a cluster the router (our parent) tells every node's conns.
+		to := ctx.ActorSystem().NewLocalPID(gatewayName)
+		if ib.d.cluster != nil {
+			to = ctx.Parent()
+		}
+		ctx.Send(to, inboxRestarted{})
 		ib.failPending(ctx)
 		ib.stop()
 	case *actor.Stopping:
@@ -881,9 +891,11 @@ func (ib *inbox) query(ctx actor.Context, m inboxQuery) {
 
 func (ib *inbox) onStaffConn(ctx actor.Context, m staffConn) {
 	p := ib.presence[m.user.ID]
+	_, counted := ib.counted[m.pid.Id]
 	if !m.up {
 		delete(ib.subs, m.pid.Id)
-		if p == nil {
+		delete(ib.counted, m.pid.Id)
+		if p == nil || !counted {
 			return
 		}
 		if p.conns--; p.conns <= 0 {
@@ -893,6 +905,10 @@ func (ib *inbox) onStaffConn(ctx actor.Context, m staffConn) {
 		}
 		return
 	}
+	if counted {
+		return
+	}
+	ib.counted[m.pid.Id] = struct{}{}
 	if p == nil {
 		p = &agentPresence{role: m.user.Role, state: wire.PresenceOffline}
 		ib.presence[m.user.ID] = p

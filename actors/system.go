@@ -194,8 +194,11 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		}
 		d.whatsapp = res.(*actor.PID)
 	}
-	if d.inbox, err = as.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newInbox(d, st) },
-		actor.WithSupervisor(restart)), "inbox"); err != nil {
+	inbox := func() actor.Actor { return newInbox(d, st) }
+	if dep.Cluster != nil {
+		inbox = func() actor.Actor { return newInboxRouter(d, st) } // it runs the inbox while this node leads
+	}
+	if d.inbox, err = as.Root.SpawnNamed(actor.PropsFromProducer(inbox, actor.WithSupervisor(restart)), "inbox"); err != nil {
 		cancel()
 		return nil, fmt.Errorf("spawn inbox: %w", err)
 	}
