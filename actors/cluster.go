@@ -63,6 +63,21 @@ type ClusterStats struct {
 	ShardsHeld atomic.Int64 // shards this node holds now (set by the engine from its leases)
 }
 
+// InboxLeader is the node that runs the inbox (the workflow's one writer)
+// as this node sees the leases; "" when none holds it now or on one node.
+func (s *System) InboxLeader() string {
+	c := s.deps.cluster
+	if c == nil {
+		return ""
+	}
+	shard := c.Placement.Shard(inboxKey)
+	if _, mine := c.Placement.Epoch(shard); mine {
+		return c.Node
+	}
+	owner, _ := c.Placement.Owner(shard)
+	return owner
+}
+
 // Clustered reports whether the tree is a node of a cluster.
 func (s *System) Clustered() bool { return s.deps.cluster != nil }
 

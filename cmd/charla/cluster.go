@@ -187,10 +187,17 @@ type clusterReadiness struct {
 	Shards int      `json:"shards"`
 	Of     int      `json:"of"`
 	Nodes  []string `json:"nodes"` // the live nodes, this one included
+	// InboxLeader is the node running the agents' inbox, as this node
+	// sees the leases ("" while it changes hands).
+	InboxLeader string `json:"inbox_leader"`
 }
 
 func (n *clusterNode) readiness() any {
-	return clusterReadiness{Name: n.cfg.Name, Node: n.id, Shards: n.held(), Of: n.cfg.Shards, Nodes: n.leases.Nodes()}
+	r := clusterReadiness{Name: n.cfg.Name, Node: n.id, Shards: n.held(), Of: n.cfg.Shards, Nodes: n.leases.Nodes()}
+	if sys := n.tree.Load(); sys != nil {
+		r.InboxLeader = sys.InboxLeader()
+	}
+	return r
 }
 
 // lateFence is the store's view of the leases. The store opens first (the

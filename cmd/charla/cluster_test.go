@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1062,4 +1063,128 @@ func metricValue(t *testing.T, addr, series string) float64 {
 	}
 	t.Fatalf("/metrics has no %s", series)
 	return 0
+}
+
+// inboxLeader waits until the live nodes agree on the inbox leader, one of
+// them, and returns it.
+func (c *testCluster) inboxLeader(nodes []string) string {
+	c.t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		seen := map[string]bool{}
+		for _, n := range nodes {
+			var r struct {
+				Extra struct {
+					Cluster clusterReadiness `json:"cluster"`
+				} `json:"extra"`
+			}
+			transporttest.DoJSON(c.t, "GET", "http://"+c.nodes[n].addr+"/readyz?user=root&role=admin", nil, 200, &r)
+			seen[r.Extra.Cluster.InboxLeader] = true
+		}
+		if len(seen) == 1 {
+			for l := range seen {
+				if _, ok := c.nodes[l]; ok && slices.Contains(nodes, l) {
+					return l
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the nodes %v see the inbox leaders %v after 15 s", nodes, seen)
+		}
+	}
+}
+
+func dialAs(t *testing.T, addr, user string, role charla.Role) *transporttest.Client {
+	t.Helper()
+	c, err := transporttest.DialURL(t, fmt.Sprintf("ws://%s/v1/ws?user=%s&role=%s", addr, user, role), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := c.Next(10 * time.Second); f.Type != wire.TypeWelcome {
+		t.Fatalf("first frame %+v", f)
+	}
+	return c
+}
+
+// conversationOf waits for cl's next conversation frame of conv that ok
+// accepts; an error frame with ref fails the test.
+func conversationOf(t *testing.T, cl *transporttest.Client, conv charla.ConvID, ref string, ok func(wire.Frame) bool) wire.Frame {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		f := cl.Next(time.Until(deadline))
+		if f.Type == wire.TypeError && ref != "" && f.Ref == ref {
+			t.Fatalf("%s answered %+v", ref, f)
+		}
+		if f.Type == wire.TypeConversation && f.Conv == conv && (ref == "" || f.Ref == ref) && ok(f) {
+			return f
+		}
+	}
+}
+
+// presenceOf waits for cl to be told user's presence state.
+func presenceOf(t *testing.T, cl *transporttest.Client, user, state string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if f := cl.NextOf(wire.TypePresence, time.Until(deadline)); f.User == user && f.State == state {
+			return
+		}
+	}
+}
+
+// TestClusterAgentsOnEveryNode: agents on any node work one inbox. The
+// leader runs it; agents elsewhere see its conversation frames and
+// presence and act with answers; when the leader is killed, another node
+// takes the inbox over with what was saved, and every agent is told to join
+// again and goes on.
+func TestClusterAgentsOnEveryNode(t *testing.T) {
+	nodes := []string{"n1", "n2", "n3"}
+	c := startCluster(t, nodes...)
+	leader := c.inboxLeader(nodes)
+	others := c.others(leader)
+	t.Logf("the inbox runs on %s", leader)
+
+	ana := dialAs(t, c.nodes[others[0]].addr, "ana", charla.RoleAgent)
+	boss := dialAs(t, c.nodes[others[1]].addr, "boss", charla.RoleAdmin)
+	for _, cl := range []*transporttest.Client{ana, boss} {
+		cl.Send(wire.Frame{Type: wire.TypeInbox, Ref: "in"})
+		if f := cl.NextOf(wire.TypeInbox, 15*time.Second); f.Ref != "in" {
+			t.Fatalf("inbox answer %+v", f)
+		}
+	}
+	presenceOf(t, boss, "ana", wire.PresenceOnline)
+
+	const conv = charla.ConvID("cust1")
+	customer := dialAs(t, c.nodes[leader].addr, "cust1", charla.RoleCustomer)
+	customer.Send(transporttest.SendFrame(conv, uuid.NewString(), "hola", "s"))
+	if f := customer.NextOf(wire.TypeAck, 15*time.Second); f.Ref != "s" {
+		t.Fatalf("send: %+v", f)
+	}
+	conversationOf(t, ana, conv, "", func(f wire.Frame) bool { return f.Assignee == "" })
+	ana.Send(wire.Frame{Type: wire.TypeTake, Conv: conv, Ref: "take"})
+	conversationOf(t, ana, conv, "take", func(f wire.Frame) bool { return f.Assignee == "ana" })
+	conversationOf(t, boss, conv, "", func(f wire.Frame) bool { return f.Assignee == "ana" })
+
+	killed := time.Now()
+	if err := c.nodes[leader].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.nodes[leader].cmd.Wait()
+	for _, cl := range []*transporttest.Client{ana, boss} {
+		if f := cl.NextOf(wire.TypeInbox, 15*time.Second); f.Ref != "" {
+			t.Fatalf("after the leader's death: %+v, want an inbox frame without ref", f)
+		}
+	}
+	t.Logf("the agents were told to join the new leader %s after the kill (lease ttl 1.5 s)", time.Since(killed).Round(time.Millisecond))
+	boss.Send(wire.Frame{Type: wire.TypeResolve, Conv: conv, Ref: "done"})
+	f := conversationOf(t, boss, conv, "done", func(wire.Frame) bool { return true })
+	if f.Status != "resolved" || f.Assignee != "ana" {
+		t.Fatalf("resolve on the new leader answered %+v, want resolved and still ana's", f)
+	}
+	conversationOf(t, ana, conv, "", func(f wire.Frame) bool { return f.Status == "resolved" })
+	// The new leader learnt who is online from the agents that joined it.
+	carl := dialAs(t, c.nodes[others[0]].addr, "carl", charla.RoleAgent)
+	carl.Send(wire.Frame{Type: wire.TypeInbox, Ref: "in"})
+	presenceOf(t, carl, "ana", wire.PresenceOnline)
+	presenceOf(t, boss, "carl", wire.PresenceOnline)
 }
