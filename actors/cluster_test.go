@@ -1,8 +1,11 @@
 package actors_test
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,8 +74,12 @@ type viewOf struct {
 	node  string
 	mu    sync.Mutex
 	owner string
-	epoch uint64 // of node's lease when it is the owner
+	epoch uint64   // of node's lease when it is the owner
+	gone  []string // nodes this one does not see alive
 }
+
+// lose has node see others as gone (none: all alive again).
+func (v *viewOf) lose(others ...string) { v.mu.Lock(); v.gone = others; v.mu.Unlock() }
 
 func (v *viewOf) set(owner string) { v.mu.Lock(); v.owner = owner; v.mu.Unlock() }
 
@@ -95,14 +102,34 @@ func (v *viewOf) Epoch(int) (uint64, bool) {
 
 func (v *viewOf) Lost(int, uint64) {}
 
-func (v *viewOf) Nodes() []string { return []string{"a", "b"} }
+func (v *viewOf) Nodes() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var live []string
+	for _, n := range []string{"a", "b"} {
+		if !slices.Contains(v.gone, n) {
+			live = append(live, n)
+		}
+	}
+	return live
+}
 
 // startNode starts an engine that is node id of a cluster on bus, seeing
 // the leases as view says.
 func startNode(t *testing.T, bus *memBus, view *viewOf, opts ...transporttest.Option) *transporttest.Engine {
-	return transporttest.Start(t, append(opts, transporttest.WithDependencies(func(d *actors.Dependencies) {
+	e := transporttest.Start(t, append(opts, transporttest.WithDependencies(func(d *actors.Dependencies) {
 		d.Cluster = &actors.Cluster{Name: "t", Node: view.node, Placement: view, Bus: bus, RequestTimeout: 2 * time.Second}
 	}))...)
+	// The node listens once its actors have started: a test's first
+	// request must not be answered before (lost, as on NATS, and retried
+	// only after the request timeout).
+	waitFor(t, "node "+view.node+" on the bus", transporttest.Wait, func() bool {
+		bus.mu.Lock()
+		defer bus.mu.Unlock()
+		return len(bus.subs["t.node."+view.node+".in"]) > 0 && len(bus.subs["t.node."+view.node+".req"]) > 0 &&
+			len(bus.subs["t.node."+view.node+".inbox"]) > 0
+	})
+	return e
 }
 
 // TestClusterRefusedResubscriptionsDoNotMultiply: while two nodes disagree
@@ -170,14 +197,20 @@ func TestClusterForwardedRequestIsNeverForwardedOn(t *testing.T) {
 	bus := newMemBus()
 	va, vb := &viewOf{node: "a", owner: "a"}, &viewOf{node: "b", owner: "a"}
 	stopping, release := make(chan struct{}, 1), make(chan struct{})
+	var first sync.Once // the move's passivation; the engine's close passivates again
 	hold := func(c charla.ConvID, msg any) {
 		if c == conv && fmt.Sprintf("%T", msg) == "actors.passivate" {
-			stopping <- struct{}{}
-			<-release
+			first.Do(func() {
+				stopping <- struct{}{}
+				<-release
+			})
 		}
 	}
 	a := startNode(t, bus, va, transporttest.WithSystem(actors.NewSystemWithConversationHook(hold)))
 	b := startNode(t, bus, vb)
+	var released sync.Once
+	unhold := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(unhold) // before the engines close, should the test stop early
 	client := b.Dial(t, "agent", charla.RoleAgent)
 	client.Subscribe(conv, 0)
 
@@ -191,7 +224,7 @@ func TestClusterForwardedRequestIsNeverForwardedOn(t *testing.T) {
 	waitFor(t, "the send forwarded to a", transporttest.Wait, func() bool { return a.Sys.Stats().Cluster.Served.Load() >= 2 })
 	// Before that incarnation starts, the shard moves to a third node.
 	va.set("c")
-	close(release)
+	unhold()
 
 	f := client.NextOf(wire.TypeError, transporttest.Wait)
 	if f.Ref != "s" || f.Code != charla.CodeUnavailable {
@@ -266,4 +299,71 @@ func TestClusterInboxOnEveryNode(t *testing.T) {
 		t.Fatalf("resolve on the new leader answered %+v, want resolved, still xavier's", f)
 	}
 	conversationFrame(t, xavier, conv, func(f wire.Frame) bool { return f.Status == store.StatusResolved })
+}
+
+// TestClusterInboxTakesOfflineTheAgentsOfANodeGone: the leader takes the
+// agents of a node it no longer sees alive offline (their conns cannot say
+// so), and asks that node's agents to join again should it see it alive
+// again (it was only cut off for a while).
+func TestClusterInboxTakesOfflineTheAgentsOfANodeGone(t *testing.T) {
+	bus := newMemBus()
+	va, vb := &viewOf{node: "a", owner: "a"}, &viewOf{node: "b", owner: "a"}
+	grace := transporttest.WithActors(func(c *actors.Config) { c.PresenceGrace = 50 * time.Millisecond })
+	a, b := startNode(t, bus, va, grace), startNode(t, bus, vb, grace)
+	yolanda := a.Dial(t, "yolanda", charla.RoleAdmin)
+	yolanda.Send(wire.Frame{Type: wire.TypeInbox, Ref: "in"})
+	xavier := b.Dial(t, "xavier", charla.RoleAgent)
+	xavier.Send(wire.Frame{Type: wire.TypeInbox, Ref: "in"})
+	xavier.NextOf(wire.TypeInbox, transporttest.Wait)
+	presence := func(state string) {
+		t.Helper()
+		for f := yolanda.NextOf(wire.TypePresence, transporttest.Wait); f.User != "xavier" || f.State != state; f = yolanda.NextOf(wire.TypePresence, transporttest.Wait) {
+		}
+	}
+	presence(wire.PresenceOnline)
+
+	va.lose("b")
+	presence(wire.PresenceOffline)
+	va.lose()
+	if f := xavier.NextOf(wire.TypeInbox, transporttest.Wait); f.Ref != "" {
+		t.Fatalf("when b is seen again: %+v, want an inbox frame without ref", f)
+	}
+	presence(wire.PresenceOnline)
+}
+
+// TestClusterInboxSavesOnlyWhileLeading: an inbox whose node has lost the
+// lease (paused past it, say) saves nothing more, even before its router
+// has seen the change and stopped it: the next leader's states are not
+// overwritten, and the agent is told the change is not stored.
+func TestClusterInboxSavesOnlyWhileLeading(t *testing.T) {
+	const conv = charla.ConvID("c7")
+	shared := openPebbleAt(t, t.TempDir())
+	va := &viewOf{node: "a", owner: "a"}
+	var armed atomic.Bool
+	// The lease goes while the inbox handles the action: after the router
+	// checked it, before the save.
+	hook := func(msgType string) {
+		if msgType == "actors.workflowReq" && armed.CompareAndSwap(true, false) {
+			va.set("b")
+		}
+	}
+	a := startNode(t, newMemBus(), va, transporttest.WithStore(func(testing.TB) store.Store { return shared }),
+		transporttest.WithSystem(actors.NewSystemWithInboxHook(hook)))
+	yolanda := a.Dial(t, "yolanda", charla.RoleAdmin)
+	yolanda.Send(wire.Frame{Type: wire.TypeInbox, Ref: "in"})
+	customer := a.Dial(t, "c7", charla.RoleCustomer)
+	customer.Send(transporttest.SendFrame(conv, uuid.NewString(), "hola", "s"))
+	conversationFrame(t, yolanda, conv, func(wire.Frame) bool { return true })
+
+	armed.Store(true)
+	yolanda.Send(wire.Frame{Type: wire.TypeTake, Conv: conv, Ref: "take"})
+	for f := yolanda.Next(transporttest.Wait); f.Ref != "take"; f = yolanda.Next(transporttest.Wait) {
+		if f.Type == wire.TypeConversation && f.Assignee == "yolanda" && f.Ref == "take" {
+			t.Fatalf("the take was answered as stored: %+v", f)
+		}
+	}
+	st, found, err := shared.LoadConvState(context.Background(), conv)
+	if err != nil || (found && st.Assignee != "") {
+		t.Fatalf("stored state %+v (found %v, err %v), want no assignee: the old leader saved after losing the lease", st, found, err)
+	}
 }

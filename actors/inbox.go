@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -78,6 +79,12 @@ type inbox struct {
 	counted map[string]struct{}
 	caps    map[string]int // agents' own capacities
 	lastRR  string         // the agent the last auto-assignment went to
+	// leads, in a cluster, says whether this node still holds the inbox's
+	// lease, judged when a save is about to be written: a leader paused
+	// past its lease must not overwrite what the next one saved (the
+	// router stops this inbox once it sees the lease gone; this closes
+	// the gap until then). nil on one node.
+	leads func() bool
 
 	io sync.WaitGroup
 }
@@ -196,6 +203,10 @@ func newInbox(d *deps, st store.Store) *inbox {
 	ib := &inbox{d: d, convs: map[charla.ConvID]*store.ConvState{}, loading: map[charla.ConvID][]any{},
 		dirty: map[charla.ConvID]struct{}{}, subs: map[string]inboxSub{}, presence: map[string]*agentPresence{}, caps: map[string]int{},
 		counted: map[string]struct{}{}}
+	if c := d.cluster; c != nil {
+		shard := c.Placement.Shard(inboxKey)
+		ib.leads = func() bool { _, ok := c.Placement.Epoch(shard); return ok }
+	}
 	if ws, ok := st.(workflowStore); ok {
 		ib.st = ws
 		ib.recent, _ = lru.New[charla.ConvID, *store.ConvState](recentInactive)
@@ -235,9 +246,13 @@ func (ib *inbox) Receive(ctx actor.Context) {
 			to = ctx.Parent()
 		}
 		ctx.Send(to, inboxRestarted{})
-		ib.failPending(ctx)
+		ib.failPending(ctx, charla.Errorf(charla.CodeUnavailable, "the inbox restarted; retry"))
 		ib.stop()
 	case *actor.Stopping:
+		// After shutdown's flush nothing is pending; in a cluster, the
+		// router stops the inbox of a node that lost the lead, with
+		// actions in flight whose asker waits for an answer.
+		ib.failPending(ctx, charla.Errorf(charla.CodeUnavailable, "the inbox moved to another node; retry"))
 		ib.stop()
 	default:
 		if !ib.ready {
@@ -500,8 +515,7 @@ func (ib *inbox) refuse(ctx actor.Context, msg any, err *charla.Error) {
 // failPending answers everything this incarnation still owes, before a
 // restart: the requests waiting for the start or a conversation's load,
 // and those waiting for a save.
-func (ib *inbox) failPending(ctx actor.Context) {
-	err := charla.Errorf(charla.CodeUnavailable, "the inbox restarted; retry")
+func (ib *inbox) failPending(ctx actor.Context, err *charla.Error) {
 	for _, m := range ib.waiting {
 		ib.refuse(ctx, m, err)
 	}
@@ -800,8 +814,11 @@ func (ib *inbox) save(ctx actor.Context) {
 	for _, c := range batch {
 		ib.saved = append(ib.saved, c.ID)
 	}
-	st := ib.st
+	st, leads := ib.st, ib.leads
 	ib.spawnIO(ctx.Self(), DefaultRequestTimeout, func(c context.Context) any {
+		if leads != nil && !leads() {
+			return statesSaved{err: &saveError{err: errNotInboxLeader, batch: batch}}
+		}
 		if err := st.SaveConvStates(c, batch); err != nil {
 			// Not lost: onSaved marks the batch dirty again.
 			return statesSaved{err: &saveError{err: err, batch: batch}}
@@ -811,6 +828,8 @@ func (ib *inbox) save(ctx actor.Context) {
 }
 
 // saveError carries a failed batch back so that it is saved again.
+var errNotInboxLeader = errors.New("this node no longer holds the inbox's lease")
+
 type saveError struct {
 	err   error
 	batch []store.ConvState

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -33,9 +34,8 @@ type inboxRouter struct {
 	st    workflowStore // for the REST reads a follower answers itself; nil: none
 	shard int
 	local *actor.PID // the inbox, while this node leads
-	// leader is the node the messages go to ("" none known, Node: this one);
-	// joined, the last one this node's staff conns were told to join.
-	leader, joined string
+	// leader is the node the messages go to ("" none known, Node: this one).
+	leader string
 
 	// On the leader: one stub per remote conn, by node+"/"+id, and the
 	// staff users behind them, so that a node gone is taken offline; and
@@ -43,6 +43,10 @@ type inboxRouter struct {
 	stubs map[string]*actor.PID
 	staff map[string]charla.Sender
 	once  map[string]*actor.PID
+	// gone are the nodes whose agents the leader took offline: should one
+	// be seen alive again (it was only cut off for a while), its agents
+	// are asked to join again.
+	gone map[string]bool
 
 	// On a follower: the actions forwarded to the leader and not answered
 	// yet, by conn+"|"+ref, answered unavailable after the request timeout.
@@ -52,6 +56,9 @@ type inboxRouter struct {
 
 	stop  func()
 	timer *time.Timer
+	// started: the tree is built, its gateway too. Before, there is no
+	// conn to tell anything, and the gateway's name may not be usable yet.
+	started bool
 }
 
 type inboxPending struct {
@@ -82,6 +89,8 @@ type (
 	inboxTick struct{}
 	// inboxLeaderCheck: the leases may have changed the leader.
 	inboxLeaderCheck struct{}
+	// treeStarted: newSystem is done; the gateway runs.
+	treeStarted struct{}
 )
 
 const inboxTickEvery = 250 * time.Millisecond
@@ -134,7 +143,7 @@ func (c *Cluster) inboxSubject(node string) string { return c.Name + ".node." + 
 
 func newInboxRouter(d *deps, st store.Store) *inboxRouter {
 	r := &inboxRouter{deps: d, full: st, shard: d.cluster.Placement.Shard(inboxKey), stubs: map[string]*actor.PID{},
-		staff: map[string]charla.Sender{}, once: map[string]*actor.PID{}, pending: map[string]inboxPending{}}
+		staff: map[string]charla.Sender{}, once: map[string]*actor.PID{}, gone: map[string]bool{}, pending: map[string]inboxPending{}}
 	r.st, _ = st.(workflowStore)
 	return r
 }
@@ -150,6 +159,8 @@ func (r *inboxRouter) Receive(ctx actor.Context) {
 		r.stop = stop
 		r.check(ctx)
 		r.timer = sendAfter(root, inboxTickEvery, self, inboxTick{})
+	case treeStarted:
+		r.started = true
 	case inboxLeaderCheck:
 		r.check(ctx)
 	case inboxTick:
@@ -227,9 +238,9 @@ func (r *inboxRouter) check(ctx actor.Context) {
 	if leader == "" {
 		return
 	}
-	if leader != r.joined {
-		r.rejoin(ctx)
-	}
+	// Even when it is the one we had before the lapse: it may have taken
+	// our agents offline meanwhile.
+	r.rejoin(ctx)
 	if leader == r.deps.cluster.Node {
 		// A leader restarted under the same id looks unchanged to a node
 		// whose view of the lease lagged: tell every node.
@@ -240,7 +251,9 @@ func (r *inboxRouter) check(ctx actor.Context) {
 
 // rejoin has this node's staff conns join the leader's inbox afresh.
 func (r *inboxRouter) rejoin(ctx actor.Context) {
-	r.joined = r.leader
+	if !r.started {
+		return
+	}
 	ctx.Send(ctx.ActorSystem().NewLocalPID(gatewayName), inboxRestarted{})
 }
 
@@ -260,6 +273,7 @@ func (r *inboxRouter) resign(ctx actor.Context) {
 		}
 	}
 	clear(r.staff)
+	clear(r.gone)
 }
 
 // route takes a message for the inbox from this node.
@@ -441,15 +455,21 @@ func (r *inboxRouter) tick(ctx actor.Context) {
 		clear(r.held[len(kept):])
 		r.held = kept
 	}
-	if r.local == nil || len(r.staff) == 0 {
+	if r.local == nil {
 		return
 	}
 	live := map[string]bool{}
 	for _, n := range r.deps.cluster.Placement.Nodes() {
 		live[n] = true
 	}
+	for node := range r.gone {
+		if live[node] {
+			delete(r.gone, node)
+			r.publish(node, inboxEnvelope{Kind: kindRejoin})
+		}
+	}
 	for key, user := range r.staff {
-		node, _, _ := cutNode(key)
+		node, _, _ := strings.Cut(key, "/")
 		if live[node] {
 			continue
 		}
@@ -458,16 +478,8 @@ func (r *inboxRouter) tick(ctx actor.Context) {
 		ctx.Stop(pid)
 		delete(r.staff, key)
 		delete(r.stubs, key)
+		r.gone[node] = true
 	}
-}
-
-func cutNode(key string) (node, id string, ok bool) {
-	for i := 0; i < len(key); i++ {
-		if key[i] == '/' {
-			return key[:i], key[i+1:], true
-		}
-	}
-	return key, "", false
 }
 
 // expire answers a held request that waited too long for a leader and

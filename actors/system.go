@@ -232,6 +232,9 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		cancel()
 		return nil, fmt.Errorf("spawn gateway: %w", err)
 	}
+	if dep.Cluster != nil {
+		as.Root.Send(d.inbox, treeStarted{}) // its router may tell conns to join a new leader from now on
+	}
 	if dep.Metrics != nil {
 		// ops: what watches the engine, restarted on its own like deps.
 		alertProps := actor.PropsFromProducer(func() actor.Actor { return newAlertActor(d, dep.Metrics, dep.Flags) })
