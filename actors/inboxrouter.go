@@ -37,12 +37,15 @@ type inboxRouter struct {
 	// leader is the node the messages go to ("" none known, Node: this one).
 	leader string
 
-	// On the leader: one stub per remote conn, by node+"/"+id, and the
-	// staff users behind them, so that a node gone is taken offline; and
-	// the one-answer stubs of remote reply-tos, by PID id.
+	// On the leader: one stub per remote conn, by node+"/"+inc+"/"+id, and
+	// the staff users behind them, so that a node gone is taken offline;
+	// the one-answer stubs of remote reply-tos, by PID id; and each node's
+	// incarnation (process) last heard from: a node restarted under its
+	// id reuses PID ids, and its old conns are gone.
 	stubs map[string]*actor.PID
 	staff map[string]charla.Sender
 	once  map[string]*actor.PID
+	incOf map[string]string
 	// gone are the nodes whose agents the leader took offline: should one
 	// be seen alive again (it was only cut off for a while), its agents
 	// are asked to join again.
@@ -119,6 +122,10 @@ const (
 type inboxEnvelope struct {
 	Kind inboxKind `json:"k"`
 	From string    `json:"from"`
+	// Inc is the incarnation (process) of the follower node the envelope
+	// is from or for: what the leader sends a conn of an earlier process
+	// of that node must reach nobody, though a PID id may be reused.
+	Inc string `json:"inc,omitempty"`
 	// Conn is the PID id, on the asking node, of the conn or reply-to.
 	Conn     string           `json:"conn,omitempty"`
 	Conv     charla.ConvID    `json:"conv,omitempty"`
@@ -143,7 +150,8 @@ func (c *Cluster) inboxSubject(node string) string { return c.Name + ".node." + 
 
 func newInboxRouter(d *deps, st store.Store) *inboxRouter {
 	r := &inboxRouter{deps: d, full: st, shard: d.cluster.Placement.Shard(inboxKey), stubs: map[string]*actor.PID{},
-		staff: map[string]charla.Sender{}, once: map[string]*actor.PID{}, gone: map[string]bool{}, pending: map[string]inboxPending{}}
+		staff: map[string]charla.Sender{}, once: map[string]*actor.PID{}, incOf: map[string]string{}, gone: map[string]bool{},
+		pending: map[string]inboxPending{}}
 	r.st, _ = st.(workflowStore)
 	return r
 }
@@ -274,6 +282,7 @@ func (r *inboxRouter) resign(ctx actor.Context) {
 	}
 	clear(r.staff)
 	clear(r.gone)
+	clear(r.incOf)
 }
 
 // route takes a message for the inbox from this node.
@@ -319,7 +328,7 @@ func (r *inboxRouter) forward(ctx actor.Context, msg any) {
 		r.deps.log.Warn().Str("type", typeName(msg)).Msg("inbox message not forwarded: unknown")
 		return
 	}
-	e.From = r.deps.cluster.Node
+	e.From, e.Inc = r.deps.cluster.Node, r.deps.cluster.incarnation
 	if err := r.deps.cluster.Bus.Publish(r.deps.cluster.inboxSubject(r.leader), e.encode()); err != nil {
 		r.deps.log.Warn().Err(err).Str("leader", r.leader).Str("kind", string(e.Kind)).Msg("inbox message to the leader not sent")
 	}
@@ -333,7 +342,9 @@ func (r *inboxRouter) onEnvelope(ctx actor.Context, e inboxEnvelope) {
 	}
 	switch e.Kind {
 	case kindFrame, kindDone, kindAnswer:
-		r.deliver(ctx, e)
+		if e.Inc == r.deps.cluster.incarnation {
+			r.deliver(ctx, e)
+		}
 		return
 	case kindRejoin:
 		if e.From == r.leader {
@@ -345,7 +356,7 @@ func (r *inboxRouter) onEnvelope(ctx actor.Context, e inboxEnvelope) {
 		// The follower's view is behind: it finds the leader by itself and
 		// its conns join again. An action waits for its answer there:
 		// refuse it now rather than at its timeout.
-		refusal := inboxEnvelope{Kind: kindDone, Conn: e.Conn, Ref: e.Ref, Err: errInboxMoving()}
+		refusal := inboxEnvelope{Kind: kindDone, Inc: e.Inc, Conn: e.Conn, Ref: e.Ref, Err: errInboxMoving()}
 		switch e.Kind {
 		case kindCapacity:
 			refusal.Kind = kindAnswer
@@ -355,6 +366,12 @@ func (r *inboxRouter) onEnvelope(ctx actor.Context, e inboxEnvelope) {
 		}
 		return
 	}
+	if inc := r.incOf[e.From]; inc != e.Inc {
+		if inc != "" {
+			r.dropNode(ctx, e.From) // restarted: its old conns are gone
+		}
+		r.incOf[e.From] = e.Inc
+	}
 	var msg any
 	switch e.Kind {
 	case kindAppended:
@@ -362,8 +379,8 @@ func (r *inboxRouter) onEnvelope(ctx actor.Context, e inboxEnvelope) {
 	case kindRead:
 		msg = convRead{conv: e.Conv, user: e.User, seq: e.Seq}
 	case kindStaff:
-		stub := r.stub(ctx, e.From, e.Conn, false)
-		key := e.From + "/" + e.Conn
+		stub := r.stub(ctx, e.From, e.Inc, e.Conn, false)
+		key := stubKey(e.From, e.Inc, e.Conn)
 		if e.Up {
 			r.staff[key] = e.User
 		} else {
@@ -373,17 +390,17 @@ func (r *inboxRouter) onEnvelope(ctx actor.Context, e inboxEnvelope) {
 		}
 		msg = staffConn{user: e.User, pid: stub, up: e.Up}
 	case kindSubscribe:
-		msg = inboxSubscribe{conn: r.stub(ctx, e.From, e.Conn, false), user: e.User, ref: e.Ref}
+		msg = inboxSubscribe{conn: r.stub(ctx, e.From, e.Inc, e.Conn, false), user: e.User, ref: e.Ref}
 	case kindPresence:
 		msg = presenceSet{user: e.User, away: e.Away}
 	case kindAction:
 		req := workflowReq{op: e.Op, conv: e.Conv, by: e.User, to: e.To, tags: e.Tags, ref: e.Ref}
 		if e.Conn != "" { // a bot's handoff waits for no answer
-			req.replyTo = r.stub(ctx, e.From, e.Conn, true)
+			req.replyTo = r.stub(ctx, e.From, e.Inc, e.Conn, true)
 		}
 		msg = req
 	case kindCapacity:
-		msg = capacitySet{agent: e.Agent, capacity: e.Capacity, replyTo: r.stub(ctx, e.From, e.Conn, true)}
+		msg = capacitySet{agent: e.Agent, capacity: e.Capacity, replyTo: r.stub(ctx, e.From, e.Inc, e.Conn, true)}
 	default:
 		r.deps.log.Warn().Str("from", e.From).Str("kind", string(e.Kind)).Msg("unknown inbox message dropped")
 		return
@@ -394,13 +411,13 @@ func (r *inboxRouter) onEnvelope(ctx actor.Context, e inboxEnvelope) {
 // stub is the leader's stand-in for conn id of node: what the inbox sends
 // it goes to that conn. once: a reply-to that gets one answer (an action's
 // or a REST request's); a conn that asks again gets a fresh one.
-func (r *inboxRouter) stub(ctx actor.Context, node, id string, once bool) *actor.PID {
-	key := node + "/" + id
+func (r *inboxRouter) stub(ctx actor.Context, node, inc, id string, once bool) *actor.PID {
+	key := stubKey(node, inc, id)
 	if pid, ok := r.stubs[key]; ok {
 		return pid
 	}
 	d := r.deps
-	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return &inboxStub{deps: d, node: node, id: id, once: once} }))
+	pid := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return &inboxStub{deps: d, node: node, inc: inc, id: id, once: once} }))
 	if once {
 		r.once[pid.Id] = pid
 	} else {
@@ -468,9 +485,20 @@ func (r *inboxRouter) tick(ctx actor.Context) {
 			r.publish(node, inboxEnvelope{Kind: kindRejoin})
 		}
 	}
+	for node := range r.incOf {
+		if !live[node] {
+			r.dropNode(ctx, node)
+			r.gone[node] = true
+		}
+	}
+}
+
+func stubKey(node, inc, id string) string { return node + "/" + inc + "/" + id }
+
+// dropNode takes the agents of node's conns offline and forgets them.
+func (r *inboxRouter) dropNode(ctx actor.Context, node string) {
 	for key, user := range r.staff {
-		node, _, _ := strings.Cut(key, "/")
-		if live[node] {
+		if n, _, _ := strings.Cut(key, "/"); n != node {
 			continue
 		}
 		pid := r.stubs[key]
@@ -478,8 +506,8 @@ func (r *inboxRouter) tick(ctx actor.Context) {
 		ctx.Stop(pid)
 		delete(r.staff, key)
 		delete(r.stubs, key)
-		r.gone[node] = true
 	}
+	delete(r.incOf, node)
 }
 
 // expire answers a held request that waited too long for a leader and
@@ -558,12 +586,13 @@ func (r *inboxRouter) publishAll(e inboxEnvelope) {
 type inboxStub struct {
 	deps *deps
 	node string
+	inc  string // the node's process the conn is in
 	id   string
 	once bool
 }
 
 func (s *inboxStub) Receive(ctx actor.Context) {
-	e := inboxEnvelope{Conn: s.id, From: s.deps.cluster.Node}
+	e := inboxEnvelope{Conn: s.id, From: s.deps.cluster.Node, Inc: s.inc}
 	switch m := ctx.Message().(type) {
 	case soapFrame:
 		e.Kind, e.Frame, e.Code = kindFrame, m.frame, string(m.code)
