@@ -202,5 +202,6 @@ func (s *System) ShardChanged(shard int) {
 	if s.deps.cluster != nil {
 		s.as.Root.Send(s.deps.conversations, shardChanged{shard: shard})
 		s.as.Root.Send(s.deps.inbox, inboxLeaderCheck{})
+		s.as.Root.Send(s.deps.store, storeKick{}) // a shard taken may come with spooled messages to drain
 	}
 }

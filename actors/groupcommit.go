@@ -77,6 +77,7 @@ func (g *groupCommit) write(batch []appendReq, msgs []charla.Message, cursors ma
 	d := storeWritten{batch: batch, msgs: len(msgs)}
 	defer func() { d.took = time.Since(start) }()
 	var results []store.AppendResult
+	var errs []error
 	var err error
 	if len(msgs) > 0 {
 		if useStore {
@@ -85,10 +86,9 @@ func (g *groupCommit) write(batch []appendReq, msgs []charla.Message, cursors ma
 			d.dbErr = err
 		}
 		if g.outage != nil && (!useStore || isOutage(g.life, err)) {
-			results, d.spooled, err = g.outage.appendSpool(g.life, batch, msgs)
+			results, errs, d.spooled, err = g.outage.appendSpool(g.life, batch, msgs)
 		}
 	}
-	var errs []error
 	if err != nil && errors.Is(err, store.ErrInvalid) && len(msgs) > 1 {
 		// One message the store refuses must not fail everyone's: store them
 		// one by one and refuse only that one.

@@ -22,6 +22,29 @@ type sequencedAppender interface {
 	AppendSequenced(ctx context.Context, msgs []charla.Message) ([]store.AppendResult, error)
 }
 
+// Spool is where the store actor keeps writes while the store is down
+// (Dependencies.Spool): a single node's file (*spool.Spool) or a cluster's
+// replicated stream (*cluster.Spool).
+type Spool interface {
+	// Len is how many messages wait to be drained.
+	Len() int
+	// Put keeps msgs, with their seqs, durably before it returns.
+	Put(ctx context.Context, msgs []charla.Message) error
+	// Drain hands the waiting messages to sink, oldest first, and drops
+	// those it took; it stops at sink's first error.
+	Drain(ctx context.Context, batch int, sink func(ctx context.Context, msgs []charla.Message) error) (int, error)
+	// Head and Range read the waiting messages of conv.
+	Head(conv charla.ConvID) (charla.Seq, bool, error)
+	Range(ctx context.Context, conv charla.ConvID, after charla.Seq, limit int) ([]charla.Message, error)
+	// Acked finds the ack of a message by its client id, for resends;
+	// RecordAcks adds the store's acks to what Acked knows.
+	Acked(conv charla.ConvID, clientMsgID string) (spool.Ack, bool, error)
+	RecordAcks(ctx context.Context, acks []spool.Ack, sync bool) error
+	// PutDeadLetter sets aside a message the store refused.
+	PutDeadLetter(ctx context.Context, d spool.DeadLetter) error
+	DeadLetterCount() int
+}
+
 // outageSpool is the half of the store actor that hides a database outage:
 // it sequences and spools writes the store cannot take, drains the spool
 // back into the store (the one meaning of "drain" in this package), and
@@ -30,12 +53,16 @@ type sequencedAppender interface {
 // Its methods run on the store actor's I/O goroutines; the spool file is safe
 // for concurrent use, and everything else here is set once at construction.
 type outageSpool struct {
-	sp       *spool.Spool
+	sp       Spool
 	appender sequencedAppender
 	st       store.Store
 	cfg      Config
 	log      zerolog.Logger
 	life     context.Context // the tree's: cancelled at shutdown
+	// shardOf, in a cluster, is the placement: the spool there is one log
+	// per shard, each written only by its owner, and a shard lost meanwhile
+	// fails only its own conversations' writes.
+	shardOf func(charla.ConvID) int
 }
 
 // spoolDrained is the drain lane's report.
@@ -56,9 +83,13 @@ func (o *outageSpool) depth() int { return o.sp.Len() }
 // conversation's in-memory window is answered with its original seq instead
 // of being accepted twice. Past the index's bounds a resend is still caught
 // at drain time (drainSink), only later.
-func (o *outageSpool) appendSpool(ctx context.Context, batch []appendReq, msgs []charla.Message) (results []store.AppendResult, spooled int, err error) {
+//
+// errs, when not nil, holds the failure of each message whose shard's log
+// refused it (cluster mode); err fails the whole batch.
+func (o *outageSpool) appendSpool(ctx context.Context, batch []appendReq, msgs []charla.Message) (results []store.AppendResult, errs []error, spooled int, err error) {
 	results = make([]store.AppendResult, 0, len(msgs))
 	var fresh []charla.Message
+	var at []int // fresh[k] is results[at[k]]
 	i := 0
 	for _, r := range batch {
 		next := r.head + 1
@@ -66,7 +97,7 @@ func (o *outageSpool) appendSpool(ctx context.Context, batch []appendReq, msgs [
 			m := msgs[i]
 			i++
 			if old, ok, err := o.sp.Acked(m.Conv, m.ClientMsgID); err != nil {
-				return nil, 0, fmt.Errorf("spool lookup %s: %w", m.Conv, err)
+				return nil, nil, 0, fmt.Errorf("spool lookup %s: %w", m.Conv, err)
 			} else if ok {
 				results = append(results, store.AppendResult{Seq: old.Seq, TS: old.TS, Duplicate: true})
 				continue
@@ -74,16 +105,48 @@ func (o *outageSpool) appendSpool(ctx context.Context, batch []appendReq, msgs [
 			m.Seq = next
 			next++
 			fresh = append(fresh, m)
+			at = append(at, len(results))
 			results = append(results, store.AppendResult{Seq: m.Seq, TS: m.TS})
 		}
 	}
 	if len(fresh) == 0 {
-		return results, 0, nil
+		return results, nil, 0, nil
 	}
-	if err := o.sp.Put(ctx, fresh); err != nil {
-		return nil, 0, fmt.Errorf("spool %d messages: %w", len(fresh), err)
+	if o.shardOf == nil {
+		if err := o.sp.Put(ctx, fresh); err != nil {
+			return nil, nil, 0, fmt.Errorf("spool %d messages: %w", len(fresh), err)
+		}
+		return results, nil, len(fresh), nil
 	}
-	return results, len(fresh), nil
+	// One Put per shard: a conversation's messages are all in one shard, so
+	// each conversation's write succeeds or fails whole, as it must (its
+	// head advances only with an ack).
+	byShard := map[int][]int{} // shard → indexes in fresh
+	var order []int
+	for k, m := range fresh {
+		sh := o.shardOf(m.Conv)
+		if _, ok := byShard[sh]; !ok {
+			order = append(order, sh)
+		}
+		byShard[sh] = append(byShard[sh], k)
+	}
+	for _, sh := range order {
+		group := make([]charla.Message, len(byShard[sh]))
+		for j, k := range byShard[sh] {
+			group[j] = fresh[k]
+		}
+		if err := o.sp.Put(ctx, group); err != nil {
+			if errs == nil {
+				errs = make([]error, len(results))
+			}
+			for _, k := range byShard[sh] {
+				errs[at[k]] = fmt.Errorf("spool %d messages of shard %d: %w", len(group), sh, err)
+			}
+			continue
+		}
+		spooled += len(group)
+	}
+	return results, errs, spooled, nil
 }
 
 // recordAcks adds the messages the store just acked (results, errs as the

@@ -12,7 +12,6 @@ import (
 
 	"charla"
 	"charla/store"
-	"charla/store/spool"
 )
 
 // storeActor is the only path from conversations to the store. It keeps the
@@ -152,7 +151,7 @@ type (
 	flushed  struct{}
 )
 
-func newStoreActor(life context.Context, root *actor.RootContext, st store.Store, sp *spool.Spool, cfg Config, stats *Stats, log zerolog.Logger) *storeActor {
+func newStoreActor(life context.Context, root *actor.RootContext, st store.Store, sp Spool, cfg Config, stats *Stats, log zerolog.Logger) *storeActor {
 	a := &storeActor{
 		st: st, root: root, log: log, cfg: cfg, stats: stats, life: life,
 		breaker:      newBreaker(cfg.StoreBreaker),

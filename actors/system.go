@@ -20,7 +20,6 @@ import (
 
 	"charla"
 	"charla/store"
-	"charla/store/spool"
 	"charla/wire"
 )
 
@@ -67,7 +66,7 @@ type Dependencies struct {
 	Store store.Store
 	// Spool, when set, keeps chat going while Store is unavailable; Store
 	// must then also be able to take the drain (AppendSequenced).
-	Spool *spool.Spool
+	Spool Spool
 	Log   zerolog.Logger
 	// Limiter, when set, limits every user's sends across all their
 	// connections; the HTTP edge shares it for POST /v1/send.
@@ -156,6 +155,9 @@ func newSystem(cfg Config, dep Dependencies, hooks *hooks) (*System, error) {
 		a.whatsapp = whatsapp
 		if c := dep.Cluster; c != nil {
 			a.lane.shardOf = c.Placement.Shard
+			if a.outage != nil {
+				a.outage.shardOf = c.Placement.Shard
+			}
 		}
 		return a
 	})

@@ -88,6 +88,8 @@ type clusterNode struct {
 	nc     *nats.Conn
 	fence  *lateFence
 	leases *cluster.Leases
+	// spool keeps sends acked during a database outage (docs/CLUSTER.md §6).
+	spool *cluster.Spool
 	// tree hears of ownership changes once it runs; before, it has no
 	// conversation to move.
 	tree atomic.Pointer[actors.System]
@@ -122,9 +124,19 @@ func (n *clusterNode) join(ctx context.Context, st store.Store, log zerolog.Logg
 		nc.Close()
 		return nil, fmt.Errorf("cluster: JetStream: %w", err)
 	}
+	sp, err := cluster.OpenSpool(ctx, js, n.cfg.Name, n.cfg.Replicas, n.cfg.Shards)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if n.cfg.Replicas < 3 {
+		log.Warn().Int("replicas", n.cfg.Replicas).Msg("cluster: the outage spool has fewer than 3 replicas: a message acked from it " +
+			"during a database outage rests on one NATS server's storage, synced to disk only every sync_interval (docs/CLUSTER.md §6)")
+	}
+	n.spool = sp
 	lcfg := cluster.Config{NodeID: n.id, Shards: n.cfg.Shards, LeaseTTL: n.cfg.LeaseTTL,
 		Bucket: n.cfg.Name + "_leases", NodesBucket: n.cfg.Name + "_nodes", Replicas: n.cfg.Replicas}
-	leases, err := cluster.Start(ctx, js, lcfg, claimer, n.changed, log)
+	leases, err := cluster.Start(ctx, js, lcfg, adoptingClaimer{claimer, sp}, n.changed, log)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -135,7 +147,29 @@ func (n *clusterNode) join(ctx context.Context, st store.Store, log zerolog.Logg
 	return &actors.Cluster{Name: n.cfg.Name, Node: n.id, Placement: leases, Bus: cluster.NewBus(nc), RequestTimeout: n.cfg.RequestTimeout}, nil
 }
 
+// adoptingClaimer takes a shard's outage spool with the shard: once the
+// store has the new epoch, the shard's spooled messages are this node's to
+// drain, and its subject is sealed against the old owner.
+type adoptingClaimer struct {
+	cluster.Claimer
+	spool *cluster.Spool
+}
+
+func (a adoptingClaimer) ClaimShard(ctx context.Context, shard int, epoch uint64) (bool, error) {
+	ok, err := a.Claimer.ClaimShard(ctx, shard, epoch)
+	if err != nil || !ok {
+		return ok, err
+	}
+	if err := a.spool.Adopt(ctx, shard); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 func (n *clusterNode) changed(c cluster.Change) {
+	if !c.Mine {
+		n.spool.Forget(c.Shard) // its next owner adopts what is spooled
+	}
 	if t := n.tree.Load(); t != nil {
 		t.ShardChanged(c.Shard)
 		t.Stats().Cluster.ShardsHeld.Store(int64(n.held()))

@@ -979,8 +979,10 @@ func TestClusterDatabaseOutageAndOwnerKilled(t *testing.T) {
 	stop := make(chan struct{})
 	wait := load(t, senders, 50, stop)
 	time.Sleep(time.Second)
-	px.Stop() // the database is gone: sends are refused, none acked from a node's disk
+	px.Stop() // the database is gone: the owner acks from the spool, a JetStream stream
+	down := time.Now()
 	time.Sleep(time.Second)
+	killed := time.Now()
 	if err := c.nodes[owner].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -993,8 +995,25 @@ func TestClusterDatabaseOutageAndOwnerKilled(t *testing.T) {
 	time.Sleep(4 * time.Second)
 	close(stop)
 	acked := wait()
-	t.Logf("database down 2 s, %s killed meanwhile; writable again %s after the database was back; %d messages acked",
-		owner, firstAckAfter(senders, back).Round(time.Millisecond), len(acked))
+	spooled := 0
+	for _, s := range senders {
+		for cmid := range s.acked {
+			if at := s.ackAt[cmid]; at.After(down) && at.Before(killed) {
+				spooled++
+			}
+		}
+	}
+	t.Logf("database down 2 s, %s killed meanwhile; %d messages acked from the spool before the kill; writable again %s after the database was back; %d messages acked",
+		owner, spooled, firstAckAfter(senders, back).Round(time.Millisecond), len(acked))
+	if spooled == 0 {
+		t.Error("no message was acked while the database was down: the spool took none")
+	}
+	// What the spool acked reaches PostgreSQL as it drains.
+	drained := time.Now()
+	for until := time.Now().Add(20 * time.Second); len(c.stored(conv)) < len(acked) && time.Now().Before(until); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("the spool drained %s after the load stopped", time.Since(drained).Round(time.Millisecond))
 	c.checkLog(conv, acked)
 }
 

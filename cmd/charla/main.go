@@ -159,6 +159,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		if dep.Cluster, err = node.join(ctx, dep.Store, log); err != nil {
 			return err
 		}
+		dep.Spool = node.spool
 		defer node.close(log)
 	}
 	if cfg.Transport.Login, cfg.Transport.Media, err = openLogin(cfg, dep.Store); err != nil {
@@ -282,9 +283,9 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 // stop the engine: it starts lazily and spools until the database answers;
 // down says why, for the startup summary.
 //
-// A cluster node's store is fenced by its leases and has no spool: its
-// local disk is not where another node could drain it from (docs/CLUSTER.md),
-// so during a database outage its sends are refused unavailable.
+// A cluster node's store is fenced by its leases; its spool is not on its
+// local disk, where no other node could drain it from, but the cluster's
+// JetStream stream (node.join, docs/CLUSTER.md §6).
 func openStore(ctx context.Context, cfg config, node *clusterNode, log zerolog.Logger) (dep actors.Dependencies, closeStore func(), down, err error) {
 	dep = actors.Dependencies{Log: log}
 	if node != nil {

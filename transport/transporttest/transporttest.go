@@ -181,7 +181,10 @@ func (e *Engine) start() error {
 	if err != nil {
 		return fmt.Errorf("rate limits: %w", err)
 	}
-	dep := actors.Dependencies{Store: e.st, Spool: e.sp, Log: e.opts.log, Limiter: lim}
+	dep := actors.Dependencies{Store: e.st, Log: e.opts.log, Limiter: lim}
+	if e.sp != nil {
+		dep.Spool = e.sp // not a nil *spool.Spool in the interface
+	}
 	var srvOpts []transport.ServerOption
 	if m := e.opts.metrics; m != nil {
 		dep.Histograms, dep.Metrics = m.Histograms(), m.Gatherer()
