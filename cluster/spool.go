@@ -41,8 +41,9 @@ import (
 // then.
 //
 // The records of the shards this node holds are kept in memory (an outage's
-// worth), which answers Head, Range and Acked; drained records are purged
-// from the stream, all but the last (the sequence check's reference).
+// worth), which answers Head, Range and Acked; drained records are deleted
+// from the stream, all but the subject's last (the sequence check's
+// reference).
 type Spool struct {
 	js      jetstream.JetStream
 	stream  jetstream.Stream
@@ -59,6 +60,10 @@ type Spool struct {
 type spoolShard struct {
 	last    uint64        // the subject's last record, as this node wrote or read it
 	records []spoolRecord // not drained yet, oldest first
+	// kept is a record left in the stream only as the sequence check's
+	// reference (a seal, or the last record once stored): deleted when a
+	// newer record takes its place.
+	kept uint64
 }
 
 type spoolRecord struct {
@@ -116,6 +121,13 @@ func (s *Spool) Adopt(ctx context.Context, shard int) error {
 	if err != nil {
 		return fmt.Errorf("cluster: spool: seal %s: %w", subj, err)
 	}
+	if len(records) == 0 && last != 0 {
+		// The subject's last record was a seal or a record stored already:
+		// the seal is the reference now.
+		if err := s.delete(ctx, last); err != nil {
+			return err
+		}
+	}
 	n := 0
 	for _, r := range records {
 		n += len(r.msgs)
@@ -124,7 +136,7 @@ func (s *Spool) Adopt(ctx context.Context, shard int) error {
 	if old := s.shards[shard]; old != nil {
 		s.n.Add(-int64(old.count()))
 	}
-	s.shards[shard] = &spoolShard{last: seal, records: records}
+	s.shards[shard] = &spoolShard{last: seal, records: records, kept: seal}
 	s.n.Add(int64(n))
 	s.mu.Unlock()
 	return nil
@@ -248,12 +260,19 @@ func (s *Spool) Put(ctx context.Context, msgs []charla.Message) error {
 			return fmt.Errorf("spool shard %d: %w", shard, err)
 		}
 		s.mu.Lock()
+		kept := uint64(0)
 		if cur := s.shards[shard]; cur == st {
 			st.last = seq
 			st.records = append(st.records, spoolRecord{seq: seq, msgs: byShard[shard]})
 			s.n.Add(int64(len(byShard[shard])))
+			kept, st.kept = st.kept, 0
 		}
 		s.mu.Unlock()
+		if kept != 0 {
+			if err := s.delete(ctx, kept); err != nil {
+				return fmt.Errorf("spool shard %d: %w", shard, err) // the record is in: a retry is a duplicate
+			}
+		}
 	}
 	return nil
 }
@@ -275,19 +294,36 @@ func (s *Spool) Drain(ctx context.Context, batch int, sink func(ctx context.Cont
 			}
 			return moved, fmt.Errorf("spool: drain: %w", err)
 		}
+		// Stored: out of the stream, unless it is the subject's last
+		// record, the sequence check's reference (to whoever adopts it, a
+		// duplicate the store recognises).
+		drop := uint64(0)
 		s.mu.Lock()
 		if st := s.shards[shard]; st != nil && len(st.records) > 0 && st.records[0].seq == rec.seq {
 			st.records = st.records[1:]
 			s.n.Add(-int64(len(rec.msgs)))
+			if rec.seq == st.last {
+				st.kept = rec.seq
+			} else {
+				drop = rec.seq
+			}
 		}
 		s.mu.Unlock()
 		moved += len(rec.msgs)
-		// The record is in the store: purge it and those before it, all
-		// but the subject's last record, the sequence check's reference.
-		if err := s.stream.Purge(ctx, jetstream.WithPurgeSubject(s.subject(shard)), jetstream.WithPurgeKeep(1)); err != nil {
-			return moved, fmt.Errorf("spool: purge shard %d: %w", shard, err)
+		if drop != 0 {
+			if err := s.delete(ctx, drop); err != nil {
+				return moved, err
+			}
 		}
 	}
+}
+
+// delete removes record seq from the stream (gone already is fine).
+func (s *Spool) delete(ctx context.Context, seq uint64) error {
+	if err := s.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("cluster: spool: delete record %d: %w", seq, err)
+	}
+	return nil
 }
 
 // next is the oldest record of the lowest-numbered shard that has one.

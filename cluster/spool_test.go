@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -88,6 +89,28 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 		t.Fatalf("range after 2 = %v", got)
 	}
 
+	// The database fails after the first record is stored: what is not
+	// stored stays in the stream for whoever owns the shard next.
+	down := errors.New("database down")
+	calls := 0
+	if n, err := next.Drain(ctx, 100, func(context.Context, []charla.Message) error {
+		if calls++; calls > 1 {
+			return down
+		}
+		return nil
+	}); !errors.Is(err, down) || n != 2 {
+		t.Fatalf("drain with the database failing after one record: %d, %v", n, err)
+	}
+	if again := open(); again.Adopt(ctx, shard) != nil || again.Len() < 3 {
+		t.Fatalf("after a partial drain the stream holds %d of the 3 messages not stored", again.Len())
+	}
+	if err := next.Put(ctx, spoolMsgs(conv, 6, 1)); !errors.Is(err, ErrSpoolFenced) {
+		t.Fatalf("next wrote after another node adopted the shard: %v", err)
+	}
+	if err := next.Adopt(ctx, shard); err != nil {
+		t.Fatal(err)
+	}
+
 	var stored []charla.Seq
 	n, err := next.Drain(ctx, 100, func(_ context.Context, msgs []charla.Message) error {
 		for _, m := range msgs {
@@ -95,13 +118,13 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 		}
 		return nil
 	})
-	if err != nil || n != 5 {
-		t.Fatalf("drained %d (%v), want 5", n, err)
+	if err != nil || n < 3 {
+		t.Fatalf("drained %d (%v), want the 3 not stored at least", n, err)
 	}
-	for i, seq := range stored {
-		if seq != charla.Seq(i+1) {
-			t.Fatalf("drained in the order %v, want 1..5", stored)
-		}
+	// The first record may come again (kept as the reference): stored
+	// already, the store answers it as duplicates.
+	if stored[len(stored)-1] != 5 || !slices.IsSorted(stored) {
+		t.Fatalf("drained in the order %v, want ascending to 5", stored)
 	}
 	if next.Len() != 0 {
 		t.Fatalf("%d left after the drain", next.Len())

@@ -108,6 +108,7 @@ func newCluster(t *testing.T, js jetstream.JetStream, urls ...string) *testClust
 		for _, b := range []string{c.name + "_leases", c.name + "_nodes"} {
 			_ = c.js.DeleteKeyValue(ctx, b)
 		}
+		_ = c.js.DeleteStream(ctx, c.name+"_spool")
 	})
 	return c
 }
@@ -1014,6 +1015,73 @@ func TestClusterDatabaseOutageAndOwnerKilled(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("the spool drained %s after the load stopped", time.Since(drained).Round(time.Millisecond))
+	c.checkLog(conv, acked)
+}
+
+// An owner acking from the spool during a database outage is paused past
+// its lease; the database comes back, another node takes the shard (and its
+// spool) over; the old owner wakes up. Its spool writes are refused by the
+// stream's sequence check and its store writes by the fence, so every
+// message acked, from the spool or not, is stored once with no gap.
+func TestClusterPausedOwnerDuringOutage(t *testing.T) {
+	c := newCluster(t, natsJetStream(t, testNATSURL))
+	px, proxied := pgtest.Proxy(t, c.dbURL)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		c.start(n, "--database-url", proxied, "--db-query-timeout", "1s", "--db-retry-attempts", "2", "--db-connect-timeout", "500ms")
+	}
+	c.waitPlaced([]string{"n1", "n2", "n3"})
+	const conv = charla.ConvID("pausedspool")
+	owner := c.ownerOf(conv)
+	senders := []*sender{
+		newSender("on-owner", dial(t, c.nodes[owner].addr, "p"), conv),
+		newSender("elsewhere", dial(t, c.nodes[c.others(owner)[0]].addr, "o"), conv),
+	}
+	stop := make(chan struct{})
+	wait := load(t, senders, 50, stop)
+	time.Sleep(time.Second)
+	px.Stop()
+	down := time.Now()
+	time.Sleep(time.Second)
+	p := c.nodes[owner].cmd.Process
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	time.Sleep(2500 * time.Millisecond) // past the lease
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Claims failed while the database was down; now one succeeds.
+	newOwner := c.ownerOf(conv)
+	for until := time.Now().Add(15 * time.Second); (newOwner == owner || newOwner == "") && time.Now().Before(until); newOwner = c.ownerOf(conv) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	if err := p.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	acked := wait()
+	if newOwner == owner || newOwner == "" {
+		t.Fatalf("no node took %s from the paused %s", conv, owner)
+	}
+	for until := time.Now().Add(20 * time.Second); len(c.stored(conv)) < len(acked) && time.Now().Before(until); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	spooled := 0
+	for _, s := range senders {
+		for cmid := range s.acked {
+			if at := s.ackAt[cmid]; at.After(down) && at.Before(paused) {
+				spooled++
+			}
+		}
+	}
+	t.Logf("%s paused during the outage after acking %d messages from the spool, %s took %s over; %d messages acked",
+		owner, spooled, newOwner, conv, len(acked))
+	if spooled == 0 {
+		t.Error("nothing was acked from the spool before the pause")
+	}
 	c.checkLog(conv, acked)
 }
 
