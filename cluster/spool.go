@@ -54,6 +54,24 @@ type Spool struct {
 	shards map[int]*spoolShard // the adopted shards
 	n      atomic.Int64        // messages not drained, in the adopted shards
 	dead   atomic.Int64
+	// lose gives a shard up (the leases' Lost): see OnLost.
+	lose atomic.Pointer[func(shard int)]
+}
+
+// OnLost sets what the spool calls when this node must stop writing a
+// shard: another node sealed its subject, or a spool write's outcome is
+// unknown (the record may be in the stream, at seqs the conversations
+// here did not ack and would give to the next messages). Giving the shard
+// up has whoever takes it next adopt the subject as it is, and reload its
+// conversations from it.
+func (s *Spool) OnLost(f func(shard int)) { s.lose.Store(&f) }
+
+// giveUp forgets shard and has the leases give it up.
+func (s *Spool) giveUp(shard int) {
+	s.Forget(shard)
+	if f := s.lose.Load(); f != nil {
+		(*f)(shard)
+	}
 }
 
 // spoolShard is what this node knows of one adopted shard's subject.
@@ -124,9 +142,7 @@ func (s *Spool) Adopt(ctx context.Context, shard int) error {
 	if len(records) == 0 && last != 0 {
 		// The subject's last record was a seal or a record stored already:
 		// the seal is the reference now.
-		if err := s.delete(ctx, last); err != nil {
-			return err
-		}
+		s.delete(ctx, last)
 	}
 	n := 0
 	for _, r := range records {
@@ -254,9 +270,7 @@ func (s *Spool) Put(ctx context.Context, msgs []charla.Message) error {
 		// write lane), so last cannot move under us but by another node.
 		seq, err := s.publish(ctx, s.subject(shard), last, byShard[shard])
 		if err != nil {
-			if errors.Is(err, ErrSpoolFenced) {
-				s.Forget(shard)
-			}
+			s.giveUp(shard) // sealed by another node, or an outcome unknown
 			return fmt.Errorf("spool shard %d: %w", shard, err)
 		}
 		s.mu.Lock()
@@ -269,9 +283,7 @@ func (s *Spool) Put(ctx context.Context, msgs []charla.Message) error {
 		}
 		s.mu.Unlock()
 		if kept != 0 {
-			if err := s.delete(ctx, kept); err != nil {
-				return fmt.Errorf("spool shard %d: %w", shard, err) // the record is in: a retry is a duplicate
-			}
+			s.delete(ctx, kept)
 		}
 	}
 	return nil
@@ -311,19 +323,18 @@ func (s *Spool) Drain(ctx context.Context, batch int, sink func(ctx context.Cont
 		s.mu.Unlock()
 		moved += len(rec.msgs)
 		if drop != 0 {
-			if err := s.delete(ctx, drop); err != nil {
-				return moved, err
-			}
+			s.delete(ctx, drop)
 		}
 	}
 }
 
-// delete removes record seq from the stream (gone already is fine).
-func (s *Spool) delete(ctx context.Context, seq uint64) error {
-	if err := s.stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return fmt.Errorf("cluster: spool: delete record %d: %w", seq, err)
-	}
-	return nil
+// delete removes record seq, stored already or a seal, from the stream.
+// Failing is harmless, so it is not an error: whoever adopts a record left
+// over finds messages the store answers as duplicates. Failing the write
+// or drain that called it instead would leave a record in the stream
+// whose messages were never acked, at seqs the next messages then take.
+func (s *Spool) delete(ctx context.Context, seq uint64) {
+	_ = s.stream.DeleteMsg(ctx, seq)
 }
 
 // next is the oldest record of the lowest-numbered shard that has one.

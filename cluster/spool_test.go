@@ -46,6 +46,8 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	old, next := open(), open()
 	conv := charla.ConvID("spooled")
 	shard := ShardOf(conv, shards)
+	given := -1
+	old.OnLost(func(s int) { given = s })
 
 	if err := old.Put(ctx, spoolMsgs(conv, 1, 2)); err == nil {
 		t.Fatal("a write to a shard not adopted was taken")
@@ -78,8 +80,8 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	if err := old.Put(ctx, spoolMsgs(conv, 4, 1)); !errors.Is(err, ErrSpoolFenced) {
 		t.Fatalf("the old owner's write after the take-over: %v, want ErrSpoolFenced", err)
 	}
-	if old.Len() != 0 {
-		t.Fatalf("the old owner still counts %d spooled messages of a shard it lost", old.Len())
+	if old.Len() != 0 || given != shard {
+		t.Fatalf("the old owner still counts %d spooled messages of a shard it lost, and gave up shard %d (want %d)", old.Len(), given, shard)
 	}
 	more := spoolMsgs(conv, 4, 2)
 	if err := next.Put(ctx, more); err != nil {

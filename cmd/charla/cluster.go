@@ -142,6 +142,11 @@ func (n *clusterNode) join(ctx context.Context, st store.Store, log zerolog.Logg
 		return nil, err
 	}
 	n.nc, n.leases = nc, leases
+	sp.OnLost(func(shard int) {
+		if epoch, ok := leases.Epoch(shard); ok {
+			leases.Lost(shard, epoch)
+		}
+	})
 	n.fence.leases.Store(leases)
 	log.Info().Str("node", n.id).Str("cluster", n.cfg.Name).Int("shards", n.cfg.Shards).Dur("lease_ttl", n.cfg.LeaseTTL).Msg("joined the cluster")
 	return &actors.Cluster{Name: n.cfg.Name, Node: n.id, Placement: leases, Bus: cluster.NewBus(nc), RequestTimeout: n.cfg.RequestTimeout}, nil
