@@ -996,26 +996,39 @@ func TestClusterDatabaseOutageAndOwnerKilled(t *testing.T) {
 	time.Sleep(4 * time.Second)
 	close(stop)
 	acked := wait()
-	spooled := 0
-	for _, s := range senders {
-		for cmid := range s.acked {
-			if at := s.ackAt[cmid]; at.After(down) && at.Before(killed) {
-				spooled++
-			}
-		}
-	}
+	spooled := ackedBetween(senders, down, killed)
 	t.Logf("database down 2 s, %s killed meanwhile; %d messages acked from the spool before the kill; writable again %s after the database was back; %d messages acked",
 		owner, spooled, firstAckAfter(senders, back).Round(time.Millisecond), len(acked))
 	if spooled == 0 {
 		t.Error("no message was acked while the database was down: the spool took none")
 	}
-	// What the spool acked reaches PostgreSQL as it drains.
 	drained := time.Now()
-	for until := time.Now().Add(20 * time.Second); len(c.stored(conv)) < len(acked) && time.Now().Before(until); {
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.waitDrained(conv, len(acked))
 	t.Logf("the spool drained %s after the load stopped", time.Since(drained).Round(time.Millisecond))
 	c.checkLog(conv, acked)
+}
+
+// ackedBetween counts the senders' messages acked between from and to.
+func ackedBetween(senders []*sender, from, to time.Time) int {
+	n := 0
+	for _, s := range senders {
+		s.mu.Lock()
+		for cmid := range s.acked {
+			if at := s.ackAt[cmid]; at.After(from) && at.Before(to) {
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// waitDrained waits (20 s at most) until PostgreSQL holds n messages of
+// conv: what a spool acked reaches it as the spool drains.
+func (c *testCluster) waitDrained(conv charla.ConvID, n int) {
+	for until := time.Now().Add(20 * time.Second); len(c.stored(conv)) < n && time.Now().Before(until); {
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // An owner acking from the spool during a database outage is paused past
@@ -1066,17 +1079,8 @@ func TestClusterPausedOwnerDuringOutage(t *testing.T) {
 	if newOwner == owner || newOwner == "" {
 		t.Fatalf("no node took %s from the paused %s", conv, owner)
 	}
-	for until := time.Now().Add(20 * time.Second); len(c.stored(conv)) < len(acked) && time.Now().Before(until); {
-		time.Sleep(100 * time.Millisecond)
-	}
-	spooled := 0
-	for _, s := range senders {
-		for cmid := range s.acked {
-			if at := s.ackAt[cmid]; at.After(down) && at.Before(paused) {
-				spooled++
-			}
-		}
-	}
+	c.waitDrained(conv, len(acked))
+	spooled := ackedBetween(senders, down, paused)
 	t.Logf("%s paused during the outage after acking %d messages from the spool, %s took %s over; %d messages acked",
 		owner, spooled, newOwner, conv, len(acked))
 	if spooled == 0 {
