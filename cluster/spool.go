@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -158,43 +157,28 @@ func (s *Spool) Adopt(ctx context.Context, shard int) error {
 	return nil
 }
 
-// read returns subj's records up to seq last.
+// read returns subj's records up to seq last. It gets them one by one
+// (the next record of the subject at or after a sequence) rather than
+// through a consumer: a consumer needs the cluster's meta leader, which a
+// NATS server lost can leave unelected for seconds, and a claim has less
+// than a lease's TTL.
 func (s *Spool) read(ctx context.Context, subj string, last uint64) ([]spoolRecord, error) {
-	c, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
-	if err != nil {
-		return nil, fmt.Errorf("cluster: spool: read %s: %w", subj, err)
-	}
 	var out []spoolRecord
-	for {
-		batch, err := c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+	for seq := uint64(1); seq <= last; {
+		m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
 		if err != nil {
-			return nil, fmt.Errorf("cluster: spool: read %s: %w", subj, err)
+			return nil, fmt.Errorf("cluster: spool: read %s from %d: %w", subj, seq, err)
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, fmt.Errorf("cluster: spool: read %s: %w", subj, err)
-			}
-			var msgs []charla.Message
-			if err := json.Unmarshal(m.Data(), &msgs); err != nil {
-				return nil, fmt.Errorf("cluster: spool: record %d of %s: %w", md.Sequence.Stream, subj, err)
-			}
-			if len(msgs) > 0 {
-				out = append(out, spoolRecord{seq: md.Sequence.Stream, msgs: msgs})
-			}
-			if md.Sequence.Stream >= last {
-				return out, nil
-			}
+		var msgs []charla.Message
+		if err := json.Unmarshal(m.Data, &msgs); err != nil {
+			return nil, fmt.Errorf("cluster: spool: record %d of %s: %w", m.Sequence, subj, err)
 		}
-		if err := batch.Error(); err != nil {
-			return nil, fmt.Errorf("cluster: spool: read %s: %w", subj, err)
+		if len(msgs) > 0 {
+			out = append(out, spoolRecord{seq: m.Sequence, msgs: msgs})
 		}
-		if got == 0 {
-			return nil, fmt.Errorf("cluster: spool: read %s: record %d not reached", subj, last)
-		}
+		seq = m.Sequence + 1
 	}
+	return out, nil
 }
 
 // publish appends a record to subj if its last record is still last; it
