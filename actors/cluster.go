@@ -66,10 +66,16 @@ type ClusterStats struct {
 // InboxLeader is the node that runs the inbox (the workflow's one writer)
 // as this node sees the leases; "" when none holds it now or on one node.
 func (s *System) InboxLeader() string {
-	c := s.deps.cluster
-	if c == nil {
+	if s.deps.cluster == nil {
 		return ""
 	}
+	return s.deps.cluster.inboxLeader()
+}
+
+// inboxLeader is the holder of the inbox's shard as this node sees the
+// leases now ("" when none): this node while it holds it, not merely while
+// the bucket names it.
+func (c *Cluster) inboxLeader() string {
 	shard := c.Placement.Shard(inboxKey)
 	if _, mine := c.Placement.Epoch(shard); mine {
 		return c.Node

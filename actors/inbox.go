@@ -204,8 +204,7 @@ func newInbox(d *deps, st store.Store) *inbox {
 		dirty: map[charla.ConvID]struct{}{}, subs: map[string]inboxSub{}, presence: map[string]*agentPresence{}, caps: map[string]int{},
 		counted: map[string]struct{}{}}
 	if c := d.cluster; c != nil {
-		shard := c.Placement.Shard(inboxKey)
-		ib.leads = func() bool { _, ok := c.Placement.Epoch(shard); return ok }
+		ib.leads = func() bool { return c.inboxLeader() == c.Node }
 	}
 	if ws, ok := st.(workflowStore); ok {
 		ib.st = ws

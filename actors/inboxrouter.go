@@ -30,10 +30,8 @@ import (
 // says frames may have been missed (docs/PROTOCOL.md).
 type inboxRouter struct {
 	deps  *deps
-	full  store.Store   // the inbox's, when this node leads
-	st    workflowStore // for the REST reads a follower answers itself; nil: none
-	shard int
-	local *actor.PID // the inbox, while this node leads
+	st    store.Store // the inbox's while this node leads; a follower's REST reads
+	local *actor.PID  // the inbox, while this node leads
 	// leader is the node the messages go to ("" none known, Node: this one).
 	leader string
 
@@ -149,11 +147,9 @@ type inboxEnvelope struct {
 func (c *Cluster) inboxSubject(node string) string { return c.Name + ".node." + node + ".inbox" }
 
 func newInboxRouter(d *deps, st store.Store) *inboxRouter {
-	r := &inboxRouter{deps: d, full: st, shard: d.cluster.Placement.Shard(inboxKey), stubs: map[string]*actor.PID{},
+	return &inboxRouter{deps: d, st: st, stubs: map[string]*actor.PID{},
 		staff: map[string]charla.Sender{}, once: map[string]*actor.PID{}, incOf: map[string]string{}, gone: map[string]bool{},
 		pending: map[string]inboxPending{}}
-	r.st, _ = st.(workflowStore)
-	return r
 }
 
 func (r *inboxRouter) Receive(ctx actor.Context) {
@@ -223,13 +219,7 @@ func (r *inboxRouter) Receive(ctx actor.Context) {
 // that a node that has just taken the shard serves the first message sent
 // to it even before its own change report arrives.
 func (r *inboxRouter) check(ctx actor.Context) {
-	p := r.deps.cluster.Placement
-	leader := ""
-	if _, mine := p.Epoch(r.shard); mine {
-		leader = r.deps.cluster.Node
-	} else if owner, ok := p.Owner(r.shard); ok {
-		leader = owner
-	}
+	leader := r.deps.cluster.inboxLeader()
 	if leader == r.leader {
 		return
 	}
@@ -239,7 +229,7 @@ func (r *inboxRouter) check(ctx actor.Context) {
 		r.resign(ctx)
 	}
 	if leader == r.deps.cluster.Node {
-		d, st := r.deps, r.full
+		d, st := r.deps, r.st
 		r.local = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return newInbox(d, st) }))
 	}
 	r.deps.log.Info().Str("leader", leader).Str("was", was).Msg("cluster: inbox leader changed")
@@ -319,20 +309,22 @@ func (r *inboxRouter) forward(ctx actor.Context, msg any) {
 		e = inboxEnvelope{Kind: kindAction, Op: m.op, Conv: m.conv, User: m.by, To: m.to, Tags: m.tags, Ref: m.ref}
 		if m.replyTo != nil {
 			e.Conn = m.replyTo.Id
-			r.pending[m.replyTo.Id+"|"+m.ref] = inboxPending{to: m.replyTo, ref: m.ref, deadline: time.Now().Add(r.deps.cluster.RequestTimeout)}
+			r.pending[pendingKey(e.Conn, m.ref)] = inboxPending{to: m.replyTo, ref: m.ref, deadline: time.Now().Add(r.deps.cluster.RequestTimeout)}
 		}
 	case capacitySet:
 		e = inboxEnvelope{Kind: kindCapacity, Agent: m.agent, Capacity: m.capacity, Conn: m.replyTo.Id}
-		r.pending[m.replyTo.Id+"|"] = inboxPending{to: m.replyTo, capacity: true, deadline: time.Now().Add(r.deps.cluster.RequestTimeout)}
+		r.pending[pendingKey(e.Conn, "")] = inboxPending{to: m.replyTo, capacity: true, deadline: time.Now().Add(r.deps.cluster.RequestTimeout)}
 	default:
 		r.deps.log.Warn().Str("type", typeName(msg)).Msg("inbox message not forwarded: unknown")
 		return
 	}
-	e.From, e.Inc = r.deps.cluster.Node, r.deps.cluster.incarnation
-	if err := r.deps.cluster.Bus.Publish(r.deps.cluster.inboxSubject(r.leader), e.encode()); err != nil {
-		r.deps.log.Warn().Err(err).Str("leader", r.leader).Str("kind", string(e.Kind)).Msg("inbox message to the leader not sent")
-	}
+	e.Inc = r.deps.cluster.incarnation
+	sendInbox(r.deps, r.leader, e)
 }
+
+// pendingKey names a forwarded action by its asker and ref (a capacity's
+// answer has no ref).
+func pendingKey(conn, ref string) string { return conn + "|" + ref }
 
 // onEnvelope takes an envelope from the bus: a request from a follower (on
 // the leader) or an answer or frame from the leader (on a follower).
@@ -362,7 +354,7 @@ func (r *inboxRouter) onEnvelope(ctx actor.Context, e inboxEnvelope) {
 			refusal.Kind = kindAnswer
 			fallthrough
 		case kindAction:
-			r.publish(e.From, refusal)
+			sendInbox(r.deps, e.From, refusal)
 		}
 		return
 	}
@@ -433,14 +425,14 @@ func (r *inboxRouter) deliver(ctx actor.Context, e inboxEnvelope) {
 	case kindFrame:
 		ctx.Send(to, soapFrame{frame: e.Frame, code: charla.Code(e.Code)})
 	case kindDone:
-		delete(r.pending, e.Conn+"|"+e.Ref)
+		delete(r.pending, pendingKey(e.Conn, e.Ref))
 		done := workflowDone{ref: e.Ref, err: e.Err}
 		if e.State != nil {
 			done.state = *e.State
 		}
 		ctx.Send(to, done)
 	case kindAnswer:
-		delete(r.pending, e.Conn+"|")
+		delete(r.pending, pendingKey(e.Conn, ""))
 		a := inboxAnswer{}
 		if e.Err != nil {
 			a.err = e.Err
@@ -482,7 +474,7 @@ func (r *inboxRouter) tick(ctx actor.Context) {
 	for node := range r.gone {
 		if live[node] {
 			delete(r.gone, node)
-			r.publish(node, inboxEnvelope{Kind: kindRejoin})
+			sendInbox(r.deps, node, inboxEnvelope{Kind: kindRejoin})
 		}
 	}
 	for node := range r.incOf {
@@ -552,11 +544,12 @@ func (r *inboxRouter) query(m inboxQuery) {
 		r.deps.root.Send(r.local, m)
 		return
 	}
-	if r.st == nil {
+	st, ok := r.st.(workflowStore)
+	if !ok {
 		r.deps.root.Send(m.replyTo, inboxAnswer{err: charla.Errorf(charla.CodeUnavailable, "this store keeps no conversation lists")})
 		return
 	}
-	st, root := r.st, r.deps.root
+	root := r.deps.root
 	go func() {
 		c, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
 		defer cancel()
@@ -565,17 +558,20 @@ func (r *inboxRouter) query(m inboxQuery) {
 	}()
 }
 
-func (r *inboxRouter) publish(node string, e inboxEnvelope) {
-	e.From = r.deps.cluster.Node
-	if err := r.deps.cluster.Bus.Publish(r.deps.cluster.inboxSubject(node), e.encode()); err != nil {
-		r.deps.log.Warn().Err(err).Str("node", node).Str("kind", string(e.Kind)).Msg("inbox message not sent")
+// sendInbox publishes e, from this node, on node's inbox subject. Nothing
+// durable rides on it: an action lost is answered at its timeout, and a
+// frame lost is what the inbox frame without ref tells clients to expect.
+func sendInbox(d *deps, node string, e inboxEnvelope) {
+	e.From = d.cluster.Node
+	if err := d.cluster.Bus.Publish(d.cluster.inboxSubject(node), e.encode()); err != nil {
+		d.log.Warn().Err(err).Str("node", node).Str("kind", string(e.Kind)).Msg("inbox message not sent")
 	}
 }
 
 func (r *inboxRouter) publishAll(e inboxEnvelope) {
 	for _, n := range r.deps.cluster.Placement.Nodes() {
 		if n != r.deps.cluster.Node {
-			r.publish(n, e)
+			sendInbox(r.deps, n, e)
 		}
 	}
 }
@@ -592,7 +588,7 @@ type inboxStub struct {
 }
 
 func (s *inboxStub) Receive(ctx actor.Context) {
-	e := inboxEnvelope{Conn: s.id, From: s.deps.cluster.Node, Inc: s.inc}
+	e := inboxEnvelope{Conn: s.id, Inc: s.inc}
 	switch m := ctx.Message().(type) {
 	case soapFrame:
 		e.Kind, e.Frame, e.Code = kindFrame, m.frame, string(m.code)
@@ -610,9 +606,7 @@ func (s *inboxStub) Receive(ctx actor.Context) {
 	default:
 		return
 	}
-	if err := s.deps.cluster.Bus.Publish(s.deps.cluster.inboxSubject(s.node), e.encode()); err != nil {
-		s.deps.log.Warn().Err(err).Str("node", s.node).Str("kind", string(e.Kind)).Msg("inbox frame to node not sent")
-	}
+	sendInbox(s.deps, s.node, e)
 	if s.once {
 		ctx.Stop(ctx.Self())
 	}
