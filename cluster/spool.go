@@ -224,51 +224,49 @@ func (s *Spool) Len() int { return int(s.n.Load()) }
 // DeadLetterCount is how many messages this node set aside since it started.
 func (s *Spool) DeadLetterCount() int { return int(s.dead.Load()) }
 
-// Put spools msgs: one record per shard, each published only if this node
-// still writes that shard's subject. On error nothing of the failed shards
-// is acked (records of other shards may be in: their messages are acked at
-// their seqs when drained, which is what the engine's retry gets as
-// duplicates).
+// Put spools msgs, all of one shard, as one record, published only if this
+// node still writes that shard's subject. The caller splits a batch by
+// shard (actors' outageSpool): each conversation's write must succeed or
+// fail whole, and a record published for one shard before another's
+// failed would hold messages never acked, at seqs given again.
 func (s *Spool) Put(ctx context.Context, msgs []charla.Message) error {
-	byShard := map[int][]charla.Message{}
-	var order []int
-	for _, m := range msgs {
-		sh := s.shardOf(m.Conv)
-		if _, ok := byShard[sh]; !ok {
-			order = append(order, sh)
-		}
-		byShard[sh] = append(byShard[sh], m)
+	if len(msgs) == 0 {
+		return nil
 	}
-	for _, shard := range order {
-		s.mu.Lock()
-		st := s.shards[shard]
-		last := uint64(0)
-		if st != nil {
-			last = st.last
+	shard := s.shardOf(msgs[0].Conv)
+	for _, m := range msgs[1:] {
+		if sh := s.shardOf(m.Conv); sh != shard {
+			return fmt.Errorf("cluster: spool: one write spans shards %d and %d", shard, sh)
 		}
-		s.mu.Unlock()
-		if st == nil {
-			return fmt.Errorf("spool shard %d: %w", shard, errNotAdopted)
-		}
-		// One group commit at a time reaches here (the store actor's
-		// write lane), so last cannot move under us but by another node.
-		seq, err := s.publish(ctx, s.subject(shard), last, byShard[shard])
-		if err != nil {
-			s.giveUp(shard) // sealed by another node, or an outcome unknown
-			return fmt.Errorf("spool shard %d: %w", shard, err)
-		}
-		s.mu.Lock()
-		kept := uint64(0)
-		if cur := s.shards[shard]; cur == st {
-			st.last = seq
-			st.records = append(st.records, spoolRecord{seq: seq, msgs: byShard[shard]})
-			s.n.Add(int64(len(byShard[shard])))
-			kept, st.kept = st.kept, 0
-		}
-		s.mu.Unlock()
-		if kept != 0 {
-			s.delete(ctx, kept)
-		}
+	}
+	s.mu.Lock()
+	st := s.shards[shard]
+	last := uint64(0)
+	if st != nil {
+		last = st.last
+	}
+	s.mu.Unlock()
+	if st == nil {
+		return fmt.Errorf("spool shard %d: %w", shard, errNotAdopted)
+	}
+	// One group commit at a time reaches here (the store actor's write
+	// lane), so last cannot move under us but by another node.
+	seq, err := s.publish(ctx, s.subject(shard), last, msgs)
+	if err != nil {
+		s.giveUp(shard) // sealed by another node, or an outcome unknown
+		return fmt.Errorf("spool shard %d: %w", shard, err)
+	}
+	s.mu.Lock()
+	kept := uint64(0)
+	if cur := s.shards[shard]; cur == st {
+		st.last = seq
+		st.records = append(st.records, spoolRecord{seq: seq, msgs: msgs})
+		s.n.Add(int64(len(msgs)))
+		kept, st.kept = st.kept, 0
+	}
+	s.mu.Unlock()
+	if kept != 0 {
+		s.delete(ctx, kept)
 	}
 	return nil
 }

@@ -55,6 +55,13 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	if err := old.Adopt(ctx, shard); err != nil {
 		t.Fatal(err)
 	}
+	other := charla.ConvID("elsewhere")
+	for i := 0; ShardOf(other, shards) == shard; i++ {
+		other = charla.ConvID(fmt.Sprintf("elsewhere-%d", i))
+	}
+	if err := old.Put(ctx, append(spoolMsgs(conv, 1, 1), spoolMsgs(other, 1, 1)...)); err == nil {
+		t.Fatal("one write spanning two shards was taken: its shards' records could not fail apart")
+	}
 	first := spoolMsgs(conv, 1, 3)
 	if err := old.Put(ctx, first[:2]); err != nil {
 		t.Fatal(err)
