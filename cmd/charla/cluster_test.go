@@ -967,13 +967,22 @@ func TestClusterNATSRestart(t *testing.T) {
 	servedAgain(t, senders)
 }
 
-func TestClusterDatabaseOutageAndOwnerKilled(t *testing.T) {
+// startClusterBehindProxy starts three nodes whose database is reached
+// through a proxy the test stops and starts (an outage), with timeouts that
+// make them see it within about a second.
+func startClusterBehindProxy(t *testing.T) (*testCluster, *toxiproxy.Proxy) {
+	t.Helper()
 	c := newCluster(t, natsJetStream(t, testNATSURL))
 	px, proxied := pgtest.Proxy(t, c.dbURL)
 	for _, n := range []string{"n1", "n2", "n3"} {
 		c.start(n, "--database-url", proxied, "--db-query-timeout", "1s", "--db-retry-attempts", "2", "--db-connect-timeout", "500ms")
 	}
 	c.waitPlaced([]string{"n1", "n2", "n3"})
+	return c, px
+}
+
+func TestClusterDatabaseOutageAndOwnerKilled(t *testing.T) {
+	c, px := startClusterBehindProxy(t)
 	const conv = charla.ConvID("dboutage")
 	owner := c.ownerOf(conv)
 	senders := c.sendersOn(conv, c.others(owner))
@@ -1037,12 +1046,7 @@ func (c *testCluster) waitDrained(conv charla.ConvID, n int) {
 // stream's sequence check and its store writes by the fence, so every
 // message acked, from the spool or not, is stored once with no gap.
 func TestClusterPausedOwnerDuringOutage(t *testing.T) {
-	c := newCluster(t, natsJetStream(t, testNATSURL))
-	px, proxied := pgtest.Proxy(t, c.dbURL)
-	for _, n := range []string{"n1", "n2", "n3"} {
-		c.start(n, "--database-url", proxied, "--db-query-timeout", "1s", "--db-retry-attempts", "2", "--db-connect-timeout", "500ms")
-	}
-	c.waitPlaced([]string{"n1", "n2", "n3"})
+	c, px := startClusterBehindProxy(t)
 	const conv = charla.ConvID("pausedspool")
 	owner := c.ownerOf(conv)
 	senders := []*sender{
