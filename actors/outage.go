@@ -28,7 +28,8 @@ type sequencedAppender interface {
 type Spool interface {
 	// Len is how many messages wait to be drained.
 	Len() int
-	// Put keeps msgs, with their seqs, durably before it returns.
+	// Put keeps msgs, with their seqs, durably before it returns. A
+	// cluster's takes one shard's messages a call (outageSpool.shardOf).
 	Put(ctx context.Context, msgs []charla.Message) error
 	// Drain hands the waiting messages to sink, oldest first, and drops
 	// those it took; it stops at sink's first error.
