@@ -117,6 +117,15 @@ func run(t *testing.T, ctx context.Context, timeout time.Duration, steps ...chro
 	}
 }
 
+// click clicks what sel selects as soon as it is shown. The lookup and the
+// click are one evaluation because the panel re-renders its lists as frames
+// arrive: a node chromedp found a moment before may be gone by the time it
+// clicks ("Could not find node with given id").
+func click(t *testing.T, ctx context.Context, timeout time.Duration, sel string) {
+	t.Helper()
+	waitJS(t, ctx, timeout, "click "+sel, fmt.Sprintf(`(el => el !== null && el.checkVisibility() && (el.click(), true))(document.querySelector(%q))`, sel))
+}
+
 // js evaluates expr in the page.
 func js[T any](t *testing.T, ctx context.Context, expr string) T {
 	t.Helper()
@@ -206,7 +215,7 @@ func TestPanelInBrowser(t *testing.T) {
 	// engine without the workflow — never silently dropped.
 	act := func(action, done string) {
 		t.Helper()
-		run(t, ctx, 5*time.Second, chromedp.Click(chromedp.CSS(`[data-action=`+action+`]`)))
+		click(t, ctx, 5*time.Second, `[data-action=`+action+`]`)
 		waitJS(t, ctx, 10*time.Second, action+" answered", done+` || document.querySelector("#action-note").textContent.includes("not available on this engine yet")`)
 	}
 
@@ -285,7 +294,8 @@ func TestPanelInBrowser(t *testing.T) {
 	}
 	run(t, ctx, 15*time.Second, chromedp.Navigate(px.URL()+"/"), chromedp.WaitVisible(chromedp.CSS("#app")))
 	waitJS(t, ctx, 15*time.Second, "connected after the reload", connected)
-	run(t, ctx, 10*time.Second, chromedp.Click(chromedp.CSS(`#conv-list li[data-conv="cust-1"]`)), chromedp.WaitVisible(chromedp.CSS("#conv-view")))
+	click(t, ctx, 10*time.Second, `#conv-list li[data-conv="cust-1"]`)
+	run(t, ctx, 10*time.Second, chromedp.WaitVisible(chromedp.CSS("#conv-view")))
 	cust.connect()
 	for _, text := range offline {
 		waitJS(t, ctx, 15*time.Second, "confirmed after the outage", shows(text, "confirmed"))

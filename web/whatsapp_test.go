@@ -58,11 +58,12 @@ func TestWhatsAppInPanel(t *testing.T) {
 	conv := fmt.Sprintf("wa.%s:%s", waID, phoneID)
 	row := fmt.Sprintf(`#conv-list li[data-conv=%q]`, conv)
 	waitJS(t, ctx, 15*time.Second, "the conversation in the inbox", fmt.Sprintf(`document.querySelector(%q) !== null`, row))
-	run(t, ctx, 10*time.Second, chromedp.Click(chromedp.CSS(row)), chromedp.WaitVisible(chromedp.CSS("#conv-view")))
+	click(t, ctx, 10*time.Second, row)
+	run(t, ctx, 10*time.Second, chromedp.WaitVisible(chromedp.CSS("#conv-view")))
 	waitJS(t, ctx, 10*time.Second, "the WhatsApp message", `[...document.querySelectorAll("#messages li")].some((li) => li.firstChild.textContent === "Hola, escribo por WhatsApp")`)
 
 	// The agent takes it and replies; the reply is ticked as WhatsApp reports it.
-	run(t, ctx, 5*time.Second, chromedp.Click(chromedp.CSS(`[data-action=take]`)))
+	click(t, ctx, 5*time.Second, `[data-action=take]`)
 	waitJS(t, ctx, 10*time.Second, "taken", `document.querySelector("#conv-assignee").textContent === "assigned to you"`)
 	reply := "¡Hola Lucía! ¿En qué te ayudo?"
 	run(t, ctx, 10*time.Second, chromedp.SendKeys(chromedp.CSS("#composer textarea"), reply+"\r"))
@@ -88,7 +89,8 @@ func TestWhatsAppInPanel(t *testing.T) {
 	// A page opened later got none of those frames (they are live only):
 	// it catches up on the statuses, and shows the reply read.
 	run(t, ctx, 15*time.Second, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(row)))
-	run(t, ctx, 10*time.Second, chromedp.Click(chromedp.CSS(row)), chromedp.WaitVisible(chromedp.CSS("#conv-view")))
+	click(t, ctx, 10*time.Second, row)
+	run(t, ctx, 10*time.Second, chromedp.WaitVisible(chromedp.CSS("#conv-view")))
 	waitJS(t, ctx, 20*time.Second, "read on WhatsApp after a reload", mine+`?.querySelector(".tick.read") != null`)
 }
 
