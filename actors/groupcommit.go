@@ -21,6 +21,8 @@ type groupCommit struct {
 	outage   *outageSpool // nil: no outage protection
 	maxBatch int
 	timeout  time.Duration // of one store call; 0 waits for the store
+	// delay is the commit delay under load (see linger); 0 turns it off.
+	delay time.Duration
 	// shardOf is a cluster node's placement (nil on a single node): a
 	// batch fenced on some shards is stored again without their messages.
 	shardOf func(charla.ConvID) int
@@ -28,7 +30,54 @@ type groupCommit struct {
 	log     zerolog.Logger
 
 	queue   []appendReq
+	queued  int // messages in queue
 	writing bool
+	// started is when the last write started.
+	started time.Time
+	// busy: messages arrived at busyPerDelay or more per delay over the
+	// last full rate window (from windowStart, windowMsgs so far).
+	busy        bool
+	windowStart time.Time
+	windowMsgs  int
+}
+
+// busyPerDelay is the arrival rate, in messages per commit delay, from
+// which the lane counts as loaded and lingers (see linger): with the 1 ms
+// default, 4,000 msg/s. Below it, writes carry one or two messages and a
+// delay would only add latency.
+const busyPerDelay = 4
+
+// rateWindow is how long arrivals are counted before busy is decided anew:
+// long enough to smooth a burst, short enough to follow the load.
+const rateWindow = 100 * time.Millisecond
+
+// push queues an append that arrived at now.
+func (g *groupCommit) push(now time.Time, r appendReq) {
+	g.queue = append(g.queue, r)
+	g.queued += len(r.msgs)
+	g.windowMsgs += len(r.msgs)
+	if elapsed := now.Sub(g.windowStart); elapsed >= rateWindow {
+		g.busy = g.delay > 0 && float64(g.windowMsgs)*float64(g.delay) >= busyPerDelay*float64(elapsed)
+		g.windowStart, g.windowMsgs = now, 0
+	}
+}
+
+// linger reports until when the next write should wait, and whether it
+// should. Every write costs an fsync whatever its size (on this project's
+// machine about 70 µs of the core's time and 130 µs of the disk's), and one
+// write is in flight at a time, so at 10,000 msg/s a core spends a fifth of
+// itself syncing batches of three or four. While messages arrive at
+// busyPerDelay or more per delay, a write starts no sooner than delay after
+// the one before (PostgreSQL's commit_delay, applied only under load),
+// unless a full batch is already waiting: fewer, larger fsyncs, the same
+// durability. At lower rates every write starts at once, so the delay costs
+// nothing where latency matters most.
+func (g *groupCommit) linger(now time.Time) (time.Time, bool) {
+	if !g.busy || g.queued >= g.maxBatch {
+		return time.Time{}, false
+	}
+	at := g.started.Add(g.delay)
+	return at, now.Before(at)
 }
 
 // storeWritten is the write lane's report.
@@ -50,7 +99,7 @@ type storeWritten struct {
 // never splitting a request) and stamps it with the engine's time: the same
 // TS then holds in the ack, in the spool and in the store, whichever path
 // the batch takes.
-func (g *groupCommit) cut() ([]appendReq, []charla.Message) {
+func (g *groupCommit) cut(now time.Time) ([]appendReq, []charla.Message) {
 	var batch []appendReq
 	n := 0
 	for len(g.queue) > 0 && (n == 0 || n+len(g.queue[0].msgs) <= g.maxBatch) {
@@ -59,7 +108,11 @@ func (g *groupCommit) cut() ([]appendReq, []charla.Message) {
 		g.queue[0] = appendReq{}
 		g.queue = g.queue[1:]
 	}
-	ts := time.Now().UTC().Truncate(time.Microsecond)
+	g.queued -= n
+	if n > 0 {
+		g.started = now
+	}
+	ts := now.UTC().Truncate(time.Microsecond)
 	msgs := make([]charla.Message, 0, n)
 	for _, r := range batch {
 		for i := range r.msgs {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -66,8 +67,10 @@ func TestGroupCommitStoresWhatIsNotFenced(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := groupCommit{st: st, maxBatch: 100, life: context.Background(), log: zerolog.Nop(), shardOf: tc.shardOf}
-			g.queue = append([]appendReq(nil), batch...)
-			b, msgs := g.cut()
+			for _, r := range batch {
+				g.push(time.Now(), r)
+			}
+			b, msgs := g.cut(time.Now())
 			done := g.write(b, msgs, nil, true).reply
 			if !errors.Is(firstErr(done[1]), store.ErrFenced) {
 				t.Fatalf("lost's reply %+v, want fenced", done[1])
@@ -98,4 +101,58 @@ func firstErr(d appendDone) error {
 		}
 	}
 	return nil
+}
+
+// The commit delay applies only under load: at a low rate every write
+// starts at once, at a high one a write waits for the delay since the last
+// one started (fewer fsyncs), a full batch never waits, and the delay ends
+// with the load.
+func TestGroupCommitLingersOnlyUnderLoad(t *testing.T) {
+	start := time.Unix(1000, 0)
+	req := func(n int) appendReq { return appendReq{conv: "c", msgs: make([]charla.Message, n)} }
+	cases := []struct {
+		name   string
+		delay  time.Duration
+		rates  []int // msg/s over consecutive rate windows, before the write
+		queued int
+		after  time.Duration // since the last write started
+		wait   bool
+	}{
+		{"2,000 msg/s: at once", time.Millisecond, []int{2000, 2000}, 1, 300 * time.Microsecond, false},
+		{"10,000 msg/s: waits for the delay", time.Millisecond, []int{10000, 10000}, 2, 300 * time.Microsecond, true},
+		{"10,000 msg/s, the delay passed: at once", time.Millisecond, []int{10000, 10000}, 2, 1200 * time.Microsecond, false},
+		{"10,000 msg/s, a full batch waiting: at once", time.Millisecond, []int{10000, 10000}, 10, 300 * time.Microsecond, false},
+		{"10,000 msg/s, delay off: at once", 0, []int{10000, 10000}, 2, 300 * time.Microsecond, false},
+		{"10,000 then 1,000 msg/s: at once", time.Millisecond, []int{10000, 10000, 1000, 1000}, 1, 300 * time.Microsecond, false},
+		{"20,000 msg/s with a 100µs delay: at once", 100 * time.Microsecond, []int{20000, 20000}, 1, 50 * time.Microsecond, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := groupCommit{maxBatch: 10, delay: tc.delay}
+			now := start
+			for _, rate := range tc.rates {
+				// One message at a time at this rate for one rate window,
+				// each written as it comes.
+				n := rate * int(rateWindow) / int(time.Second)
+				for range n {
+					g.push(now, req(1))
+					g.cut(now)
+					now = now.Add(rateWindow / time.Duration(n))
+				}
+			}
+			g.push(now, req(1))
+			g.cut(now) // the last write
+			last := now
+			for range tc.queued {
+				g.push(last, req(1))
+			}
+			at, wait := g.linger(last.Add(tc.after))
+			if wait != tc.wait || (wait && !at.Equal(last.Add(tc.delay))) {
+				t.Fatalf("linger = %v after the last write, %v; want %v (delay %v)", at.Sub(last), wait, tc.wait, tc.delay)
+			}
+			if b, msgs := g.cut(now); len(msgs) != tc.queued || len(b) != tc.queued || g.queued != 0 {
+				t.Fatalf("cut %d messages, %d left; want %d, 0", len(msgs), g.queued, tc.queued)
+			}
+		})
+	}
 }

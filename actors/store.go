@@ -52,6 +52,7 @@ type storeActor struct {
 	// it starts and once when it ends, not once per message.
 	failedWrites int
 	kick         *time.Timer
+	kickDue      time.Time
 	// pending counts the messages of each conversation that are queued or
 	// being written; a load of that conversation waits until it is zero so
 	// that a restarted conversation actor never reads a head that a write in
@@ -164,7 +165,7 @@ func newStoreActor(life context.Context, root *actor.RootContext, st store.Store
 		a.outage = &outageSpool{sp: sp, appender: appender, st: st, cfg: cfg, log: log, life: life}
 		a.timeout = cfg.StoreWriteTimeout
 	}
-	a.lane = groupCommit{st: st, outage: a.outage, maxBatch: cfg.StoreBatchMax, timeout: a.timeout, life: life, log: log}
+	a.lane = groupCommit{st: st, outage: a.outage, maxBatch: cfg.StoreBatchMax, delay: cfg.CommitDelay, timeout: a.timeout, life: life, log: log}
 	return a
 }
 
@@ -175,7 +176,7 @@ func (a *storeActor) Receive(ctx actor.Context) {
 		a.publish()
 		a.schedule(ctx) // a spool left by a previous run drains now
 	case appendReq:
-		a.lane.queue = append(a.lane.queue, m)
+		a.lane.push(time.Now(), m)
 		a.pending[m.conv] += len(m.msgs)
 		a.schedule(ctx)
 	case storeWritten:
@@ -247,7 +248,11 @@ func (a *storeActor) schedule(ctx actor.Context) {
 		// sequencer would race the spool's) and the breaker lets us.
 		useStore = a.outage == nil || (!a.spooled() && !a.draining && a.breaker.Allow(now))
 	}
-	batch, msgs := a.lane.cut()
+	if at, wait := a.lane.linger(now); wait && useStore {
+		a.kickIn(at.Sub(now))
+		return
+	}
+	batch, msgs := a.lane.cut(now)
 	var cursors map[cursorKey]charla.Seq
 	if useStore {
 		cursors, a.cursors = a.cursors, map[cursorKey]charla.Seq{}
@@ -374,11 +379,20 @@ func (a *storeActor) onDrained(d spoolDrained) {
 
 // kickAt makes sure the actor looks again at t, when nothing else would
 // wake it (no traffic during an outage).
-func (a *storeActor) kickAt(t time.Time) {
+// kickAt schedules a storeKick for t, a millisecond from now at the
+// earliest (a breaker's retry time may have passed already).
+func (a *storeActor) kickAt(t time.Time) { a.kickIn(max(time.Until(t), time.Millisecond)) }
+
+// kickIn schedules a storeKick in d, unless one is due sooner already.
+func (a *storeActor) kickIn(d time.Duration) {
+	at := time.Now().Add(d)
 	if a.kick != nil {
-		return
+		if !a.kickDue.After(at) {
+			return
+		}
+		a.kick.Stop() // a kick already sent meanwhile only schedules once more
 	}
-	a.kick = sendAfter(a.root, max(time.Until(t), time.Millisecond), a.selfPID, storeKick{})
+	a.kick, a.kickDue = sendAfter(a.root, d, a.selfPID, storeKick{}), at
 }
 
 func (a *storeActor) load(m loadReq) {
