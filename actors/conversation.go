@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	lru "github.com/hashicorp/golang-lru/v2"
 
 	"charla"
 	"charla/store"
@@ -27,7 +26,7 @@ type conversation struct {
 	waiting    []any // requests that arrived before the load finished
 
 	head  charla.Seq
-	dedup *lru.Cache[string, ackInfo]
+	dedup *dedupWindow
 	ring  ring
 	subs  map[string]*actor.PID // by PID id
 
@@ -184,9 +183,8 @@ type (
 )
 
 func newConversation(id charla.ConvID, d *deps) *conversation {
-	dedup, _ := lru.New[string, ackInfo](d.cfg.DedupWindow) // Config.Validate keeps the size > 0
 	return &conversation{
-		id: id, deps: d, dedup: dedup,
+		id: id, deps: d, dedup: newDedupWindow(d.cfg.DedupWindow),
 		ring:   ring{max: d.cfg.RecentWindow},
 		subs:   map[string]*actor.PID{},
 		byCMID: map[string]*pendingSend{},
@@ -300,7 +298,7 @@ func (c *conversation) onLoaded(ctx actor.Context, m loaded) {
 	c.deps.stats.ConversationsLoaded.Add(1)
 	c.head = m.head
 	for _, msg := range m.recent {
-		c.dedup.Add(msg.ClientMsgID, ackInfo{msg.Seq, msg.TS})
+		c.dedup.add(msg.ClientMsgID, ackInfo{msg.Seq, msg.TS})
 		c.ring.push(delivery{conv: c.id, seq: msg.Seq, frame: encodeMsg(msg)})
 	}
 	waiting := c.waiting
@@ -332,7 +330,7 @@ func (c *conversation) subscribe(ctx actor.Context, m subscribeReq) {
 
 func (c *conversation) send(ctx actor.Context, m sendReq) {
 	cmid := m.msg.ClientMsgID
-	if a, ok := c.dedup.Get(cmid); ok {
+	if a, ok := c.dedup.get(cmid); ok {
 		c.deps.stats.Duplicates.Add(1)
 		ctx.Send(m.conn, sendReply{conv: c.id, ref: m.ref, ack: c.ack(cmid, a, true)})
 		c.observeAck(m.at)
@@ -392,7 +390,7 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 		}
 		r := m.results[i]
 		a := ackInfo{r.Seq, r.TS}
-		c.dedup.Add(p.msg.ClientMsgID, a)
+		c.dedup.add(p.msg.ClientMsgID, a)
 		// The sender hears first: its ack is the latency it feels.
 		for j, w := range p.waiters {
 			ctx.Send(w.conn, sendReply{conv: c.id, ref: w.ref, ack: c.ack(p.msg.ClientMsgID, a, r.Duplicate || j > 0)})
