@@ -47,7 +47,9 @@ func TestDedupWindow(t *testing.T) {
 	w := newDedupWindow(3)
 	ts := time.Date(2026, 11, 28, 20, 0, 0, 123456000, time.UTC)
 	id := func(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012x", i) }
-	ack := func(i int) ackInfo { return ackInfo{seq: charla.Seq(i), ts: ts.Add(time.Duration(i) * time.Microsecond)} }
+	ack := func(i int) ackInfo {
+		return ackInfo{seq: charla.Seq(i), ts: ts.Add(time.Duration(i) * time.Microsecond)}
+	}
 	for i := 1; i <= 3; i++ {
 		w.add(id(i), ack(i))
 	}
