@@ -15,6 +15,8 @@ type Socket interface {
 	// may block (in WriteFrame), nothing else does.
 	Async(f func())
 	// WriteFrame writes one text frame, with a deadline; only from Async.
+	// It must not keep frame once it returns: the outbox reuses the
+	// buffer of a joined write.
 	WriteFrame(frame []byte) error
 	// Ping sends a WebSocket ping, in order with the frames.
 	Ping()

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -245,12 +246,12 @@ func (s *pollSession) Async(f func()) {
 	s.signal()
 }
 
-// WriteFrame collects a batch for the poll running the writer; it never
-// blocks.
+// WriteFrame collects a batch for the poll running the writer (a copy: the
+// outbox reuses its buffer); it never blocks.
 func (s *pollSession) WriteFrame(frame []byte) error {
 	s.mu.Lock()
 	if !s.draining {
-		s.out = append(s.out, frame)
+		s.out = append(s.out, bytes.Clone(frame))
 	}
 	s.mu.Unlock()
 	return nil
@@ -630,7 +631,7 @@ func (o *oneShotSocket) WriteFrame(frame []byte) error {
 		var p peekFrame
 		if json.Unmarshal(obj, &p) == nil && (p.Type == wire.TypeAck || p.Type == wire.TypeError) {
 			select {
-			case o.answer <- obj:
+			case o.answer <- bytes.Clone(obj): // the outbox reuses frame's buffer
 			default:
 			}
 		}
