@@ -71,7 +71,11 @@ func TestGroupCommitStoresWhatIsNotFenced(t *testing.T) {
 				g.push(time.Now(), r)
 			}
 			b, msgs := g.cut(time.Now())
-			done := g.write(b, msgs, nil, true).reply
+			w := g.write(b, msgs, nil, true)
+			if w.took <= 0 {
+				t.Errorf("the write reports it took %v (charla_group_commit_seconds)", w.took)
+			}
+			done := w.reply
 			if !errors.Is(firstErr(done[1]), store.ErrFenced) {
 				t.Fatalf("lost's reply %+v, want fenced", done[1])
 			}
