@@ -200,9 +200,9 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.enqueue(m.frame)
 	case pushFrame:
 		c.enqueue(m.frame)
-	case delivery:
+	case *delivery:
 		c.onDelivery(ctx, m.conv, m.seq, m.frame)
-	case relay:
+	case *relay:
 		if s := c.subs[m.conv]; s != nil && s.state != subPending {
 			c.enqueue(m.frame)
 		}

@@ -142,8 +142,8 @@ func (h *connHarness) subscribe(conv charla.ConvID, since charla.Seq, reply subs
 	return f
 }
 
-func deliver(conv charla.ConvID, seq charla.Seq) delivery {
-	return delivery{conv: conv, seq: seq, frame: encodeMsg(msgAt(conv, seq))}
+func deliver(conv charla.ConvID, seq charla.Seq) *delivery {
+	return &delivery{conv: conv, seq: seq, frame: encodeMsg(msgAt(conv, seq))}
 }
 
 func msgAt(conv charla.ConvID, seq charla.Seq) charla.Message {
@@ -167,7 +167,7 @@ func TestConnSubscription(t *testing.T) {
 		h.send(inFrame{wire.Frame{Type: wire.TypeSubscribe, Conv: conv}})
 		receive[subscribeReq](t, h.convs)
 		h.send(deliver(conv, 1)) // pending: dropped
-		h.send(subscribeReply{conv: conv, head: 1, complete: true, recent: []delivery{deliver(conv, 1)}})
+		h.send(subscribeReply{conv: conv, head: 1, complete: true, recent: []delivery{*deliver(conv, 1)}})
 		if f := h.next(); f.Type != wire.TypeSubscribed {
 			t.Fatalf("got %+v", f)
 		}
@@ -219,7 +219,7 @@ func TestConnSubscription(t *testing.T) {
 			t.Fatalf("resubscribe %+v, want resume from 2", req)
 		}
 		h.send(deliver(conv, 3)) // pending again: dropped, the answer covers it
-		h.send(subscribeReply{conv: conv, head: 3, since: 2, resume: true, complete: true, recent: []delivery{deliver(conv, 3)}})
+		h.send(subscribeReply{conv: conv, head: 3, since: 2, resume: true, complete: true, recent: []delivery{*deliver(conv, 3)}})
 		h.expectMsgs(3)
 	})
 	t.Run("a since beyond the head resumes from the head the conversation gives", func(t *testing.T) {

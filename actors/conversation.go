@@ -143,13 +143,15 @@ type (
 		ack  wire.Ack
 		err  *charla.Error
 	}
-	// delivery is one durable message, encoded once for every subscriber.
+	// delivery is one durable message, encoded once for every subscriber;
+	// a subscriber receives a *delivery it must not modify.
 	delivery struct {
 		conv  charla.ConvID
 		seq   charla.Seq
 		frame []byte
 	}
-	// relay is an ephemeral frame (typing, read) for subscribers.
+	// relay is an ephemeral frame (typing, read) for subscribers, who
+	// receive a *relay they must not modify.
 	relay struct {
 		conv  charla.ConvID
 		frame []byte
@@ -400,8 +402,11 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 			msg := p.msg
 			msg.Seq, msg.TS = r.Seq, r.TS
 			c.head = r.Seq
-			d := delivery{conv: c.id, seq: r.Seq, frame: encodeMsg(msg)}
-			c.ring.push(d)
+			// One delivery for every subscriber, sent by pointer: as a value
+			// each Send boxed a copy (a third of what a fan-out to 100
+			// subscribers allocated). Receivers never modify it.
+			d := &delivery{conv: c.id, seq: r.Seq, frame: encodeMsg(msg)}
+			c.ring.push(*d)
 			for _, s := range c.subs {
 				ctx.Send(s, d)
 			}
@@ -456,9 +461,10 @@ func (c *conversation) broadcast(ctx actor.Context, from *actor.PID, frame []byt
 
 // relayTo sends r to every one of subs but from (nil: to all).
 func relayTo(ctx actor.Context, subs map[string]*actor.PID, from *actor.PID, r relay) {
+	p := &r // one for every subscriber, as deliveries
 	for id, s := range subs {
 		if from == nil || id != from.Id {
-			ctx.Send(s, r)
+			ctx.Send(s, p)
 		}
 	}
 }

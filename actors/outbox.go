@@ -17,6 +17,7 @@ type outbox struct {
 	// signal tells the conn actor that the queue fell to half its cap or
 	// emptied, once per arm(): a paused replay or a shutdown waits on it.
 	signal func()
+	write  func() // writeOut, bound once; only push uses it
 
 	mu       sync.Mutex
 	frames   [][]byte
@@ -46,7 +47,10 @@ func (o *outbox) push(frame []byte) bool {
 	o.writing = true
 	o.mu.Unlock()
 	if start {
-		o.sock.Async(o.writeOut)
+		if o.write == nil {
+			o.write = o.writeOut // a method value allocates: once, not per write
+		}
+		o.sock.Async(o.write)
 	}
 	return true
 }

@@ -47,9 +47,9 @@ func (n *nodeRelay) Receive(ctx actor.Context) {
 		n.publish(peerEnvelope{Kind: peerFailed, Conv: m.conv, Ref: m.ref, Err: m.err})
 	case readDone:
 		n.publish(peerEnvelope{Kind: peerReadDone, Conv: m.conv, Ref: m.ref, Head: m.head})
-	case delivery:
+	case *delivery:
 		n.publish(peerEnvelope{Kind: peerMsg, Conv: m.conv, Seq: m.seq, Frame: m.frame})
-	case relay:
+	case *relay:
 		n.publish(peerEnvelope{Kind: peerRelay, Conv: m.conv, Frame: m.frame})
 	case convReset:
 		delete(n.convs, m.conv) // the conversation forgot us; the node subscribes again

@@ -144,7 +144,7 @@ func (r *remoteConv) publish(env peerEnvelope) error {
 func (r *remoteConv) onOwner(ctx actor.Context, e peerEnvelope) {
 	switch e.Kind {
 	case peerMsg:
-		d := delivery{conv: r.id, seq: e.Seq, frame: e.Frame}
+		d := &delivery{conv: r.id, seq: e.Seq, frame: e.Frame}
 		for _, s := range r.subs {
 			ctx.Send(s, d)
 		}
