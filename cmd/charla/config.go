@@ -49,6 +49,9 @@ type config struct {
 	SettingsFile string
 	// MinProcs raises GOMAXPROCS to at least this (see serve).
 	MinProcs int
+	// GCHeapFloor is the heap size below which no garbage collection starts
+	// (internal/heapfloor); 0 leaves Go's pacing alone.
+	GCHeapFloor int64
 	// BotFlow is the chatbot's flow file; "" is the embedded default, "off"
 	// no bot. Parsed into Actors.Bot.Flow by parseConfig.
 	BotFlow string
@@ -136,6 +139,7 @@ func (c *config) settings() flagSet {
 		{name: "log-max-size-mb", env: "CHARLA_LOG_MAX_SIZE_MB", usage: "with log-file: megabytes after which the file is rotated (renamed with a timestamp, a new one opened)", value: intVar(&c.LogMaxSizeMB, 100)},
 		{name: "log-max-age-days", env: "CHARLA_LOG_MAX_AGE_DAYS", usage: "with log-file: rotated files older than this many days are deleted; 0 = kept whatever their age", value: intVar(&c.LogMaxAgeDays, 14)},
 		{name: "log-max-backups", env: "CHARLA_LOG_MAX_BACKUPS", usage: "with log-file: rotated files kept at most; 0 = as many as log-max-age-days allows", value: intVar(&c.LogMaxBackups, 10)},
+		{name: "gc-heap-floor", env: "CHARLA_GC_HEAP_FLOOR", usage: "bytes of heap below which the garbage collector does not run: a small heap collected every second under load sets the latency's tail; up to this much memory in garbage is the price; 0 = Go's own pacing (GOGC)", value: int64Var(&c.GCHeapFloor, 128<<20)},
 		{name: "min-procs", env: "CHARLA_MIN_PROCS", usage: "fewest Go Ps (GOMAXPROCS) the engine runs with, even on one core: a P blocked in an fsync stalls every actor until the runtime takes it back", value: intVar(&c.MinProcs, 2)},
 		{name: "debug-addr", env: "CHARLA_DEBUG_ADDR", usage: "serve Go's pprof profiles, /metrics and the detailed /readyz on this address (keep it private); empty = off", value: strVar(&c.DebugAddr, "")},
 		{name: "metrics", env: "CHARLA_METRICS", usage: "export Prometheus metrics (GET /metrics for admins, and on metrics-addr); false also stops the latency histograms", value: boolVar(&c.Metrics, true)},
@@ -303,6 +307,9 @@ func (c config) validate(serving bool) error {
 	}
 	if c.MinProcs < 1 {
 		bad("min-procs must be at least 1 (got %d)", c.MinProcs)
+	}
+	if c.GCHeapFloor < 0 {
+		bad("gc-heap-floor must be 0 (off) or a number of bytes (got %d)", c.GCHeapFloor)
 	}
 	if _, err := zerolog.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
 		bad("log-level %q: must be debug, info, warn or error", c.LogLevel)

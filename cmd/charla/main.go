@@ -26,6 +26,7 @@ import (
 
 	"charla"
 	"charla/actors"
+	"charla/internal/heapfloor"
 	"charla/metrics"
 	"charla/ops"
 	"charla/ratelimit"
@@ -146,6 +147,7 @@ func serve(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		runtime.GOMAXPROCS(cfg.MinProcs)
 		log.Info().Int("gomaxprocs", cfg.MinProcs).Int("was", procs).Msg("raised GOMAXPROCS to min-procs")
 	}
+	defer heapfloor.Keep(uint64(cfg.GCHeapFloor))()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
