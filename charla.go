@@ -159,19 +159,46 @@ func ValidateClientMsgID(id string) error {
 	if len(id) != 36 {
 		return Errorf(CodeBadRequest, "client_msg_id must be a UUID (36 characters)")
 	}
+	if _, _, ok := ParseClientMsgID(id); !ok {
+		return Errorf(CodeBadRequest, "client_msg_id must be a UUID")
+	}
+	return nil
+}
+
+// ParseClientMsgID parses a UUID in the canonical 36-character form (any
+// case) that ValidateClientMsgID accepts: its 16 bytes, and in upper which
+// of its 32 hex digits were upper case, since ids are compared as strings
+// ("A" and "a" in the same place are different ids). ok is false for
+// anything else.
+func ParseClientMsgID(id string) (uuid [16]byte, upper uint32, ok bool) {
+	if len(id) != 36 {
+		return uuid, 0, false
+	}
+	digit := 0
 	for i := 0; i < len(id); i++ {
 		b := id[i]
 		if i == 8 || i == 13 || i == 18 || i == 23 {
 			if b != '-' {
-				return Errorf(CodeBadRequest, "client_msg_id must be a UUID")
+				return [16]byte{}, 0, false
 			}
 			continue
 		}
-		if !(b >= '0' && b <= '9' || b >= 'a' && b <= 'f' || b >= 'A' && b <= 'F') {
-			return Errorf(CodeBadRequest, "client_msg_id must be a UUID")
+		var v byte
+		switch {
+		case b >= '0' && b <= '9':
+			v = b - '0'
+		case b >= 'a' && b <= 'f':
+			v = b - 'a' + 10
+		case b >= 'A' && b <= 'F':
+			v = b - 'A' + 10
+			upper |= 1 << digit
+		default:
+			return [16]byte{}, 0, false
 		}
+		uuid[digit/2] |= v << (4 * (1 - digit%2))
+		digit++
 	}
-	return nil
+	return uuid, upper, true
 }
 
 // ValidateBody checks that a message body is a JSON object with a string

@@ -100,35 +100,8 @@ func (w *dedupWindow) add(cmid string, a ackInfo) {
 	w.next = (w.next + 1) % w.max
 }
 
-// len is how many ids are remembered.
-func (w *dedupWindow) len() int { return len(w.acks) + len(w.other) }
-
-// uuidKey parses a UUID in canonical 36-character form (any case), the
-// form charla.ValidateClientMsgID accepts.
+// uuidKey is the key of a client_msg_id in canonical UUID form.
 func uuidKey(s string) (dedupKey, bool) {
-	var k dedupKey
-	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
-		return k, false
-	}
-	digit := 0
-	for i := 0; i < len(s); i++ {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			continue
-		}
-		var v byte
-		switch b := s[i]; {
-		case b >= '0' && b <= '9':
-			v = b - '0'
-		case b >= 'a' && b <= 'f':
-			v = b - 'a' + 10
-		case b >= 'A' && b <= 'F':
-			v = b - 'A' + 10
-			k.upper |= 1 << digit
-		default:
-			return dedupKey{}, false
-		}
-		k.uuid[digit/2] |= v << (4 * (1 - digit%2))
-		digit++
-	}
-	return k, true
+	uuid, upper, ok := charla.ParseClientMsgID(s)
+	return dedupKey{uuid: uuid, upper: upper}, ok
 }
