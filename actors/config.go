@@ -36,7 +36,7 @@ type Config struct {
 	IdleTimeout              time.Duration // session-idle-timeout: a conversation with no activity and no subscriber stops after this
 	SweepInterval            time.Duration // session-sweep-interval: how often leftovers are checked for idleness
 	StoreBatchMax            int           // store-batch-max: most messages in one group commit
-	// commit-delay: under load (several messages per group commit), the
+	// commit-delay: while messages arrive at 4 or more per delay, the
 	// shortest time between the starts of two group commits, so that a
 	// busy engine pays fewer fsyncs; 0 starts every commit at once. See
 	// groupCommit.linger.

@@ -378,9 +378,8 @@ func (a *storeActor) onDrained(d spoolDrained) {
 }
 
 // kickAt makes sure the actor looks again at t, when nothing else would
-// wake it (no traffic during an outage).
-// kickAt schedules a storeKick for t, a millisecond from now at the
-// earliest (a breaker's retry time may have passed already).
+// wake it (no traffic during an outage): a millisecond from now at the
+// earliest, since a breaker's retry time may have passed already.
 func (a *storeActor) kickAt(t time.Time) { a.kickIn(max(time.Until(t), time.Millisecond)) }
 
 // kickIn schedules a storeKick in d, unless one is due sooner already.
