@@ -32,7 +32,10 @@ type Spool interface {
 	// cluster's takes one shard's messages a call (outageSpool.shardOf).
 	Put(ctx context.Context, msgs []charla.Message) error
 	// Drain hands the waiting messages to sink, oldest first, and drops
-	// those it took; it stops at sink's first error.
+	// those it took; it stops at sink's first error. A cluster's answers a
+	// *store.FencedError when all that is left belongs to shards the node
+	// adopted but does not serve yet (their claim goes on): drain again
+	// shortly.
 	Drain(ctx context.Context, batch int, sink func(ctx context.Context, msgs []charla.Message) error) (int, error)
 	// Head and Range read the waiting messages of conv.
 	Head(conv charla.ConvID) (charla.Seq, bool, error)

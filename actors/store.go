@@ -354,6 +354,10 @@ func (a *storeActor) startDrain() {
 	a.goIO(func() { a.root.Send(self, a.outage.drain(a.life)) })
 }
 
+// unservedDrainRetry is how soon a drain that stopped at shards still
+// being claimed looks again: a claim takes a few store round trips.
+const unservedDrainRetry = 10 * time.Millisecond
+
 func (a *storeActor) onDrained(d spoolDrained) {
 	a.stats.Drained.Add(int64(d.moved))
 	if d.moved > 0 && a.whatsapp != nil {
@@ -363,6 +367,13 @@ func (a *storeActor) onDrained(d spoolDrained) {
 	case d.err == nil:
 		a.breaker.Success()
 		a.log.Info().Int("moved", d.moved).Msg("spool drained into the store")
+	case errors.Is(d.err, store.ErrFenced):
+		// What is left belongs to cluster shards this node adopted and is
+		// still claiming: nothing is wrong with the store, look again soon.
+		if d.moved > 0 {
+			a.breaker.Success()
+		}
+		a.kickIn(unservedDrainRetry)
 	case isOutage(a.life, d.err):
 		a.breaker.Failure(time.Now())
 		a.kickAt(a.breaker.RetryAt())

@@ -156,6 +156,8 @@ type cluster struct {
 	admin jetstream.JetStream
 	cfg   Config // NodeID left empty
 	db    *fenceDB
+	// claim, when set, is what nodes claim through instead of db.
+	claim Claimer
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
@@ -231,7 +233,11 @@ func (c *cluster) tryStart(js jetstream.JetStream, id string, cfg Config) (*node
 	log := zerolog.New(zerolog.NewTestWriter(c.t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	l, err := Start(ctx, js, cfg, c.db, changes.record, log)
+	var claim Claimer = c.db
+	if c.claim != nil {
+		claim = c.claim
+	}
+	l, err := Start(ctx, js, cfg, claim, changes.record, log)
 	if err != nil {
 		return nil, err
 	}

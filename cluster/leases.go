@@ -31,6 +31,13 @@ type Claimer interface {
 	ClaimShard(ctx context.Context, shard int, epoch uint64) (ok bool, err error)
 }
 
+// An Unclaimer is a Claimer told when a claim it granted is not served
+// after all (it ended past the lease's fence), so that it can undo what it
+// did for the shard beyond the store's epoch (an adopted spool).
+type Unclaimer interface {
+	Unclaim(shard int)
+}
+
 // Change is reported once per shard whose owner (as this node sees it)
 // changed, including this node gaining or losing it. Owner is "" when no
 // owner is known (free, expired, or being handed over); Mine is true when
@@ -816,6 +823,9 @@ func (l *Leases) claimShard(i int, rev uint64, sent time.Duration) bool {
 		return true
 	}
 	l.log.Warn().Int("shard", i).Uint64("epoch", rev).Str("reason", why).Msg("cluster: shard not served")
+	if u, isU := l.claim.(Unclaimer); isU && err == nil && ok {
+		u.Unclaim(i)
+	}
 	s.retryAt = l.now() + l.cfg.LeaseTTL
 	dctx, dcancel := context.WithTimeout(l.ctx, l.cfg.tick())
 	defer dcancel()

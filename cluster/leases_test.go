@@ -419,3 +419,57 @@ func TestRefusedClaimIsNotServed(t *testing.T) {
 		t.Error("the store was never asked for shard 1")
 	}
 }
+
+// lateClaimer grants claims like the store, but its first claim of shard
+// slow ends past the lease's fence; it records what it is told to undo.
+type lateClaimer struct {
+	*fenceDB
+	slow  int
+	delay time.Duration
+	mu    sync.Mutex
+	slept bool
+	undo  []int
+}
+
+func (l *lateClaimer) ClaimShard(ctx context.Context, shard int, epoch uint64) (bool, error) {
+	ok, err := l.fenceDB.ClaimShard(ctx, shard, epoch)
+	l.mu.Lock()
+	sleep := shard == l.slow && !l.slept
+	l.slept = l.slept || sleep
+	l.mu.Unlock()
+	if sleep {
+		time.Sleep(l.delay)
+	}
+	return ok, err
+}
+
+func (l *lateClaimer) Unclaim(shard int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.undo = append(l.undo, shard)
+}
+
+func (l *lateClaimer) undone() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.undo)
+}
+
+// A claim the store granted but that ended past the lease's fence is not
+// served, and the claimer is told, so that it undoes what it did for the
+// shard (the engine forgets the spool it adopted, whose records would
+// otherwise wait forever for a drain this node may not run). The shard is
+// claimed again later, and served.
+func TestLateClaimIsUnclaimed(t *testing.T) {
+	c := newCluster(t, 4, testTTL)
+	late := &lateClaimer{fenceDB: c.db, slow: 2, delay: c.cfg.withDefaults().fence() + 20*time.Millisecond}
+	c.claim = late
+	a := c.start("a")
+	eventually(t, 10*time.Second, "a is told to undo its late claim of shard 2", func() bool {
+		return slices.Contains(late.undone(), 2)
+	})
+	eventually(t, 10*time.Second, "a holds every shard", func() bool { return len(a.held()) == 4 })
+	if undo := late.undone(); !slices.Equal(undo, []int{2}) {
+		t.Errorf("told to undo the claims of shards %v, want [2] (only the late one)", undo)
+	}
+}

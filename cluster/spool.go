@@ -53,28 +53,57 @@ type Spool struct {
 	shards map[int]*spoolShard // the adopted shards
 	n      atomic.Int64        // messages not drained, in the adopted shards
 	dead   atomic.Int64
-	// lose gives a shard up (the leases' Lost): see OnLost.
-	lose atomic.Pointer[func(shard int)]
+	holder atomic.Pointer[Holder] // see Attach
 }
 
-// OnLost sets what the spool calls when this node must stop writing a
-// shard: another node sealed its subject, or a spool write's outcome is
-// unknown (the record may be in the stream, at seqs the conversations
-// here did not ack and would give to the next messages). Giving the shard
-// up has whoever takes it next adopt the subject as it is, and reload its
-// conversations from it.
-func (s *Spool) OnLost(f func(shard int)) { s.lose.Store(&f) }
+// Holder is what the spool needs of the leases (*Leases): which shards
+// this node serves, and giving one up.
+type Holder interface {
+	// Epoch is this node's epoch of shard; ok only while it serves shard.
+	Epoch(shard int) (epoch uint64, ok bool)
+	// Lost drops shard if this node still holds it with epoch.
+	Lost(shard int, epoch uint64)
+}
 
-// giveUp forgets shard and has the leases give it up.
-func (s *Spool) giveUp(shard int) {
-	s.Forget(shard)
-	if f := s.lose.Load(); f != nil {
-		(*f)(shard)
+// Attach ties the spool to the leases, which are started after it (they
+// adopt through it). Until then every adopted shard counts as served.
+//
+// The leases decide two things here. A shard's records are drained only
+// while this node serves the shard with the epoch it adopted them under: a
+// shard is adopted during its claim, before the node serves it, and a
+// drain in between would be fenced by the store; giving the shard's
+// records up then, while the claim goes on to succeed, would leave them in
+// the stream with nobody to drain them and their seqs given again. And the
+// spool gives a shard up (Lost) when this node must stop writing it:
+// another node sealed its subject, or a spool write's outcome is unknown
+// (the record may be in the stream, at seqs the conversations here did not
+// ack and would give to the next messages), or the store fenced the drain.
+// Whoever takes it next adopts the subject as it is.
+func (s *Spool) Attach(h Holder) { s.holder.Store(&h) }
+
+// serves reports whether this node serves shard with epoch now.
+func (s *Spool) serves(shard int, epoch uint64) bool {
+	h := s.holder.Load()
+	if h == nil {
+		return true
+	}
+	e, ok := (*h).Epoch(shard)
+	return ok && e == epoch
+}
+
+// giveUp forgets the view st of shard, if it is still this node's, and has
+// the leases drop the shard if they still hold it with st's epoch (a shard
+// claimed again since is not given up for its older view's failure).
+func (s *Spool) giveUp(shard int, st *spoolShard) {
+	s.drop(shard, st)
+	if h := s.holder.Load(); h != nil {
+		(*h).Lost(shard, st.epoch)
 	}
 }
 
 // spoolShard is what this node knows of one adopted shard's subject.
 type spoolShard struct {
+	epoch   uint64        // this node's epoch of the shard when it adopted it
 	last    uint64        // the subject's last record, as this node wrote or read it
 	records []spoolRecord // not drained yet, oldest first
 	// kept is a record left in the stream only as the sequence check's
@@ -120,8 +149,9 @@ func (s *Spool) deadSubject() string { return s.name + ".spool.dead" }
 
 // Adopt reads shard's records into this node's view and seals the subject,
 // so that no earlier owner can add to it. The engine calls it when it takes
-// the shard, after its claim in the store and before serving it.
-func (s *Spool) Adopt(ctx context.Context, shard int) error {
+// the shard with epoch, after its claim in the store and before serving it;
+// the records are drained once the node serves the shard (Attach).
+func (s *Spool) Adopt(ctx context.Context, shard int, epoch uint64) error {
 	subj := s.subject(shard)
 	var records []spoolRecord
 	last := uint64(0)
@@ -151,7 +181,7 @@ func (s *Spool) Adopt(ctx context.Context, shard int) error {
 	if old := s.shards[shard]; old != nil {
 		s.n.Add(-int64(old.count()))
 	}
-	s.shards[shard] = &spoolShard{last: seal, records: records, kept: seal}
+	s.shards[shard] = &spoolShard{epoch: epoch, last: seal, records: records, kept: seal}
 	s.n.Add(int64(n))
 	s.mu.Unlock()
 	return nil
@@ -201,10 +231,13 @@ func (s *Spool) publish(ctx context.Context, subj string, last uint64, msgs []ch
 
 // Forget drops shard from this node's view: another node owns it now and
 // adopts its records.
-func (s *Spool) Forget(shard int) {
+func (s *Spool) Forget(shard int) { s.drop(shard, nil) }
+
+// drop forgets shard's view, only if it is still st when st is not nil.
+func (s *Spool) drop(shard int, st *spoolShard) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old := s.shards[shard]; old != nil {
+	if old := s.shards[shard]; old != nil && (st == nil || old == st) {
 		s.n.Add(-int64(old.count()))
 		delete(s.shards, shard)
 	}
@@ -247,13 +280,21 @@ func (s *Spool) Put(ctx context.Context, msgs []charla.Message) error {
 	}
 	s.mu.Unlock()
 	if st == nil {
+		// Serving a shard whose subject this node has not adopted would
+		// sequence from an unknown head: give the shard up, so that whoever
+		// takes it next adopts the subject.
+		if h := s.holder.Load(); h != nil {
+			if e, ok := (*h).Epoch(shard); ok {
+				(*h).Lost(shard, e)
+			}
+		}
 		return fmt.Errorf("spool shard %d: %w", shard, errNotAdopted)
 	}
 	// One group commit at a time reaches here (the store actor's write
 	// lane), so last cannot move under us but by another node.
 	seq, err := s.publish(ctx, s.subject(shard), last, msgs)
 	if err != nil {
-		s.giveUp(shard) // sealed by another node, or an outcome unknown
+		s.giveUp(shard, st) // sealed by another node, or an outcome unknown
 		return fmt.Errorf("spool shard %d: %w", shard, err)
 	}
 	s.mu.Lock()
@@ -271,19 +312,29 @@ func (s *Spool) Put(ctx context.Context, msgs []charla.Message) error {
 	return nil
 }
 
-// Drain stores the adopted shards' records with sink, oldest first per
-// shard, and purges each from the stream once stored. A shard sink fences
-// (another node owns it now) is forgotten, and the drain goes on.
+// Drain stores the records of the shards this node serves with sink,
+// oldest first per shard, and purges each from the stream once stored. A
+// shard sink fences (another node owns it now) is given up, and the drain
+// goes on. When all that is left belongs to shards adopted but not served
+// (yet: a claim in progress), Drain returns a *store.FencedError for them,
+// which the caller takes as "drain again shortly".
 func (s *Spool) Drain(ctx context.Context, batch int, sink func(ctx context.Context, msgs []charla.Message) error) (int, error) {
 	moved := 0
 	for {
-		shard, rec, ok := s.next()
-		if !ok {
+		shard, st, rec, waiting := s.next()
+		if st == nil {
+			if len(waiting) > 0 {
+				fences := make([]store.ShardFence, len(waiting))
+				for i, w := range waiting {
+					fences[i] = store.ShardFence{Shard: w}
+				}
+				return moved, fmt.Errorf("spool: drain: records of shards not served yet: %w", &store.FencedError{Shards: waiting, Fences: fences})
+			}
 			return moved, nil
 		}
 		if err := sink(ctx, rec.msgs); err != nil {
 			if errors.Is(err, store.ErrFenced) {
-				s.Forget(shard)
+				s.giveUp(shard, st)
 				continue
 			}
 			return moved, fmt.Errorf("spool: drain: %w", err)
@@ -293,7 +344,7 @@ func (s *Spool) Drain(ctx context.Context, batch int, sink func(ctx context.Cont
 		// duplicate the store recognises).
 		drop := uint64(0)
 		s.mu.Lock()
-		if st := s.shards[shard]; st != nil && len(st.records) > 0 && st.records[0].seq == rec.seq {
+		if s.shards[shard] == st && len(st.records) > 0 && st.records[0].seq == rec.seq {
 			st.records = st.records[1:]
 			s.n.Add(-int64(len(rec.msgs)))
 			if rec.seq == st.last {
@@ -319,20 +370,28 @@ func (s *Spool) delete(ctx context.Context, seq uint64) {
 	_ = s.stream.DeleteMsg(ctx, seq)
 }
 
-// next is the oldest record of the lowest-numbered shard that has one.
-func (s *Spool) next() (int, spoolRecord, bool) {
+// next is the oldest record of the lowest-numbered shard that has one and
+// that this node serves, with that shard's view; st is nil when there is
+// none, and waiting lists the shards with records not served.
+func (s *Spool) next() (shard int, st *spoolShard, rec spoolRecord, waiting []int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	best := -1
-	for shard, st := range s.shards {
-		if len(st.records) > 0 && (best < 0 || shard < best) {
-			best = shard
+	for i, v := range s.shards {
+		switch {
+		case len(v.records) == 0:
+		case !s.serves(i, v.epoch): // the leases answer from a snapshot, lock-free
+			waiting = append(waiting, i)
+		case best < 0 || i < best:
+			best = i
 		}
 	}
 	if best < 0 {
-		return 0, spoolRecord{}, false
+		slices.Sort(waiting)
+		return 0, nil, spoolRecord{}, waiting
 	}
-	return best, s.shards[best].records[0], true
+	st = s.shards[best]
+	return best, st, st.records[0], nil
 }
 
 // Head is conv's highest spooled seq; ok false when none is spooled.

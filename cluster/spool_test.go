@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +22,44 @@ func spoolMsgs(conv charla.ConvID, from charla.Seq, n int) []charla.Message {
 			Body: []byte(fmt.Sprintf(`{"text":"m%d"}`, int(from)+i)), TS: time.Now().UTC()}
 	}
 	return out
+}
+
+// holder stands in for the leases: the shards a node serves, with their
+// epochs, and those the spool gave up.
+type holder struct {
+	mu     sync.Mutex
+	epochs map[int]uint64
+	lost   []int
+}
+
+func newHolder(epochs map[int]uint64) *holder { return &holder{epochs: epochs} }
+
+func (h *holder) Epoch(shard int) (uint64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e, ok := h.epochs[shard]
+	return e, ok
+}
+
+func (h *holder) Lost(shard int, epoch uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e, ok := h.epochs[shard]; ok && e == epoch {
+		delete(h.epochs, shard)
+		h.lost = append(h.lost, shard)
+	}
+}
+
+func (h *holder) serve(shard int, epoch uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.epochs[shard] = epoch
+}
+
+func (h *holder) given() []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.lost)
 }
 
 // TestSpoolTakenOverIsSealed: the node that takes a shard over adopts what
@@ -46,13 +85,13 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	old, next := open(), open()
 	conv := charla.ConvID("spooled")
 	shard := ShardOf(conv, shards)
-	given := -1
-	old.OnLost(func(s int) { given = s })
+	oldLeases := newHolder(map[int]uint64{shard: 1})
+	old.Attach(oldLeases)
 
 	if err := old.Put(ctx, spoolMsgs(conv, 1, 2)); err == nil {
 		t.Fatal("a write to a shard not adopted was taken")
 	}
-	if err := old.Adopt(ctx, shard); err != nil {
+	if err := old.Adopt(ctx, shard, 1); err != nil {
 		t.Fatal(err)
 	}
 	other := charla.ConvID("elsewhere")
@@ -71,7 +110,7 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	}
 
 	// The shard changes hands: next adopts the old owner's records.
-	if err := next.Adopt(ctx, shard); err != nil {
+	if err := next.Adopt(ctx, shard, 2); err != nil {
 		t.Fatal(err)
 	}
 	if next.Len() != 3 {
@@ -87,8 +126,8 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	if err := old.Put(ctx, spoolMsgs(conv, 4, 1)); !errors.Is(err, ErrSpoolFenced) {
 		t.Fatalf("the old owner's write after the take-over: %v, want ErrSpoolFenced", err)
 	}
-	if old.Len() != 0 || given != shard {
-		t.Fatalf("the old owner still counts %d spooled messages of a shard it lost, and gave up shard %d (want %d)", old.Len(), given, shard)
+	if given := oldLeases.given(); old.Len() != 0 || !slices.Equal(given, []int{shard}) {
+		t.Fatalf("the old owner still counts %d spooled messages of a shard it lost, and gave up shards %v (want %d)", old.Len(), given, shard)
 	}
 	more := spoolMsgs(conv, 4, 2)
 	if err := next.Put(ctx, more); err != nil {
@@ -110,13 +149,13 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	}); !errors.Is(err, down) || n != 2 {
 		t.Fatalf("drain with the database failing after one record: %d, %v", n, err)
 	}
-	if again := open(); again.Adopt(ctx, shard) != nil || again.Len() < 3 {
+	if again := open(); again.Adopt(ctx, shard, 3) != nil || again.Len() < 3 {
 		t.Fatalf("after a partial drain the stream holds %d of the 3 messages not stored", again.Len())
 	}
 	if err := next.Put(ctx, spoolMsgs(conv, 6, 1)); !errors.Is(err, ErrSpoolFenced) {
 		t.Fatalf("next wrote after another node adopted the shard: %v", err)
 	}
-	if err := next.Adopt(ctx, shard); err != nil {
+	if err := next.Adopt(ctx, shard, 2); err != nil {
 		t.Fatal(err)
 	}
 
@@ -143,7 +182,7 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	// the sequence check's reference), already stored, which the store
 	// answers as duplicates; its drain loses the shard to the fence.
 	third := open()
-	if err := third.Adopt(ctx, shard); err != nil {
+	if err := third.Adopt(ctx, shard, 4); err != nil {
 		t.Fatal(err)
 	}
 	if third.Len() > 2 {
@@ -159,5 +198,69 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	}
 	if third.Len() != 0 {
 		t.Fatalf("a shard lost to the fence still counts %d messages", third.Len())
+	}
+}
+
+// A shard is adopted during its claim, before the node serves it. A drain
+// meanwhile must leave its records alone (the store would fence them, and
+// giving them up then, while the claim goes on to succeed, left acked
+// messages in the stream with nobody to drain them); it answers that it
+// must come back, and drains them once the shard is served. A fenced drain
+// of a served shard gives it up with the epoch it was adopted under.
+func TestSpoolDrainsOnlyServedShards(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := connect(t)
+	name := "t" + uuid.NewString()[:8]
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name+"_spool") })
+	const shards = 4
+	old, err := OpenSpool(ctx, js, name, 1, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := OpenSpool(ctx, js, name, 1, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := charla.ConvID("claimed")
+	shard := ShardOf(conv, shards)
+	if err := old.Adopt(ctx, shard, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Put(ctx, spoolMsgs(conv, 1, 3)); err != nil {
+		t.Fatal(err)
+	}
+
+	leases := newHolder(map[int]uint64{})
+	next.Attach(leases)
+	if err := next.Adopt(ctx, shard, 7); err != nil { // the claim goes on
+		t.Fatal(err)
+	}
+	calls := 0
+	sink := func(context.Context, []charla.Message) error { calls++; return nil }
+	n, err := next.Drain(ctx, 100, sink)
+	var fe *store.FencedError
+	if !errors.As(err, &fe) || !slices.Equal(fe.Shards, []int{shard}) || n != 0 || calls != 0 {
+		t.Fatalf("drain during the claim: moved %d, sink called %d times, %v; want nothing moved and shard %d fenced", n, calls, err, shard)
+	}
+	if next.Len() != 3 {
+		t.Fatalf("%d messages kept after a drain during the claim, want 3", next.Len())
+	}
+
+	leases.serve(shard, 7) // the claim succeeded
+	if n, err := next.Drain(ctx, 100, sink); err != nil || n != 3 || next.Len() != 0 {
+		t.Fatalf("drain once served: moved %d (%v), %d left; want 3 moved", n, err, next.Len())
+	}
+
+	if err := next.Put(ctx, spoolMsgs(conv, 4, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next.Drain(ctx, 100, func(context.Context, []charla.Message) error {
+		return &store.FencedError{Shards: []int{shard}}
+	}); err != nil {
+		t.Fatalf("a fenced drain: %v, want the shard given up and no error", err)
+	}
+	if next.Len() != 0 || !slices.Equal(leases.given(), []int{shard}) {
+		t.Fatalf("after a fenced drain: %d messages counted, shards given up %v; want 0 and [%d]", next.Len(), leases.given(), shard)
 	}
 }

@@ -142,11 +142,7 @@ func (n *clusterNode) join(ctx context.Context, st store.Store, log zerolog.Logg
 		return nil, err
 	}
 	n.nc, n.leases = nc, leases
-	sp.OnLost(func(shard int) {
-		if epoch, ok := leases.Epoch(shard); ok {
-			leases.Lost(shard, epoch)
-		}
-	})
+	sp.Attach(leases)
 	n.fence.leases.Store(leases)
 	log.Info().Str("node", n.id).Str("cluster", n.cfg.Name).Int("shards", n.cfg.Shards).Dur("lease_ttl", n.cfg.LeaseTTL).Msg("joined the cluster")
 	return &actors.Cluster{Name: n.cfg.Name, Node: n.id, Placement: leases, Bus: cluster.NewBus(nc), RequestTimeout: n.cfg.RequestTimeout}, nil
@@ -165,11 +161,16 @@ func (a adoptingClaimer) ClaimShard(ctx context.Context, shard int, epoch uint64
 	if err != nil || !ok {
 		return ok, err
 	}
-	if err := a.spool.Adopt(ctx, shard); err != nil {
+	if err := a.spool.Adopt(ctx, shard, epoch); err != nil {
 		return false, err
 	}
 	return true, nil
 }
+
+// Unclaim forgets the spool adopted for a claim that ended too late to be
+// served: nothing of it may be drained here, and what it holds waits in
+// the stream for the shard's next owner.
+func (a adoptingClaimer) Unclaim(shard int) { a.spool.Forget(shard) }
 
 func (n *clusterNode) changed(c cluster.Change) {
 	if !c.Mine {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -96,10 +97,11 @@ func newCluster(t *testing.T, js jetstream.JetStream, urls ...string) *testClust
 				_ = p.cmd.Wait()
 			}
 			// The nodes are built with -race: a race there is only in
-			// their logs.
+			// their logs. CHARLA_TEST_LOGS=1 prints the logs of a test
+			// that passed too.
 			if log := p.logs.String(); strings.Contains(log, "DATA RACE") {
 				t.Errorf("node %s had a data race:\n%s", n, log)
-			} else if t.Failed() {
+			} else if t.Failed() || os.Getenv("CHARLA_TEST_LOGS") != "" {
 				t.Logf("node %s:\n%s", n, log)
 			}
 		}
@@ -1033,11 +1035,48 @@ func ackedBetween(senders []*sender, from, to time.Time) int {
 }
 
 // waitDrained waits (20 s at most) until PostgreSQL holds n messages of
-// conv: what a spool acked reaches it as the spool drains.
+// conv: what a spool acked reaches it as the spool drains. If it does not,
+// the test's log says what conv's shard still has in the spool stream.
 func (c *testCluster) waitDrained(conv charla.ConvID, n int) {
-	for until := time.Now().Add(20 * time.Second); len(c.stored(conv)) < n && time.Now().Before(until); {
-		time.Sleep(100 * time.Millisecond)
+	for until := time.Now().Add(20 * time.Second); len(c.stored(conv)) < n; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(until) {
+			c.t.Logf("PostgreSQL holds %d of %d messages of %s after 20 s; %s", len(c.stored(conv)), n, conv, c.spoolLeft(conv))
+			return
+		}
 	}
+}
+
+// spoolLeft describes the records of conv's shard in the spool stream:
+// each record's stream sequence and the seqs of conv it holds.
+func (c *testCluster) spoolLeft(conv charla.ConvID) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.js.Stream(ctx, c.name+"_spool")
+	if err != nil {
+		return fmt.Sprintf("the spool stream cannot be read: %v", err)
+	}
+	subj := fmt.Sprintf("%s.spool.%d", c.name, cluster.ShardOf(conv, testShards))
+	var out []string
+	for seq := uint64(1); ; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return fmt.Sprintf("reading %s: %v", subj, err)
+		}
+		var msgs []charla.Message
+		_ = json.Unmarshal(m.Data, &msgs)
+		var seqs []charla.Seq
+		for _, msg := range msgs {
+			if msg.Conv == conv {
+				seqs = append(seqs, msg.Seq)
+			}
+		}
+		out = append(out, fmt.Sprintf("#%d %v", m.Sequence, seqs))
+		seq = m.Sequence + 1
+	}
+	return fmt.Sprintf("the spool subject %s holds %d records: %s", subj, len(out), strings.Join(out, ", "))
 }
 
 // An owner acking from the spool during a database outage is paused past
