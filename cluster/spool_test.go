@@ -24,6 +24,21 @@ func spoolMsgs(conv charla.ConvID, from charla.Seq, n int) []charla.Message {
 	return out
 }
 
+// spoolOpener returns a function that opens, as one more node, the spool
+// of a cluster named for the test (its stream deleted at the end).
+func spoolOpener(ctx context.Context, t *testing.T, shards int) func() *Spool {
+	js := connect(t)
+	name := "t" + uuid.NewString()[:8]
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name+"_spool") })
+	return func() *Spool {
+		s, err := OpenSpool(ctx, js, name, 1, shards)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+}
+
 // holder stands in for the leases: the shards a node serves, with their
 // epochs, and those the spool gave up.
 type holder struct {
@@ -71,17 +86,8 @@ func (h *holder) given() []int {
 func TestSpoolTakenOverIsSealed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js := connect(t)
-	name := "t" + uuid.NewString()[:8]
-	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name+"_spool") })
 	const shards = 4
-	open := func() *Spool {
-		s, err := OpenSpool(ctx, js, name, 1, shards)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	open := spoolOpener(ctx, t, shards)
 	old, next := open(), open()
 	conv := charla.ConvID("spooled")
 	shard := ShardOf(conv, shards)
@@ -210,18 +216,9 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 func TestSpoolDrainsOnlyServedShards(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js := connect(t)
-	name := "t" + uuid.NewString()[:8]
-	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name+"_spool") })
 	const shards = 4
-	old, err := OpenSpool(ctx, js, name, 1, shards)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next, err := OpenSpool(ctx, js, name, 1, shards)
-	if err != nil {
-		t.Fatal(err)
-	}
+	open := spoolOpener(ctx, t, shards)
+	old, next := open(), open()
 	conv := charla.ConvID("claimed")
 	shard := ShardOf(conv, shards)
 	if err := old.Adopt(ctx, shard, 1); err != nil {
