@@ -66,7 +66,7 @@ type Holder interface {
 }
 
 // Attach ties the spool to the leases, which are started after it (they
-// adopt through it). Until then every adopted shard counts as served.
+// adopt through it). Until then nothing is drained.
 //
 // The leases decide two things here. A shard's records are drained only
 // while this node serves the shard with the epoch it adopted them under: a
@@ -85,7 +85,7 @@ func (s *Spool) Attach(h Holder) { s.holder.Store(&h) }
 func (s *Spool) serves(shard int, epoch uint64) bool {
 	h := s.holder.Load()
 	if h == nil {
-		return true
+		return false
 	}
 	e, ok := (*h).Epoch(shard)
 	return ok && e == epoch

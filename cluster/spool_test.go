@@ -116,6 +116,8 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	}
 
 	// The shard changes hands: next adopts the old owner's records.
+	nextLeases := newHolder(map[int]uint64{shard: 2})
+	next.Attach(nextLeases)
 	if err := next.Adopt(ctx, shard, 2); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +163,8 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	if err := next.Put(ctx, spoolMsgs(conv, 6, 1)); !errors.Is(err, ErrSpoolFenced) {
 		t.Fatalf("next wrote after another node adopted the shard: %v", err)
 	}
-	if err := next.Adopt(ctx, shard, 2); err != nil {
+	nextLeases.serve(shard, 5) // next claims the shard again
+	if err := next.Adopt(ctx, shard, 5); err != nil {
 		t.Fatal(err)
 	}
 
@@ -188,6 +191,7 @@ func TestSpoolTakenOverIsSealed(t *testing.T) {
 	// the sequence check's reference), already stored, which the store
 	// answers as duplicates; its drain loses the shard to the fence.
 	third := open()
+	third.Attach(newHolder(map[int]uint64{shard: 4}))
 	if err := third.Adopt(ctx, shard, 4); err != nil {
 		t.Fatal(err)
 	}
