@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -759,4 +760,66 @@ func TestResendOlderThanDedupWindowDuringOutage(t *testing.T) {
 		}
 	}
 	resend(1) // and after the outage, from the database
+}
+
+// claimingSpool answers drains as a cluster's spool does while the shards
+// it holds records of are still being claimed: a fenced error, nothing
+// handed to the store.
+type claimingSpool struct {
+	actors.Spool
+	claiming atomic.Bool
+	asked    atomic.Int32
+}
+
+func (s *claimingSpool) Drain(ctx context.Context, batch int, sink func(context.Context, []charla.Message) error) (int, error) {
+	s.asked.Add(1)
+	if s.claiming.Load() {
+		return 0, &store.FencedError{Shards: []int{3}, Fences: []store.ShardFence{{Shard: 3}}}
+	}
+	return s.Spool.Drain(ctx, batch, sink)
+}
+
+// A drain answered "shards not served yet" is tried again within
+// milliseconds, with no traffic to wake the store actor, and tells the
+// store's breaker nothing (a half-open probe that stayed unanswered kept
+// every later drain from starting); once the claim is done the spool
+// drains in full.
+func TestDrainWaitsForShardsBeingClaimed(t *testing.T) {
+	dbURL := migrated(t)
+	px, proxied := newProxy(t, dbURL)
+	var sp *claimingSpool
+	e := engineOverPG(t, proxied, transporttest.WithDependencies(func(d *actors.Dependencies) {
+		sp = &claimingSpool{Spool: d.Spool}
+		d.Spool = sp
+	}), transporttest.WithActors(func(c *actors.Config) {
+		c.StoreBreaker.Failures = 1 // open at the outage's first write: drains then are half-open probes
+	}))
+	c := e.Dial(t, "a", charla.RoleAgent)
+	const conv = "claiming"
+	if f := sendText(t, c, conv, uuid.NewString(), `{"text":"before"}`); f.Type != wire.TypeAck || f.Seq != 1 {
+		t.Fatalf("before the outage: %+v", f)
+	}
+	sp.claiming.Store(true)
+	px.p.Stop()
+	for i := range 3 {
+		if f := sendText(t, c, conv, uuid.NewString(), `{"text":"spooled"}`); f.Type != wire.TypeAck || f.Seq != charla.Seq(i+2) {
+			t.Fatalf("during the outage: %+v", f)
+		}
+	}
+	px.heal(t)
+	asked := sp.asked.Load()
+	waitFor(t, "drains retried while the shards are claimed", 30*time.Second, func() bool { return sp.asked.Load() >= asked+2 })
+	trips, asked := e.Sys.Stats().BreakerTrips.Load(), sp.asked.Load()
+	time.Sleep(500 * time.Millisecond)
+	if n := sp.asked.Load() - asked; n < 10 {
+		t.Errorf("%d drains in 500 ms while the shards were claimed, want a retry every few milliseconds", n)
+	}
+	if now := e.Sys.Stats().BreakerTrips.Load(); now != trips {
+		t.Errorf("the breaker opened %d times while the shards were claimed: a drain that did not reach the store counted as its failure", now-trips)
+	}
+	sp.claiming.Store(false)
+	waitFor(t, "spool drained once claimed", 30*time.Second, func() bool { return e.Sys.Stats().SpoolDepth.Load() == 0 })
+	if got := storedLog(t, dbURL, conv); len(got) != 4 {
+		t.Fatalf("stored %d messages, want the one before the outage and the 3 spooled", len(got))
+	}
 }

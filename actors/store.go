@@ -370,8 +370,11 @@ func (a *storeActor) onDrained(d spoolDrained) {
 	case errors.Is(d.err, store.ErrFenced):
 		// What is left belongs to cluster shards this node adopted and is
 		// still claiming: nothing is wrong with the store, look again soon.
+		// The breaker learns nothing from it: a half-open probe not made.
 		if d.moved > 0 {
 			a.breaker.Success()
+		} else {
+			a.breaker.Unused()
 		}
 		a.kickIn(unservedDrainRetry)
 	case isOutage(a.life, d.err):
