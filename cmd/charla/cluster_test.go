@@ -807,10 +807,11 @@ func TestClusterSIGTERMHandsOver(t *testing.T) {
 // natsServer is a nats-server of the test's own (Debian's binary), for the
 // tests that stop, restart or cluster NATS without touching the machine's.
 type natsServer struct {
-	t    *testing.T
-	args []string
-	url  string
-	cmd  *exec.Cmd
+	t      *testing.T
+	args   []string
+	url    string
+	cmd    *exec.Cmd
+	waited chan struct{} // closed once cmd has exited and been waited for
 }
 
 func natsBinary(t *testing.T) string {
@@ -829,38 +830,83 @@ func natsBinary(t *testing.T) string {
 // NATS cluster (its own route address first).
 func startNATS(t *testing.T, name string, routes ...string) *natsServer {
 	t.Helper()
-	addr := freeAddr(t)
-	_, port, _ := strings.Cut(addr, ":")
-	args := []string{"-a", "127.0.0.1", "-p", port, "-js", "-sd", t.TempDir(), "-n", name}
-	if len(routes) > 0 {
-		args = append(args, "--cluster_name", "charlatest", "--cluster", routes[0], "--routes", strings.Join(routes[1:], ","))
+	var n *natsServer
+	// A port free when picked can be taken before the server binds it: by
+	// a route port of this test (free until its server starts, so never
+	// picked here), or by anything else on the machine (the server exits,
+	// and another port is tried).
+	for attempt := 1; ; attempt++ {
+		addr := freeAddr(t)
+		for slices.Contains(routes, "nats://"+addr) {
+			addr = freeAddr(t)
+		}
+		_, port, _ := strings.Cut(addr, ":")
+		args := []string{"-a", "127.0.0.1", "-p", port, "-js", "-sd", t.TempDir(), "-n", name}
+		if len(routes) > 0 {
+			args = append(args, "--cluster_name", "charlatest", "--cluster", routes[0], "--routes", strings.Join(routes[1:], ","))
+		}
+		n = &natsServer{t: t, args: args, url: "nats://" + addr}
+		err := n.tryStart()
+		if err == nil {
+			break
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("%v; trying another port", err)
 	}
-	n := &natsServer{t: t, args: args, url: "nats://" + addr}
-	n.start()
 	t.Cleanup(func() { n.stop(syscall.SIGKILL) })
 	return n
 }
 
+// start starts the server again, on its port and store.
 func (n *natsServer) start() {
 	n.t.Helper()
-	n.cmd = exec.Command(natsBinary(n.t), n.args...)
-	if err := n.cmd.Start(); err != nil {
+	if err := n.tryStart(); err != nil {
 		n.t.Fatal(err)
 	}
+}
+
+// tryStart starts the server and waits until it listens (10 s at most); if
+// it exits or does not listen, the error has what it printed.
+func (n *natsServer) tryStart() error {
+	var out transporttest.LogBuffer
+	n.cmd = exec.Command(natsBinary(n.t), n.args...)
+	n.cmd.Stdout, n.cmd.Stderr = &out, &out
+	if err := n.cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = n.cmd.Wait()
+		close(exited)
+	}()
+	n.waited = exited
 	_, hostPort, _ := strings.Cut(n.url, "//")
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			return fmt.Errorf("nats-server %v exited before it listened:\n%s", n.args, out.String())
+		default:
+		}
 		if c, err := net.Dial("tcp", hostPort); err == nil {
 			c.Close()
-			return
+			return nil
 		}
 	}
-	n.t.Fatalf("nats-server %v did not listen", n.args)
+	n.stop(syscall.SIGKILL)
+	return fmt.Errorf("nats-server %v did not listen in 10 s:\n%s", n.args, out.String())
 }
 
 func (n *natsServer) stop(sig syscall.Signal) {
-	if n.cmd != nil && n.cmd.ProcessState == nil {
+	if n.cmd == nil {
+		return
+	}
+	select {
+	case <-n.waited:
+	default:
 		_ = n.cmd.Process.Signal(sig)
-		_ = n.cmd.Wait()
+		<-n.waited
 	}
 }
 
@@ -1135,8 +1181,10 @@ func TestClusterPausedOwnerDuringOutage(t *testing.T) {
 // Leases replicated on a 3-server NATS cluster survive the loss of one server.
 func TestClusterOnThreeNATSServers(t *testing.T) {
 	var routes []string
-	for range 3 {
-		routes = append(routes, "nats://"+freeAddr(t))
+	for len(routes) < 3 { // three distinct ports
+		if r := "nats://" + freeAddr(t); !slices.Contains(routes, r) {
+			routes = append(routes, r)
+		}
 	}
 	var servers []*natsServer
 	for i := range 3 {
