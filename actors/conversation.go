@@ -301,7 +301,7 @@ func (c *conversation) onLoaded(ctx actor.Context, m loaded) {
 	c.head = m.head
 	for _, msg := range m.recent {
 		c.dedup.add(msg.ClientMsgID, ackInfo{msg.Seq, msg.TS})
-		c.ring.push(delivery{conv: c.id, seq: msg.Seq, frame: encodeMsg(msg)})
+		c.ring.push(msg.Seq, encodeMsg(msg))
 	}
 	waiting := c.waiting
 	c.waiting = nil
@@ -406,7 +406,7 @@ func (c *conversation) onAppended(ctx actor.Context, m appendDone) {
 			// each Send boxed a copy (a third of what a fan-out to 100
 			// subscribers allocated). Receivers never modify it.
 			d := &delivery{conv: c.id, seq: r.Seq, frame: encodeMsg(msg)}
-			c.ring.push(*d)
+			c.ring.push(d.seq, d.frame)
 			for _, s := range c.subs {
 				ctx.Send(s, d)
 			}
@@ -578,7 +578,8 @@ type ringItem struct {
 	off, n int
 }
 
-func (r *ring) push(d delivery) {
+// push keeps a copy of frame, the delivery of seq.
+func (r *ring) push(seq charla.Seq, frame []byte) {
 	if r.max <= 0 {
 		return
 	}
@@ -595,8 +596,8 @@ func (r *ring) push(d delivery) {
 			r.items[i].off -= base
 		}
 	}
-	r.items = append(r.items, ringItem{seq: d.seq, off: len(r.buf), n: len(d.frame)})
-	r.buf = append(r.buf, d.frame...)
+	r.items = append(r.items, ringItem{seq: seq, off: len(r.buf), n: len(frame)})
+	r.buf = append(r.buf, frame...)
 }
 
 // first is the oldest seq kept, 0 when empty.

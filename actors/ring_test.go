@@ -28,7 +28,7 @@ func TestRingAfter(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := ring{conv: "c", max: tc.max}
 			for seq := charla.Seq(1); seq <= charla.Seq(tc.pushed); seq++ {
-				r.push(delivery{conv: "c", seq: seq, frame: frame(seq)})
+				r.push(seq, frame(seq))
 			}
 			if got := r.first(); got != tc.wantFirst {
 				t.Fatalf("first = %d, want %d", got, tc.wantFirst)
@@ -47,7 +47,7 @@ func TestRingAfter(t *testing.T) {
 			}
 			// Later pushes move the frames in the buffer; the answers are copies.
 			for seq := charla.Seq(tc.pushed) + 1; seq <= charla.Seq(tc.pushed+3*tc.max); seq++ {
-				r.push(delivery{conv: "c", seq: seq, frame: frame(seq)})
+				r.push(seq, frame(seq))
 			}
 			for since, got := range answers {
 				for k, d := range got {
